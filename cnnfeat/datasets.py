@@ -1,0 +1,129 @@
+"""Manifests: which image files make a dataset, with their labels, splits and domains.
+
+A :class:`Manifest` comes from a folder tree (label = the image's parent folder),
+a CSV file (``path,label[,split,domain]``, paths relative to the CSV), or a
+text list (one path per line).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnnfeat.exceptions import InputListError
+
+__all__ = ["IMAGE_EXTENSIONS", "Manifest", "load_inputs", "sample_images"]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+
+@dataclass
+class Manifest:
+    """Image paths with optional per-image label, split and domain (empty strings when unknown)."""
+
+    paths: list[str]
+    labels: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+    domains: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        for name in ("labels", "splits", "domains"):
+            column = getattr(self, name)
+            if not column:
+                setattr(self, name, [""] * n)
+            elif len(column) != n:
+                raise InputListError(f"{self.source or 'manifest'}: {name} has {len(column)} entries for {n} paths")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted distinct non-empty labels."""
+        return sorted({label for label in self.labels if label})
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike[str]) -> Manifest:
+        """Every image below ``root`` (sorted), labelled by its parent folder's name."""
+        root = Path(root)
+        if not root.is_dir():
+            raise InputListError(f"{root}: not a folder")
+        paths, labels = [], []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                    path = Path(dirpath, name)
+                    paths.append(str(path))
+                    labels.append(path.parent.name if path.parent != root else "")
+            # a folder named like an image (x.jpg/) is not an image: it is walked, not listed
+        if not paths:
+            raise InputListError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return cls(paths, labels, source=str(root))
+
+    @classmethod
+    def from_csv(cls, csv_path: str | os.PathLike[str]) -> Manifest:
+        """A CSV with a header containing ``path`` and optionally ``label``, ``split``, ``domain``."""
+        csv_path = Path(csv_path)
+        base = csv_path.parent
+        try:
+            with open(csv_path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames is None or "path" not in reader.fieldnames:
+                    raise InputListError(f"{csv_path}: the header must have a 'path' column; got {reader.fieldnames}")
+                rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise InputListError(f"{csv_path}: cannot read CSV ({exc})") from exc
+        paths = []
+        for line, row in enumerate(rows, start=2):
+            if not (row.get("path") or "").strip():
+                raise InputListError(f"{csv_path}, line {line}: empty path")
+            paths.append(str(base / row["path"].strip()))
+        columns = {c: [(r.get(c) or "").strip() for r in rows] for c in ("label", "split", "domain")}
+        return cls(paths, columns["label"], columns["split"], columns["domain"], source=str(csv_path))
+
+    @classmethod
+    def from_list(cls, list_path: str | os.PathLike[str]) -> Manifest:
+        """A text file of paths, one per line (relative to the file); ``#`` starts a comment."""
+        list_path = Path(list_path)
+        try:
+            lines = list_path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputListError(f"{list_path}: cannot read path list ({exc})") from exc
+        paths = [str(list_path.parent / s) for s in (ln.strip() for ln in lines) if s and not s.startswith("#")]
+        if not paths:
+            raise InputListError(f"{list_path}: lists no paths")
+        return cls(paths, source=str(list_path))
+
+
+def load_inputs(source: str | os.PathLike[str]) -> Manifest:
+    """A folder tree, a ``.csv`` or a text list of paths, whichever ``source`` is."""
+    path = Path(source)
+    if path.is_dir():
+        return Manifest.from_folder(path)
+    if not path.exists():
+        raise InputListError(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".csv":
+        return Manifest.from_csv(path)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return Manifest([str(path)], source=str(path))
+    return Manifest.from_list(path)
+
+
+def sample_images() -> Manifest:
+    """The two photos scikit-learn ships (``china.jpg``, ``flower.jpg``): always available offline."""
+    import sklearn.datasets
+
+    folder = Path(sklearn.datasets.__file__).parent / "images"
+    paths = sorted(str(p) for p in folder.glob("*.jpg"))
+    if not paths:
+        raise InputListError(f"{folder}: scikit-learn's sample images are missing")
+    return Manifest(paths, [Path(p).stem for p in paths], source="scikit-learn sample images")

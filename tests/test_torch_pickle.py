@@ -1,0 +1,128 @@
+"""The torch-free state-dict reader: real weights load, crafted pickles are refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnfeat.exceptions import UnsafePickleError, WeightsError
+from cnnfeat.weights.efficientnet_lite import packaged_weights_path
+from cnnfeat.weights.torch_pickle import load_state_dict
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # what an attacker would put in a .pth file
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _legacy_file(path: Path, payload: bytes) -> Path:
+    header = pickle.dumps(LEGACY_MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps({"little_endian": True}, 2)
+    path.write_bytes(header + payload)
+    return path
+
+
+def test_reads_packaged_efficientnet_lite0() -> None:
+    state = load_state_dict(packaged_weights_path("efficientnet_lite0"))
+    assert len(state) == 296
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_conv_stem.weight"].dtype == np.float32
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert state["_bn0.num_batches_tracked"].dtype == np.int64
+    # real trained weights: BN variances are non-negative and varied (a few channels are dead: 0)
+    var = state["_bn0.running_var"]
+    assert (var >= 0).all() and var.std() > 1 and (var > 0).mean() > 0.8
+
+
+def test_refuses_os_system_in_state(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    bad = _legacy_file(tmp_path / "bad.pth", pickle.dumps({"w": _Exploit(marker)}, 2))
+    with pytest.raises(UnsafePickleError, match=r"posix\.system|os\.system|nt\.system"):
+        load_state_dict(bad)
+    assert not marker.exists()
+
+
+def test_refuses_global_in_header(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "header.pth"
+    bad.write_bytes(pickle.dumps(_Exploit(marker), 2))
+    with pytest.raises(UnsafePickleError):
+        load_state_dict(bad)
+    assert not marker.exists()
+
+
+def test_refuses_import_outside_allow_list_in_zip(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad_zip.pt"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": _Exploit(marker)}, 2))
+    with pytest.raises(UnsafePickleError, match="refused"):
+        load_state_dict(bad)
+    assert not marker.exists()
+
+
+def test_truncated_and_non_pickle_files_are_clear_errors(tmp_path: Path) -> None:
+    real = packaged_weights_path("efficientnet_lite0").read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(real[: len(real) // 2])
+    with pytest.raises(WeightsError, match="truncated"):
+        load_state_dict(cut)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"<html>404</html>")
+    with pytest.raises(WeightsError, match=r"junk\.pth"):
+        load_state_dict(junk)
+    with pytest.raises(WeightsError, match="not found"):
+        load_state_dict(tmp_path / "missing.pth")
+
+
+def test_bad_magic_number(tmp_path: Path) -> None:
+    f = tmp_path / "magic.pth"
+    f.write_bytes(pickle.dumps(12345, 2) + pickle.dumps(1001, 2))
+    with pytest.raises(WeightsError, match="magic"):
+        load_state_dict(f)
+
+
+def test_zip_layout_is_read(tmp_path: Path) -> None:
+    """A hand-made PyTorch zip checkpoint (the >= 1.6 layout) with one strided tensor."""
+    values = np.arange(12, dtype=np.float32)
+
+    class Storage:
+        pass
+
+    class Rebuild:
+        pass
+
+    # write the pickle by hand: GLOBAL opcodes name torch classes that need not exist here
+    buf = io.BytesIO()
+    buf.write(b"\x80\x02")
+    buf.write(b"ccollections\nOrderedDict\n)R")  # od = OrderedDict()
+    buf.write(b"(")  # MARK for SETITEMS
+    buf.write(b"X" + struct.pack("<I", 1) + b"w")
+    buf.write(b"ctorch._utils\n_rebuild_tensor_v2\n")
+    buf.write(b"(")  # args tuple
+    buf.write(b"(X" + struct.pack("<I", 7) + b"storage" + b"ctorch\nFloatStorage\n")
+    buf.write(b"X" + struct.pack("<I", 1) + b"0" + b"X" + struct.pack("<I", 3) + b"cpu" + b"K\x0ctQ")
+    buf.write(b"K\x00")  # storage offset
+    buf.write(b"K\x03K\x04\x86")  # size (3, 4)
+    buf.write(b"K\x01K\x03\x86")  # stride (1, 3): a transposed view
+    buf.write(b"\x89ccollections\nOrderedDict\n)Rt")  # requires_grad, hooks; end args
+    buf.write(b"R")  # call rebuild
+    buf.write(b"u.")  # SETITEMS, STOP
+    ckpt = tmp_path / "zip.pt"
+    with zipfile.ZipFile(ckpt, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/data/0", values.tobytes())
+    state = load_state_dict(ckpt)
+    np.testing.assert_array_equal(state["w"], values.reshape(4, 3).T)
+    del Storage, Rebuild
