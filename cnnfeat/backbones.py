@@ -294,7 +294,7 @@ def weights_identity(spec: BackboneSpec, weights: str | os.PathLike[str] | None,
             return f"imagenet:sha256={file_sha256(packaged_weights_path(spec.name))}"
         if spec.imagenet_weights == "none":
             raise WeightsError(f"backbone {spec.name} has no ImageNet weights; use weights=None or a file")
-        return f"imagenet:{spec.reference.rsplit('; ', 1)[-1]}"
+        return f"imagenet:keras.applications:{spec.name}"
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise WeightsError(f"weights file {path!r} not found; expected 'imagenet', None or a path to a weights file")

@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    import os
+    from pathlib import Path
 
     from cnnfeat.config import cache_dir
     from cnnfeat.datasets import load_inputs, sample_images
@@ -166,8 +166,6 @@ def _extract(args: argparse.Namespace) -> int:
     layers = [part for value in (args.layers or ["pool"]) for part in value.split(",") if part.strip()]
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")
-    if args.cache_dir:
-        os.environ["CNNFEAT_CACHE"] = args.cache_dir
     extractor = CNNFeatures(
         backbone=args.backbone,
         weights=None if args.weights.lower() == "none" else args.weights,
@@ -180,7 +178,7 @@ def _extract(args: argparse.Namespace) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         dtype=args.dtype,
-        cache=args.output or cache_dir() / "features",
+        cache=args.output or Path(args.cache_dir or cache_dir()) / "features",
         on_error=args.on_error,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         n_jobs=args.workers,

@@ -178,6 +178,8 @@ class FeatureStore:
         self._run_index: dict[str, list[str]] | None = None
         if self._lock is not None:
             self._lock.acquire()
+            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a merge cut short by a crash
+                leftover.unlink(missing_ok=True)
         try:
             self._open(config, dims, dtype)
         except BaseException:
@@ -311,12 +313,11 @@ class FeatureStore:
         seen: set[str] = set()
         take = []
         for i, key in enumerate(keys):
-            if len(key) != 64 or key in self or key in seen:
-                if len(key) != 64:
-                    raise ConfigError(f"key {key!r} is not a 64-character sha256 hex digest")
-                continue
-            seen.add(key)
-            take.append(i)
+            if len(key) != 64:
+                raise ConfigError(f"key {key!r} is not a 64-character sha256 hex digest")
+            if key not in self and key not in seen:
+                seen.add(key)
+                take.append(i)
         if not take:
             return 0
         blocks = []
@@ -410,35 +411,40 @@ class FeatureStore:
         return out
 
     def _recover_journal(self) -> None:
-        """Re-read a journal left by a crashed writer: keep complete records, drop a torn tail."""
+        """Re-read a journal left by a crashed writer: keep complete records, drop a torn tail.
+
+        Reads one record at a time (CRC computed in chunks), so memory stays bounded
+        by a record's size however large the journal is.
+        """
         if not self._journal_path.exists():
             return
-        with open(self._journal_path, "rb") as f:
-            data = f.read()
         header = _JOURNAL_MAGIC + self.fingerprint.encode() + b"\n"
-        if not data.startswith(header):
-            logger.warning("%s: journal belongs to another store or is damaged; ignoring it", self._journal_path)
-            self._journal_path.unlink()
-            return
         row_width = sum(self.dims[t] for t in self.taps) * self.dtype.itemsize
-        pos, good_end = len(header), len(header)
-        while pos + len(_RECORD_MAGIC) + 8 <= len(data) and data[pos : pos + 4] == _RECORD_MAGIC:
-            n, n_path = struct.unpack_from("<II", data, pos + 4)
-            body_end = pos + 4 + 8 + n_path + n * (32 + row_width)
-            if body_end + 4 > len(data):
-                break
-            body = data[pos + 4 : body_end]
-            if struct.unpack_from("<I", data, body_end)[0] != zlib.crc32(body):
-                break
-            keys_at = pos + 12 + n_path
-            keys = [data[keys_at + 32 * i : keys_at + 32 * (i + 1)].hex() for i in range(n)]
-            self._add_record(keys_at + 32 * n, keys, json.loads(data[pos + 12 : keys_at]))
-            pos = good_end = body_end + 4
-        if good_end < len(data):
+        with open(self._journal_path, "rb") as f:
+            if f.read(len(header)) != header:
+                logger.warning("%s: journal belongs to another store or is damaged; ignoring it", self._journal_path)
+                f.close()
+                self._journal_path.unlink()
+                return
+            good_end = f.tell()
+            while (start := f.read(len(_RECORD_MAGIC) + 8))[:4] == _RECORD_MAGIC and len(start) == 12:
+                n, n_path = struct.unpack_from("<II", start, 4)
+                head = f.read(n_path + 32 * n)
+                crc = zlib.crc32(head, zlib.crc32(start[4:]))
+                remaining = n * row_width
+                while remaining > 0 and (chunk := f.read(min(remaining, 1 << 22))):
+                    crc = zlib.crc32(chunk, crc)
+                    remaining -= len(chunk)
+                stored = f.read(4)
+                if len(head) != n_path + 32 * n or remaining or len(stored) != 4 or struct.unpack("<I", stored)[0] != crc:
+                    break
+                keys = [head[n_path + 32 * i : n_path + 32 * (i + 1)].hex() for i in range(n)]
+                self._add_record(good_end + 12 + n_path + 32 * n, keys, json.loads(head[:n_path]))
+                good_end = f.tell()
+            size = f.seek(0, os.SEEK_END)
+        if good_end < size:
             logger.warning(
-                "%s: dropped %d bytes of an incomplete record left by an interrupted run",
-                self._journal_path,
-                len(data) - good_end,
+                "%s: dropped %d bytes of an incomplete record left by an interrupted run", self._journal_path, size - good_end
             )
             with open(self._journal_path, "r+b") as f:
                 f.truncate(good_end)

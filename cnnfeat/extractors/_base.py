@@ -83,7 +83,7 @@ def as_sources(X: Any) -> list[Any]:
     """
     if isinstance(X, str | bytes | os.PathLike):
         raise ConfigError(f"expected a list of image paths or an array of images; got a single path {X!r}. Wrap it in a list.")
-    if isinstance(X, np.ndarray) and X.dtype.kind in "uif b".replace(" ", ""):
+    if isinstance(X, np.ndarray) and X.dtype.kind in "uifb":
         if X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[-1] not in (1, 3, 4)):
             raise ConfigError(f"an image array must have shape (n, h, w) or (n, h, w, 3); got {X.shape}")
         return list(X)
@@ -183,7 +183,8 @@ def run_extraction(
         store.append(batch_keys, features, batch_names)
         report.n_computed += len(batch_items)
         computed.update(batch_keys)
-        batch_items.clear(), batch_keys.clear(), batch_names.clear(), queued.clear()
+        for gathered in (batch_items, batch_keys, batch_names, queued):
+            gathered.clear()
 
     results = map_ordered(prepare, enumerate(sources), workers=workers, max_ahead=max(2 * batch_size, 4 * workers))
     pending_progress = 0
@@ -205,7 +206,9 @@ def run_extraction(
                 report.n_cached += 1
             else:
                 queued.add(key)
-                batch_items.append(item), batch_keys.append(key), batch_names.append(name)
+                batch_items.append(item)
+                batch_keys.append(key)
+                batch_names.append(name)
                 if len(batch_items) >= batch_size:
                     flush()
         pending_progress += 1

@@ -1,0 +1,202 @@
+"""FeatureStore: layout, fingerprints, locking, journal recovery and SIGKILL safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cnnfeat.exceptions import StoreLockedError, StoreMismatchError
+from cnnfeat.store import FEATURE_CODE_VERSION, FeatureStore, fingerprint_of
+
+CONFIG = {"extractor": "test", "taps": ["a", "b"], "feature_code_version": FEATURE_CODE_VERSION}
+DIMS = {"a": 3, "b": 2}
+
+
+def _key(i: int) -> str:
+    return f"{i:064x}"
+
+
+def _rows(keys: list[int]) -> dict[str, np.ndarray]:
+    k = np.asarray(keys, dtype=np.float32)[:, None]
+    return {"a": k + np.arange(3, dtype=np.float32), "b": -k * np.ones(2, np.float32)}
+
+
+def test_append_get_reopen_and_self_describing_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.h5"
+    with FeatureStore(path, CONFIG, dims=DIMS) as store:
+        assert store.append([_key(i) for i in (5, 6, 7)], _rows([5, 6, 7]), ["x5", "x6", "x7"]) == 3
+        assert store.append([_key(6), _key(8)], _rows([6, 8]), ["again", "x8"]) == 1  # 6 is present
+        got = store.get([_key(8), _key(5)])  # journal rows are readable before compaction
+        np.testing.assert_array_equal(got["a"], _rows([8, 5])["a"])
+    with h5py.File(path, "r") as f:  # plain h5py, no cnnfeat needed
+        assert f.attrs["n_rows"] == 4 and f.attrs["format"] == "cnnfeat.FeatureStore"
+        assert f.attrs["fingerprint"] == fingerprint_of(CONFIG)
+        assert json.loads(f.attrs["config"])["taps"] == ["a", "b"]
+        assert "sha256" in f.attrs["description"]
+        assert f["features/a"].shape == (4, 3) and f["features/a"].dtype == np.float32
+        assert f["keys"][0].decode() == _key(5) and f["paths"][3].decode() == "x8"
+    with FeatureStore(path, mode="r") as store:
+        assert len(store) == 4 and _key(7) in store and _key(9) not in store
+        np.testing.assert_array_equal(store.get([_key(7), _key(7)])["b"], _rows([7, 7])["b"])
+        with pytest.raises(KeyError, match=_key(9)):
+            store.get([_key(9)])
+
+
+def test_float16_storage_returns_float32(tmp_path: Path) -> None:
+    with FeatureStore(tmp_path / "h.h5", CONFIG, dims=DIMS, dtype="float16") as store:
+        store.append([_key(1)], _rows([1]), ["p"])
+    with FeatureStore(tmp_path / "h.h5", mode="r") as store:
+        assert store.dtype == np.float16
+        assert store.get([_key(1)])["a"].dtype == np.float32
+
+
+def test_other_configuration_is_refused_never_mixed(tmp_path: Path) -> None:
+    path = tmp_path / "f.h5"
+    FeatureStore(path, CONFIG, dims=DIMS).close()
+    other = dict(CONFIG, pooling="max")
+    with pytest.raises(StoreMismatchError, match="differs in: pooling"):
+        FeatureStore(path, other, dims=DIMS)
+
+
+def test_incompatible_feature_code_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.h5"
+    FeatureStore(path, CONFIG, dims=DIMS).close()
+    with h5py.File(path, "r+") as f:  # as an older cnnfeat would have written it
+        f.attrs["config"] = json.dumps(dict(CONFIG, feature_code_version=0))
+    with pytest.raises(StoreMismatchError, match="feature code version 0"):
+        FeatureStore(path, mode="r")
+
+
+def test_not_a_store(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = [1, 2]
+    with pytest.raises(StoreMismatchError, match="not a cnnfeat feature store"):
+        FeatureStore(foreign, CONFIG, dims=DIMS)
+
+
+def test_second_writer_is_refused_with_the_lock_named(tmp_path: Path) -> None:
+    path = tmp_path / "f.h5"
+    with FeatureStore(path, CONFIG, dims=DIMS):
+        with pytest.raises(StoreLockedError, match=r"f\.h5\.lock.*pid"):
+            FeatureStore(path, CONFIG, dims=DIMS)
+        with FeatureStore(path, mode="r") as reader:  # readers need no lock
+            assert len(reader) == 0
+    FeatureStore(path, CONFIG, dims=DIMS).close()  # released on close
+
+
+def _child(code: str, tmp_path: Path) -> subprocess.Popen:
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "f.h5"
+    child = _child(
+        f"""
+        import os
+        from cnnfeat.store import FeatureStore
+        store = FeatureStore({str(path)!r}, {CONFIG!r}, dims={DIMS!r})
+        store.append([{_key(1)!r}], {{"a": [[1, 2, 3]], "b": [[4, 5]]}}, ["p"])
+        os._exit(0)  # dies holding the lock, without closing anything
+        """,
+        tmp_path,
+    )
+    assert child.wait(60) == 0, child.stderr.read()
+    assert (tmp_path / "f.h5.lock").exists()
+    with FeatureStore(path, CONFIG, dims=DIMS) as store:  # not refused: the holder is dead
+        np.testing.assert_array_equal(store.get([_key(1)])["b"], [[4, 5]])
+
+
+def test_torn_journal_tail_is_dropped_and_complete_records_kept(tmp_path: Path) -> None:
+    path = tmp_path / "f.h5"
+    store = FeatureStore(path, CONFIG, dims=DIMS)
+    store.append([_key(1), _key(2)], _rows([1, 2]), ["p1", "p2"])
+    store.append([_key(3)], _rows([3]), ["p3"])
+    journal = tmp_path / "f.h5.journal"
+    size = journal.stat().st_size
+    store._journal.close()  # simulate a crash: nothing merged, the lock released by the OS
+    store._journal = None
+    store.close(compact=False)
+    with open(journal, "r+b") as f:  # the last record was cut short mid-write
+        f.truncate(size - 7)
+    with FeatureStore(path, CONFIG, dims=DIMS) as again:
+        assert sorted(again.keys()) == [_key(1), _key(2)]
+    with h5py.File(path) as f:
+        assert f.attrs["n_rows"] == 2
+    assert not journal.exists()
+
+
+def test_write_error_keeps_committed_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing merge (e.g. a full disk) is a clear error; the committed rows stay recoverable."""
+    path = tmp_path / "f.h5"
+    store = FeatureStore(path, CONFIG, dims=DIMS)
+    store.append([_key(1)], _rows([1]), ["p1"])
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("cnnfeat.store.shutil.copyfile", disk_full)
+    from cnnfeat.exceptions import StoreError
+
+    with pytest.raises(StoreError, match=r"No space left on device.*kept in"):
+        store.close()
+    monkeypatch.undo()
+    with FeatureStore(path, CONFIG, dims=DIMS) as again:
+        np.testing.assert_array_equal(again.get([_key(1)])["a"], _rows([1])["a"])
+
+
+KILL_CHILD = """
+import sys
+from cnnfeat.store import FeatureStore
+import numpy as np
+path, n = sys.argv[1], int(sys.argv[2])
+config = {config!r}
+with FeatureStore(path, config, dims={dims!r}, durable=False) as store:
+    for i in range(n):
+        key = f"{{i:064x}}"
+        if key in store:
+            continue
+        store.append([key], {{"a": np.full((1, 3), i, np.float32), "b": np.full((1, 2), -i, np.float32)}}, [f"p{{i}}"])
+        print(i, flush=True)
+"""
+
+
+@pytest.mark.parametrize("trial", range(int(os.environ.get("CNNFEAT_KILL_TRIALS", "6"))))
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, trial: int) -> None:
+    """Kill a writer at a random moment (appends and merges both run), then resume and check every row."""
+    n = 6000  # enough rows that merges into the HDF5 file happen while we kill
+    script = tmp_path / "writer.py"
+    script.write_text(KILL_CHILD.format(config=CONFIG, dims=DIMS))
+    path = tmp_path / "k.h5"
+    rng = random.Random(trial)
+    child = subprocess.Popen([sys.executable, str(script), str(path), str(n)], stdout=subprocess.PIPE, text=True)
+    first = child.stdout.readline()  # wait until it writes
+    assert first, "writer did not start"
+    time.sleep(rng.uniform(0.0, 1.0))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    committed_lines = [first, *child.stdout.read().split()]
+    committed = {int(x) for x in committed_lines if str(x).strip()}
+    resumed = subprocess.run([sys.executable, str(script), str(path), str(n)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    recomputed = {int(x) for x in resumed.stdout.split()}
+    assert not (recomputed & committed), "a committed row was computed again"
+    with h5py.File(path) as f:
+        keys = [int(k, 16) for k in f["keys"][: f.attrs["n_rows"]]]
+        a = f["features/a"][: len(keys)]
+    assert sorted(keys) == list(range(n)), "rows lost or duplicated"
+    np.testing.assert_array_equal(a[:, 0], np.asarray(keys, np.float32))
+    assert not list(tmp_path.glob(".k.h5.*.tmp")), "a merge cut short left its temporary file behind"
