@@ -31,21 +31,6 @@ import numpy as np
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "office31" / "webcam"
 
 
-def synthetic_jpegs(folder: Path, n: int) -> list[str]:
-    """Photo-sized JPEGs (random sizes 300-800 px) for machines without the datasets."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        w, h = (int(v) for v in rng.integers(300, 800, 2))
-        small = rng.integers(0, 255, (h // 16 + 1, w // 16 + 1, 3)).astype(np.uint8)
-        Image.fromarray(small).resize((w, h), Image.BICUBIC).save(folder / f"img_{i:05d}.jpg", quality=90)
-        paths.append(str(folder / f"img_{i:05d}.jpg"))
-    return paths
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of images (default: Office-31 webcam)")
@@ -59,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from cnnfeat import CNNFeatures
     from cnnfeat.datasets import Manifest
+    from cnnfeat.testing import make_photos
 
     with tempfile.TemporaryDirectory(prefix="cnnfeat-speed-") as tmp:
         if args.images.is_dir():
             paths = Manifest.from_folder(args.images).paths
             source = str(args.images)
         else:
-            paths = synthetic_jpegs(Path(tmp, "jpegs"), 400)
+            paths = make_photos(Path(tmp, "jpegs"), 400, size=None)
             source = f"{len(paths)} synthetic JPEGs, 300-800 px ({args.images} not found)"
         if args.limit:
             paths = paths[: args.limit]

@@ -308,9 +308,9 @@ def weights_identity(spec: BackboneSpec, weights: str | os.PathLike[str] | None,
     path = _weights_file(spec, weights)
     if path is None:
         return f"imagenet:keras.applications:{spec.name}"
-    from cnnfeat.weights.efficientnet_lite import file_sha256
+    from cnnfeat.download import sha256_of
 
-    return f"{'imagenet' if weights == 'imagenet' else 'file'}:sha256={file_sha256(path)}"
+    return f"{'imagenet' if weights == 'imagenet' else 'file'}:sha256={sha256_of(path)}"
 
 
 def _randomize(model: Any, seed: int) -> None:

