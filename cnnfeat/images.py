@@ -197,6 +197,21 @@ def _to_rgb(im: Any) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def to_gray(image: np.ndarray, size: tuple[int, int] | None = None, max_side: int | None = None) -> np.ndarray:
+    """uint8 grayscale of an RGB or gray image, resized to ``size`` (w, h) or to at most ``max_side``."""
+    cv2 = _cv2()
+    gray = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
+    if gray.dtype != np.uint8:
+        gray = np.clip(gray, 0, 255).astype(np.uint8)
+    h, w = gray.shape
+    if size is not None:
+        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if size[0] < w else cv2.INTER_LINEAR)
+    if max_side is not None and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        return cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return gray
+
+
 @dataclass(frozen=True)
 class ImageTransform:
     """Resize/crop rule turning an RGB image into ``n_views`` network inputs.

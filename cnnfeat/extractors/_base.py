@@ -9,22 +9,26 @@ bounded by the batch size and the read-ahead, whatever the number of images.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from cnnfeat.exceptions import ConfigError, ImageError, SkippedImageWarning
 from cnnfeat.images import read_image_file
-from cnnfeat.store import FeatureStore
+from cnnfeat.store import FeatureStore, fingerprint_of
 
-__all__ = ["ExtractionReport", "as_sources", "default_workers", "run_extraction", "source_name"]
+__all__ = ["CachedImageFeatures", "ExtractionReport", "as_sources", "default_workers", "run_extraction", "source_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +226,117 @@ def run_extraction(
         more = f" (and {len(report.skipped) - 5} more)" if len(report.skipped) > 5 else ""
         warnings.warn(f"skipped {len(report.skipped)} unreadable image(s): {listing}{more}", SkippedImageWarning, stacklevel=2)
     return report
+
+
+class CachedImageFeatures(TransformerMixin, BaseEstimator):
+    """Base of transformers mapping image files (or arrays) to fixed-length features, cached by content.
+
+    A subclass supplies the hooks; the base does input checking, the FeatureStore
+    (``cache=``), the parallel decode-and-compute loop, the error policy, the
+    report, and ``transform`` (taps concatenated, float32). Subclasses must have
+    the parameters ``cache``, ``dtype``, ``on_error``, ``n_jobs`` and ``batch_size``.
+
+    Hooks
+    -----
+    extractor_config() -> dict
+        Everything that determines the feature values (its hash names the cache file).
+    _taps() -> tuple of str
+        Output blocks, in ``transform``'s column order.
+    _dims() -> dict of str to int
+        Width of each tap (may build a model).
+    _loader() -> callable(data, name) -> item
+        Runs in worker threads: bytes (or an image array) to what ``_compute`` takes.
+    _compute(items) -> dict of str to (n, d) array
+        Runs in the calling thread, one batch at a time.
+    _cache_prefix() -> str
+        Start of the cache file name.
+    """
+
+    def _cache_prefix(self) -> str:
+        return type(self).__name__.lower()
+
+    def _store_config(self) -> dict[str, Any]:
+        """``extractor_config()`` with the taps: what the store is fingerprinted by."""
+        return {**self.extractor_config(), "taps": list(self._taps())}
+
+    def store_path(self) -> Path | None:
+        """The cache file these parameters use (``None`` without a cache)."""
+        if self.cache is None:
+            return None
+        cache = Path(self.cache)
+        if cache.suffix.lower() in (".h5", ".hdf5"):
+            return cache
+        return cache / f"{self._cache_prefix()}-{fingerprint_of(self._store_config())[:16]}.h5"
+
+    def _device(self) -> str:
+        return "cpu"
+
+    def extract(
+        self,
+        X: Any,
+        *,
+        return_features: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
+        """Extract (or read from the cache) the features of ``X``.
+
+        Returns ``({tap: (n, d) float32}, report)``; rows of skipped images are NaN.
+        With ``return_features=False`` only the store is filled (for very large sets).
+        """
+        sources = as_sources(X)
+        config = self._store_config()
+        path = self.store_path()
+        with tempfile.TemporaryDirectory(prefix="cnnfeat-") if path is None else contextlib.nullcontext() as tmp:
+            store_file = Path(tmp, "features.h5") if path is None else path
+            store_file.parent.mkdir(parents=True, exist_ok=True)
+            # An existing store knows its widths: a run of cache hits builds no model.
+            dims = None if store_file.exists() else self._dims()
+            computed = []
+
+            def compute(items: list[Any]) -> Mapping[str, np.ndarray]:
+                computed.append(len(items))
+                return self._compute(items)
+
+            with FeatureStore(store_file, config, dims=dims, dtype=self.dtype) as store:
+                report = run_extraction(
+                    sources,
+                    store,
+                    load=self._loader(),
+                    compute=compute,
+                    batch_size=self.batch_size,
+                    on_error=self.on_error,
+                    workers=self.n_jobs,
+                    progress=progress,
+                )
+                report.store_path = None if path is None else str(path)
+                report.device = self._device() if computed else "none (all features from the cache)"
+                if not return_features:
+                    return None, report
+                return _gather(store, report.keys), report
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Features of each image, taps concatenated: float32 of shape (n, n_features)."""
+        features, report = self.extract(X)
+        self.last_report_ = report
+        assert features is not None  # return_features=True
+        return np.concatenate([features[t] for t in self._taps()], axis=1)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+def _gather(store: FeatureStore, keys: Sequence[str | None]) -> dict[str, np.ndarray]:
+    """Rows for ``keys`` from the store; NaN rows where a key is ``None`` (a skipped image)."""
+    ok = [i for i, k in enumerate(keys) if k is not None]
+    rows = store.get([keys[i] for i in ok])
+    out = {}
+    for tap, block in rows.items():
+        full = np.full((len(keys), block.shape[1]), np.nan, dtype=np.float32)
+        full[ok] = block
+        out[tap] = full
+    return out

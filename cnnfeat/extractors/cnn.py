@@ -11,22 +11,19 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from cnnfeat.backbones import BuiltBackbone, build_backbone, get_backbone, weights_identity
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.extractors._base import ExtractionReport, as_sources, run_extraction
+from cnnfeat.extractors._base import CachedImageFeatures, ExtractionReport
 from cnnfeat.images import DEFAULT_MAX_PIXELS, ImageTransform
-from cnnfeat.store import FEATURE_CODE_VERSION, FeatureStore, fingerprint_of
+from cnnfeat.store import FEATURE_CODE_VERSION
 
 __all__ = ["CNNFeatures", "compute_device", "extract_features"]
 
@@ -78,7 +75,7 @@ def _keras_backend_name() -> str:
         return "tensorflow"
 
 
-class CNNFeatures(TransformerMixin, BaseEstimator):
+class CNNFeatures(CachedImageFeatures):
     """Features of a pretrained CNN for image files or arrays; needs no ``fit``.
 
     Parameters
@@ -227,11 +224,7 @@ class CNNFeatures(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.requires_fit = False
         tags.non_deterministic = self.weights is not None and self.weights != "imagenet"
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
     # ------------------------------------------------------------------ estimator API
@@ -244,12 +237,6 @@ class CNNFeatures(TransformerMixin, BaseEstimator):
         self.n_features_out_ = int(sum(self.feature_dims_.values()))
         return self
 
-    def transform(self, X: Any) -> np.ndarray:
-        """Features of each image, taps concatenated: float32 of shape (n, n_features_out_)."""
-        features, report = self.extract(X)
-        self.last_report_ = report
-        return np.concatenate([features[t] for t in _as_layers(self.layers)], axis=1)
-
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """``<backbone>_<tap>_<i>`` for every output column."""
         if not hasattr(self, "feature_dims_"):
@@ -258,93 +245,46 @@ class CNNFeatures(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ extraction
 
-    def store_path(self) -> Path | None:
-        """The cache file these parameters use (``None`` without a cache)."""
-        if self.cache is None:
-            return None
-        cache = Path(self.cache)
-        if cache.suffix.lower() in (".h5", ".hdf5"):
-            return cache
-        return cache / f"{self.backbone}-{fingerprint_of(self.extractor_config())[:16]}.h5"
+    # ------------------------------------------------------------------ hooks of CachedImageFeatures
 
-    def extract(
-        self,
-        X: Any,
-        *,
-        return_features: bool = True,
-        progress: Callable[[int], None] | None = None,
-    ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
-        """Extract (or read from the cache) the features of ``X``.
+    def _cache_prefix(self) -> str:
+        return self.backbone
 
-        Returns ``({tap: (n, d) float32}, report)``; rows of skipped images are NaN.
-        With ``return_features=False`` only the store is filled (for very large sets).
-        """
-        sources = as_sources(X)
-        config = self.extractor_config()
-        path = self.store_path()
-        with tempfile.TemporaryDirectory(prefix="cnnfeat-") if path is None else contextlib.nullcontext() as tmp:
-            store_file = Path(tmp, "features.h5") if path is None else path
-            store_file.parent.mkdir(parents=True, exist_ok=True)
-            # An existing store knows its widths: a run of cache hits never builds the network.
-            dims = None if store_file.exists() else self._built().feature_dims()
-            with FeatureStore(store_file, config, dims=dims, dtype=self.dtype) as store:
-                transform = self.image_transform()
-                forward = _Forward(self._built, self.batch_size, transform.n_views)
-                report = run_extraction(
-                    sources,
-                    store,
-                    load=lambda data, name: transform(data) if isinstance(data, np.ndarray) else transform.load(data, name),
-                    compute=forward,
-                    batch_size=self.batch_size,
-                    on_error=self.on_error,
-                    workers=self.n_jobs,
-                    progress=progress,
-                )
-                report.store_path = None if path is None else str(path)
-                report.device = compute_device() if forward.used else "none (all features from the cache)"
-                if not return_features:
-                    return None, report
-                return _gather(store, report.keys), report
+    def _taps(self) -> tuple[str, ...]:
+        return _as_layers(self.layers)
+
+    def _dims(self) -> dict[str, int]:
+        return self._built().feature_dims()
+
+    def _loader(self) -> Callable[[Any, str], np.ndarray]:
+        transform = self.image_transform()
+        return lambda data, name: transform(data) if isinstance(data, np.ndarray) else transform.load(data, name)
+
+    def _compute(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return _forward(self._built(), items, self.batch_size, self.image_transform().n_views)
+
+    def _device(self) -> str:
+        return compute_device()
 
 
-class _Forward:
-    """One forward pass over a batch of images, with padding to a fixed batch shape.
+def _forward(built: BuiltBackbone, items: list[np.ndarray], batch_size: int, n_views: int) -> dict[str, np.ndarray]:
+    """One forward pass over a batch of images; views averaged.
 
-    A fixed shape keeps compiled graphs (tf.function, XLA, JAX jit) from being
-    retraced for the last, smaller batch.
+    The batch is padded to a fixed shape so that compiled graphs (tf.function,
+    XLA, JAX jit) are not retraced for the last, smaller batch.
     """
-
-    def __init__(self, build: Callable[[], BuiltBackbone], batch_size: int, n_views: int) -> None:
-        self.build, self.batch_size, self.n_views = build, batch_size, n_views
-        self.used = False
-
-    def __call__(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
-        built = self.build()
-        self.used = True
-        x = np.concatenate(items, axis=0)  # (n * views, s, s, 3) uint8
-        rows = x.shape[0]
-        full = self.batch_size * self.n_views
-        if rows < full:
-            x = np.concatenate([x, np.zeros((full - rows, *x.shape[1:]), x.dtype)])
-        outputs = built.model.predict_on_batch(x)
-        if not isinstance(outputs, list | tuple):
-            outputs = [outputs]
-        result = {}
-        for tap, out in zip(built.taps, outputs):
-            out = np.asarray(out, dtype=np.float32)[:rows]
-            result[tap] = out.reshape(len(items), self.n_views, -1).mean(axis=1)
-        return result
-
-
-def _gather(store: FeatureStore, keys: Sequence[str | None]) -> dict[str, np.ndarray]:
-    ok = [i for i, k in enumerate(keys) if k is not None]
-    rows = store.get([keys[i] for i in ok])
-    out = {}
-    for tap, block in rows.items():
-        full = np.full((len(keys), block.shape[1]), np.nan, dtype=np.float32)
-        full[ok] = block
-        out[tap] = full
-    return out
+    x = np.concatenate(items, axis=0)  # (n * views, s, s, 3) uint8
+    rows = x.shape[0]
+    full = batch_size * n_views
+    if rows < full:
+        x = np.concatenate([x, np.zeros((full - rows, *x.shape[1:]), x.dtype)])
+    outputs = built.model.predict_on_batch(x)
+    if not isinstance(outputs, list | tuple):
+        outputs = [outputs]
+    return {
+        tap: np.asarray(out, dtype=np.float32)[:rows].reshape(len(items), n_views, -1).mean(axis=1)
+        for tap, out in zip(built.taps, outputs)
+    }
 
 
 def extract_features(

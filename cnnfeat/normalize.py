@@ -1,0 +1,103 @@
+"""Feature normalisation for linear probes, built from scikit-learn's own transformers.
+
+Steps, composed with ``+`` in :func:`make_normalizer`:
+
+========  ==========================================================================
+``l2``    unit L2 norm per row (``sklearn.preprocessing.Normalizer``) — Razavian et al.
+``power`` signed power ``sign(x)|x|^alpha`` (:class:`SignedPower`) — Razavian's "aug"
+``standard`` zero mean, unit variance per column (``StandardScaler``)
+``pca``   PCA to ``n_components`` (``sklearn.decomposition.PCA``)
+``whiten`` PCA-whitening (``PCA(whiten=True)``)
+``chi2``  additive chi-squared kernel map (``AdditiveChi2Sampler``): a linear model on it
+          approximates the chi-squared kernel SVM that histogram features need
+========  ==========================================================================
+
+Examples
+--------
+>>> from cnnfeat.normalize import make_normalizer
+>>> make_normalizer("power+l2")
+Pipeline(steps=[('power', SignedPower()), ('l2', Normalizer())])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from cnnfeat.exceptions import ConfigError
+
+__all__ = ["NORMALIZER_STEPS", "SignedPower", "make_normalizer"]
+
+
+class SignedPower(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """``sign(x) * |x| ** alpha`` per element (Perronnin 2010; Razavian et al. 2014).
+
+    Parameters
+    ----------
+    alpha : float
+        Exponent in (0, 1]; 0.5 is the usual signed square root.
+    """
+
+    def __init__(self, alpha: float = 0.5) -> None:
+        self.alpha = alpha
+
+    def fit(self, X: Any, y: Any = None) -> SignedPower:
+        if not 0 < self.alpha <= 1:
+            raise ConfigError(f"alpha must be in (0, 1]; got {self.alpha}")
+        validate_data(self, X, accept_sparse=False, dtype=[np.float64, np.float32])
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], copy=True)
+        return np.sign(X) * np.abs(X) ** self.alpha
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _step(name: str, n_components: int | float | None) -> Any:
+    from sklearn.decomposition import PCA
+    from sklearn.kernel_approximation import AdditiveChi2Sampler
+    from sklearn.preprocessing import Normalizer, StandardScaler
+
+    if name == "l2":
+        return Normalizer()
+    if name == "power":
+        return SignedPower()
+    if name == "standard":
+        return StandardScaler()
+    if name == "pca":
+        return PCA(n_components=n_components, random_state=0)
+    if name == "whiten":
+        return PCA(n_components=n_components, whiten=True, random_state=0)
+    if name == "chi2":
+        return AdditiveChi2Sampler(sample_steps=2)
+    raise ConfigError(f"unknown normalisation step {name!r}; choose from {', '.join(NORMALIZER_STEPS)}")
+
+
+NORMALIZER_STEPS = ("l2", "power", "standard", "pca", "whiten", "chi2")
+
+
+def make_normalizer(spec: str | None, *, n_components: int | float | None = None) -> Pipeline | str:
+    """A Pipeline of the ``+``-separated steps in ``spec`` (``"passthrough"`` for ``None``/``"none"``).
+
+    Parameters
+    ----------
+    spec : str or None
+        E.g. ``"l2"``, ``"power+l2"``, ``"standard+pca"``, ``"chi2"``.
+    n_components : int or float, optional
+        For ``pca`` and ``whiten``.
+    """
+    if spec is None or spec.strip().lower() in ("", "none"):
+        return "passthrough"
+    names = [part.strip().lower() for part in spec.split("+") if part.strip()]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a normalisation step appears twice in {spec!r}")
+    return Pipeline([(name, _step(name, n_components)) for name in names])

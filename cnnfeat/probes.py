@@ -1,0 +1,220 @@
+"""Linear probes: scikit-learn's logistic regression and linear SVM, with C chosen the published ways.
+
+The regularisation strength moves over orders of magnitude between datasets, so
+a fixed ``C=1`` is not a linear-probe result. :class:`SweptLinearClassifier`
+chooses it on a held-out validation split and refits on train+val:
+
+- ``search="kornblith"`` (Kornblith, Shlens & Le 2019): 45 log-spaced L2 penalties
+  ``lambda`` in [1e-6, 1e5], ``C = 1 / lambda``; logistic regression is warm-started
+  along the path, from strong to weak regularisation, which makes the sweep cheap.
+- ``search="clip"`` (Radford et al. 2021): a coarse sweep over ``lambda`` in
+  [1e-6, 1e6] (one value per two decades), then a few rounds of refinement around
+  the best value, halving the step in log space each round.
+- ``search="fixed"``: just ``C``.
+
+DeCAF's "dropout" is available as ``dropout=p``: the classifier trains on
+``dropout_copies`` copies of the features with a random fraction ``p`` of each
+vector zeroed (and the rest scaled by ``1 / (1 - p)``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.svm import LinearSVC
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from cnnfeat.exceptions import ConfigError
+
+__all__ = ["KORNBLITH_PENALTIES", "SweptLinearClassifier", "make_probe", "mean_per_class_accuracy"]
+
+#: Kornblith et al.'s 45 L2 penalties; C = 1 / penalty
+KORNBLITH_PENALTIES = np.logspace(-6, 5, 45)
+
+
+def make_probe(kind: str = "logreg", C: float = 1.0, *, max_iter: int = 1000, tol: float = 1e-4, warm_start: bool = False) -> Any:
+    """A plain scikit-learn linear classifier: ``"logreg"`` (multinomial, L-BFGS) or ``"svm"`` (LinearSVC)."""
+    if kind == "logreg":
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, tol=tol, warm_start=warm_start)
+    if kind == "svm":
+        return LinearSVC(C=C, max_iter=max_iter, tol=tol, dual="auto")
+    raise ConfigError(f"kind must be 'logreg' or 'svm'; got {kind!r}")
+
+
+def mean_per_class_accuracy(y_true: Any, y_pred: Any) -> float:
+    """Mean of the per-class recalls (sklearn's ``balanced_accuracy_score``)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def _dropout_copies(X: np.ndarray, y: np.ndarray, p: float, copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    masked = [X * (rng.random(X.shape) >= p) / (1.0 - p) for _ in range(copies)]
+    return np.concatenate(masked).astype(X.dtype, copy=False), np.tile(y, copies)
+
+
+class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
+    """A linear classifier whose C is chosen on a validation split, then refit on all the data.
+
+    Parameters
+    ----------
+    kind : {"logreg", "svm"}
+        Multinomial logistic regression (L-BFGS) or a linear SVM (liblinear).
+    search : {"kornblith", "clip", "fixed"}
+        How C is chosen (see the module docstring).
+    C : float
+        The value used by ``search="fixed"``.
+    penalties : array-like, optional
+        Override the L2 penalties swept by ``"kornblith"`` (C = 1 / penalty).
+    val_size : float
+        Fraction of the training data held out (stratified) to score each C.
+    warm_start : bool
+        Warm-start logistic regression along the path (same choice, less time).
+    dropout : float
+        DeCAF-style dropout rate on features during training (0 = off).
+    dropout_copies : int
+        Masked copies of the training set when ``dropout > 0``.
+    max_iter, tol : int, float
+        Solver settings.
+    random_state : int
+        Seeds the validation split and the dropout masks.
+
+    Attributes
+    ----------
+    C_ : float
+        The chosen C.
+    penalty_ : float
+        ``1 / C_``.
+    val_scores_ : dict of float to float
+        Validation accuracy of each C tried.
+    estimator_ : LogisticRegression or LinearSVC
+        Refit on all the training data with ``C_``.
+    search_seconds_ : float
+        Time spent choosing C.
+    n_iter_ : int or ndarray
+        Solver iterations of the final fit.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str = "logreg",
+        search: str = "kornblith",
+        C: float = 1.0,
+        penalties: Any = None,
+        val_size: float = 0.2,
+        warm_start: bool = True,
+        dropout: float = 0.0,
+        dropout_copies: int = 4,
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        random_state: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.search = search
+        self.C = C
+        self.penalties = penalties
+        self.val_size = val_size
+        self.warm_start = warm_start
+        self.dropout = dropout
+        self.dropout_copies = dropout_copies
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        if self.kind not in ("logreg", "svm"):
+            raise ConfigError(f"kind must be 'logreg' or 'svm'; got {self.kind!r}")
+        if self.search not in ("kornblith", "clip", "fixed"):
+            raise ConfigError(f"search must be 'kornblith', 'clip' or 'fixed'; got {self.search!r}")
+        if not 0 < self.val_size < 1:
+            raise ConfigError(f"val_size must be in (0, 1); got {self.val_size}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.search == "fixed" and not self.C > 0:
+            raise ConfigError(f"C must be positive; got {self.C}")
+
+    def _train(self, estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
+        if self.dropout > 0:
+            X, y = _dropout_copies(X, y, self.dropout, self.dropout_copies, self.random_state)
+        with warnings.catch_warnings():
+            # weakly regularised fits on separable data hit max_iter; the sweep scores them anyway
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return estimator.fit(X, y)
+
+    def _sweep(self, Cs: list[float], Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray) -> dict[float, float]:
+        """Validation accuracy of each C, fitting from strong to weak regularisation."""
+        scores: dict[float, float] = {}
+        warm = self.kind == "logreg" and self.warm_start
+        model = make_probe(self.kind, max_iter=self.max_iter, tol=self.tol, warm_start=warm)
+        for C in sorted(Cs):
+            if not warm:
+                model = make_probe(self.kind, C, max_iter=self.max_iter, tol=self.tol)
+            model.set_params(C=C)
+            scores[float(C)] = float((self._train(model, Xtr, ytr).predict(Xva) == yva).mean())
+        return scores
+
+    def _choose(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[float, float]]:
+        if self.search == "fixed":
+            return float(self.C), {}
+        _, counts = np.unique(y, return_counts=True)
+        stratify = y if counts.min() >= 2 else None
+        Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=self.val_size, random_state=self.random_state, stratify=stratify)
+        if len(np.unique(ytr)) < 2:
+            return float(self.C), {}
+        if self.search == "kornblith":
+            penalties = np.asarray(self.penalties if self.penalties is not None else KORNBLITH_PENALTIES, float)
+            scores = self._sweep(list(1.0 / penalties), Xtr, ytr, Xva, yva)
+        else:
+            scores = self._sweep([10.0**e for e in range(-6, 7, 2)], Xtr, ytr, Xva, yva)
+            step = 1.0
+            for _ in range(4):  # refine around the best, halving the step (in decades)
+                best = _best(scores)
+                candidates = [best * 10**step, best / 10**step]
+                scores.update(self._sweep([c for c in candidates if c not in scores], Xtr, ytr, Xva, yva))
+                step /= 2
+        return _best(scores), scores
+
+    def fit(self, X: Any, y: Any) -> SweptLinearClassifier:
+        """Choose C on a validation split of ``(X, y)``, then fit on all of it."""
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        started = time.perf_counter()
+        self.C_, self.val_scores_ = self._choose(X, y)
+        self.search_seconds_ = time.perf_counter() - started
+        self.penalty_ = 1.0 / self.C_
+        self.estimator_ = self._train(make_probe(self.kind, self.C_, max_iter=self.max_iter, tol=self.tol), X, y)
+        self.classes_ = self.estimator_.classes_
+        self.n_iter_ = self.estimator_.n_iter_
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return self.estimator_.decision_function(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return self.estimator_.predict(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+
+    @available_if(lambda self: self.kind == "logreg")
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (``kind="logreg"`` only)."""
+        check_is_fitted(self)
+        return self.estimator_.predict_proba(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+
+
+def _best(scores: dict[float, float]) -> float:
+    """The C with the best validation accuracy; among ties, the strongest regularisation (smallest C)."""
+    top = max(scores.values())
+    return min(C for C, s in scores.items() if s == top)

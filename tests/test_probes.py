@@ -1,0 +1,83 @@
+"""Linear probes: C selection that follows the data, warm starts, dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+
+from cnnfeat.exceptions import ConfigError
+from cnnfeat.probes import KORNBLITH_PENALTIES, SweptLinearClassifier, make_probe, mean_per_class_accuracy
+
+
+@pytest.fixture(scope="module")
+def problem() -> tuple[np.ndarray, np.ndarray]:
+    X, y = make_classification(
+        n_samples=600, n_features=40, n_informative=10, n_classes=3, class_sep=0.8, flip_y=0.05, random_state=0
+    )
+    return X, y
+
+
+def test_grid_is_kornbliths() -> None:
+    assert len(KORNBLITH_PENALTIES) == 45
+    assert KORNBLITH_PENALTIES[0] == pytest.approx(1e-6) and KORNBLITH_PENALTIES[-1] == pytest.approx(1e5)
+
+
+def test_sweep_picks_c_that_follows_the_feature_scale(problem: tuple) -> None:
+    """Scaling the features by s moves the best C by 1/s^2 (the L2 term sees w ~ 1/s): the sweep must follow."""
+    X, y = problem
+    small = SweptLinearClassifier().fit(X * 1e-2, y)
+    large = SweptLinearClassifier().fit(X * 10, y)
+    ratio = small.C_ / large.C_
+    assert 1e5 < ratio < 1e7, (small.C_, large.C_)  # 1e6 expected, one grid step of slack each way
+    assert abs(small.val_scores_[small.C_] - large.val_scores_[large.C_]) < 0.03  # the same problem underneath
+    assert small.penalty_ == pytest.approx(1 / small.C_)
+    assert len(small.val_scores_) == 45
+
+
+def test_warm_start_chooses_the_same_c_as_cold_fits(problem: tuple) -> None:
+    X, y = problem
+    warm = SweptLinearClassifier(warm_start=True, tol=1e-6, max_iter=5000).fit(X, y)
+    cold = SweptLinearClassifier(warm_start=False, tol=1e-6, max_iter=5000).fit(X, y)
+    assert warm.C_ == cold.C_
+    assert max(abs(warm.val_scores_[c] - cold.val_scores_[c]) for c in cold.val_scores_) <= 1 / 120 + 1e-9
+
+
+def test_clip_search_refines_near_kornblith(problem: tuple) -> None:
+    X, y = problem
+    clip = SweptLinearClassifier(search="clip").fit(X, y)
+    kornblith = SweptLinearClassifier().fit(X, y)
+    assert len(clip.val_scores_) < 20
+    assert abs(np.log10(clip.C_) - np.log10(kornblith.C_)) < 2.5
+    assert clip.val_scores_[clip.C_] >= kornblith.val_scores_[kornblith.C_] - 0.03
+
+
+def test_svm_and_fixed(problem: tuple) -> None:
+    X, y = problem
+    svm = SweptLinearClassifier(kind="svm", penalties=[1e-2, 1, 1e2]).fit(X, y)
+    assert svm.C_ in (1e2, 1.0, 1e-2) and not hasattr(svm, "predict_proba")
+    fixed = SweptLinearClassifier(search="fixed", C=0.5).fit(X, y)
+    assert fixed.C_ == 0.5 and fixed.val_scores_ == {}
+    assert fixed.predict_proba(X[:3]).shape == (3, 3)
+
+
+def test_dropout_trains_on_masked_copies(problem: tuple) -> None:
+    X, y = problem
+    plain = SweptLinearClassifier(search="fixed").fit(X, y)
+    dropped = SweptLinearClassifier(search="fixed", dropout=0.5, dropout_copies=3).fit(X, y)
+    assert not np.allclose(plain.estimator_.coef_, dropped.estimator_.coef_)
+    assert dropped.score(X, y) > 0.6
+
+
+def test_bad_parameters_are_clear(problem: tuple) -> None:
+    X, y = problem
+    with pytest.raises(ConfigError, match="search"):
+        SweptLinearClassifier(search="grid").fit(X, y)
+    with pytest.raises(ConfigError, match="dropout"):
+        SweptLinearClassifier(dropout=1.0).fit(X, y)
+    with pytest.raises(ConfigError, match="kind"):
+        make_probe("knn")
+
+
+def test_mean_per_class_accuracy() -> None:
+    assert mean_per_class_accuracy([0, 0, 0, 1], [0, 0, 0, 0]) == pytest.approx(0.5)
