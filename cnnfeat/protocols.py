@@ -1,0 +1,122 @@
+"""Split protocols of the transfer-learning literature, seeded and reproducible.
+
+Each function returns index arrays into the dataset's rows, so the same
+features serve every split. See ``../shared/ANCHORS.md`` for where each
+protocol is used.
+
+Examples
+--------
+>>> from cnnfeat.protocols import n_per_class
+>>> split = n_per_class(["a", "a", "a", "b", "b", "b"], n_train=2, seed=0)
+>>> len(split.train), len(split.test)
+(4, 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnnfeat.exceptions import ConfigError
+
+__all__ = ["Split", "domain_shift_full", "domain_shift_sampled", "n_per_class"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of one split. ``train_domain`` marks source/target rows for adaptation."""
+
+    train: np.ndarray
+    test: np.ndarray
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    description: str = ""
+
+
+def _by_class(labels: Sequence[Any]) -> dict[Any, np.ndarray]:
+    labels = np.asarray(labels)
+    return {c: np.flatnonzero(labels == c) for c in sorted(set(labels.tolist()))}
+
+
+def n_per_class(
+    labels: Sequence[Any], n_train: int, seed: int, *, n_val: int = 0, n_test_max: int | None = None, min_test: int = 1
+) -> Split:
+    """``n_train`` (and ``n_val``) random images per class for training, the rest (capped) for testing.
+
+    Used for Caltech-101 (30 per class, test capped at 50), 15-Scene (100 per class)
+    and Oxford-17 (40 train / 20 val / 20 test).
+
+    Raises
+    ------
+    ConfigError
+        A class has too few images for the request.
+    """
+    if n_train < 1 or n_val < 0:
+        raise ConfigError(f"n_train must be >= 1 and n_val >= 0; got {n_train}, {n_val}")
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for cls, rows in _by_class(labels).items():
+        if len(rows) < n_train + n_val + min_test:
+            raise ConfigError(f"class {cls!r} has {len(rows)} images; {n_train} train + {n_val} val + {min_test} test requested")
+        order = rng.permutation(rows)
+        train.append(order[:n_train])
+        val.append(order[n_train : n_train + n_val])
+        test.append(order[n_train + n_val :][:n_test_max])
+    return Split(
+        train=np.sort(np.concatenate(train)),
+        val=np.sort(np.concatenate(val)),
+        test=np.sort(np.concatenate(test)),
+        description=f"{n_train} train{f' + {n_val} val' if n_val else ''} per class, rest test"
+        + (f" (at most {n_test_max} per class)" if n_test_max else "")
+        + f", seed {seed}",
+    )
+
+
+def domain_shift_full(domains: Sequence[str], source: str, target: str) -> Split:
+    """All labelled source images train; all target images are the (unlabelled) test set (DAN, DANN, CDAN)."""
+    d = np.asarray(domains)
+    src, tgt = np.flatnonzero(d == source), np.flatnonzero(d == target)
+    if not len(src) or not len(tgt):
+        raise ConfigError(f"no images in domain {source if not len(src) else target!r}; domains are {sorted(set(d.tolist()))}")
+    return Split(train=src, test=tgt, unlabelled=tgt, description=f"{source}->{target}, full protocol")
+
+
+def domain_shift_sampled(
+    labels: Sequence[Any],
+    domains: Sequence[str],
+    source: str,
+    target: str,
+    seed: int,
+    *,
+    n_source: int | None = None,
+    n_target_labelled: int = 0,
+) -> Split:
+    """Saenko et al. 2010 / DeCAF: a few source images per class, optionally 3 labelled target images per class.
+
+    ``n_source`` defaults to 20 for amazon and 8 for dslr or webcam. Test: the target
+    images not used as labelled targets.
+    """
+    labels, d = np.asarray(labels), np.asarray(domains)
+    n_source = n_source if n_source is not None else (20 if source == "amazon" else 8)
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for cls in sorted(set(labels.tolist())):
+        src = np.flatnonzero((labels == cls) & (d == source))
+        tgt = np.flatnonzero((labels == cls) & (d == target))
+        if len(src) < n_source or len(tgt) <= n_target_labelled:
+            raise ConfigError(f"class {cls!r}: {len(src)} source / {len(tgt)} target images; too few for this protocol")
+        train.append(rng.permutation(src)[:n_source])
+        tgt = rng.permutation(tgt)
+        train.append(tgt[:n_target_labelled])
+        test.append(tgt[n_target_labelled:])
+    setting = "ST" if n_target_labelled else "S"
+    return Split(
+        train=np.sort(np.concatenate(train)),
+        test=np.sort(np.concatenate(test)),
+        description=f"{source}->{target}, sampled ({setting}): {n_source} source"
+        + (f" + {n_target_labelled} target" if n_target_labelled else "")
+        + f" per class, seed {seed}",
+    )

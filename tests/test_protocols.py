@@ -1,0 +1,48 @@
+"""Split protocols: sizes, disjointness, determinism by seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnfeat.exceptions import ConfigError
+from cnnfeat.protocols import domain_shift_full, domain_shift_sampled, n_per_class
+
+
+def test_n_per_class_sizes_disjoint_and_seeded() -> None:
+    labels = np.repeat(["a", "b", "c"], [10, 12, 8])
+    split = n_per_class(labels, 3, seed=0, n_val=2, n_test_max=4)
+    assert len(split.train) == 9 and len(split.val) == 6 and len(split.test) == 4 + 4 + 3  # c keeps 8 - 5
+    assert not set(split.train) & set(split.test) and not set(split.val) & set(split.test)
+    for cls in "abc":
+        assert (labels[split.train] == cls).sum() == 3
+    again = n_per_class(labels, 3, seed=0, n_val=2, n_test_max=4)
+    other = n_per_class(labels, 3, seed=1, n_val=2, n_test_max=4)
+    np.testing.assert_array_equal(split.train, again.train)
+    assert not np.array_equal(split.train, other.train)
+    assert "seed 0" in split.description
+
+
+def test_n_per_class_refuses_small_classes() -> None:
+    with pytest.raises(ConfigError, match="class 'b' has 2 images"):
+        n_per_class(["a"] * 5 + ["b"] * 2, 2, seed=0)
+
+
+def test_full_domain_shift() -> None:
+    domains = ["amazon"] * 5 + ["webcam"] * 3
+    split = domain_shift_full(domains, "amazon", "webcam")
+    assert list(split.train) == [0, 1, 2, 3, 4] and list(split.test) == [5, 6, 7]
+    np.testing.assert_array_equal(split.unlabelled, split.test)
+    with pytest.raises(ConfigError, match="dslr"):
+        domain_shift_full(domains, "dslr", "webcam")
+
+
+def test_sampled_domain_shift_saenko_counts() -> None:
+    labels = np.tile(np.arange(3), 40)
+    domains = np.array(["amazon"] * 90 + ["webcam"] * 30)
+    s = domain_shift_sampled(labels, domains, "amazon", "webcam", seed=0)
+    assert len(s.train) == 3 * 20 and set(domains[s.train]) == {"amazon"}
+    st = domain_shift_sampled(labels, domains, "amazon", "webcam", seed=0, n_target_labelled=3)
+    assert (domains[st.train] == "webcam").sum() == 9 and len(st.test) == 30 - 9
+    assert not set(st.train) & set(st.test)
+    assert "(ST)" in st.description
