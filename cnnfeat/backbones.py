@@ -17,10 +17,12 @@ True
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,9 @@ __all__ = [
     "BackboneSpec",
     "BuiltBackbone",
     "build_backbone",
+    "compute_device",
     "get_backbone",
+    "keras_backend_name",
     "list_backbones",
     "list_layers",
     "preprocess",
@@ -493,6 +497,40 @@ def _tap_tensors(base: Any, spec: BackboneSpec, taps: Sequence[str], pooling: st
             raise UnknownLayerError(f"layer {tap!r} of {spec.name} has output shape {tensor.shape}; expected 2-D or 4-D")
         outputs.append(tensor)
     return outputs
+
+
+def compute_device() -> str:
+    """The device Keras computes on, e.g. ``"cpu (2 cores)"`` or ``"gpu: NVIDIA H100"``."""
+    import keras
+
+    backend = keras.backend.backend()
+    names: list[str] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        names = [d.name for d in tf.config.list_physical_devices("GPU")]
+    elif backend == "jax":
+        import jax
+
+        names = [str(d.device_kind) for d in jax.devices() if d.platform != "cpu"]
+    elif backend == "torch":
+        import torch
+
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if names:
+        return f"gpu: {', '.join(names)} ({backend})"
+    return f"cpu ({os.cpu_count()} cores, {backend})"
+
+
+def keras_backend_name() -> str:
+    """Keras' backend without importing Keras (and so TensorFlow)."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"), "keras.json")
+    try:
+        return str(json.loads(config.read_text()).get("backend", "tensorflow"))
+    except (OSError, ValueError):
+        return "tensorflow"
 
 
 def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tuple[str, tuple]]:

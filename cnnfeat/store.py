@@ -77,26 +77,40 @@ class _Lock:
         self.path = path
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    @staticmethod
+    def _try_lock(fd: int) -> bool:
+        """An exclusive, non-blocking OS lock that the kernel drops when the process dies."""
         try:
             import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            fcntl = None
+        except ImportError:  # Windows: lock one byte far past the holder's note
+            import msvcrt
+
+            os.lseek(fd, 1 << 20, os.SEEK_SET)
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+            except OSError:
+                return False
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise StoreLockedError(
-                        f"feature store is being written by another process: lock {self.path} is held "
-                        f"({self._holder(fd)}). Wait for it to finish or write to another --output."
-                    ) from None
+            if not self._try_lock(fd):
+                raise StoreLockedError(
+                    f"feature store is being written by another process: lock {self.path} is held "
+                    f"({self._holder(fd)}). Wait for it to finish or write to another --output."
+                )
             previous = self._holder(fd)
             if previous != "holder unknown":
                 logger.info("took over lock %s left by a process that has ended (%s)", self.path, previous)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
         except BaseException:
             os.close(fd)
             raise
@@ -105,7 +119,8 @@ class _Lock:
     @staticmethod
     def _holder(fd: int) -> str:
         try:
-            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            os.lseek(fd, 0, os.SEEK_SET)
+            info = json.loads(os.read(fd, 4096) or b"{}")
             return f"pid {info['pid']} on {info['host']}"
         except (ValueError, KeyError, OSError):
             return "holder unknown"

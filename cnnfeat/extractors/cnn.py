@@ -14,18 +14,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cnnfeat.backbones import BuiltBackbone, build_backbone, get_backbone, weights_identity
+from cnnfeat.backbones import BuiltBackbone, build_backbone, compute_device, get_backbone, keras_backend_name, weights_identity
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.extractors._base import CachedImageFeatures, ExtractionReport
 from cnnfeat.images import DEFAULT_MAX_PIXELS, ImageTransform
 from cnnfeat.store import FEATURE_CODE_VERSION
 
-__all__ = ["CNNFeatures", "compute_device", "extract_features"]
+__all__ = ["CNNFeatures", "extract_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,42 +36,6 @@ def _as_layers(layers: str | Sequence[str]) -> tuple[str, ...]:
     if not result:
         raise ConfigError("layers must name at least one tap, e.g. 'pool'")
     return result
-
-
-def compute_device() -> str:
-    """The device Keras computes on, e.g. ``"cpu (2 cores)"`` or ``"gpu: NVIDIA H100"``."""
-    import keras
-
-    backend = keras.backend.backend()
-    names: list[str] = []
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        names = [d.name for d in tf.config.list_physical_devices("GPU")]
-    elif backend == "jax":
-        import jax
-
-        names = [str(d.device_kind) for d in jax.devices() if d.platform != "cpu"]
-    elif backend == "torch":
-        import torch
-
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    if names:
-        return f"gpu: {', '.join(names)} ({backend})"
-    return f"cpu ({os.cpu_count()} cores, {backend})"
-
-
-def _keras_backend_name() -> str:
-    """Keras' backend without importing Keras (and so TensorFlow)."""
-    import json
-
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"), "keras.json")
-    try:
-        return str(json.loads(config.read_text()).get("backend", "tensorflow"))
-    except (OSError, ValueError):
-        return "tensorflow"
 
 
 class CNNFeatures(CachedImageFeatures):
@@ -197,7 +160,7 @@ class CNNFeatures(CachedImageFeatures):
             "feature_code_version": FEATURE_CODE_VERSION,
         }
         if self.weights is None:  # seeded random weights: record which backend drew them
-            config["keras_backend"] = _keras_backend_name()
+            config["keras_backend"] = keras_backend_name()
         return config
 
     def _built(self) -> BuiltBackbone:
