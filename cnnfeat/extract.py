@@ -198,17 +198,19 @@ def _extract(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SkippedImageWarning)  # the summary lists them
-            _, report = extractor.extract(manifest.paths, return_features=False, progress=bar.update if bar else None)
+            _, report = extractor.extract(
+                manifest.paths,
+                return_features=False,
+                progress=bar.update if bar else None,
+                index_columns={"label": manifest.labels, "split": manifest.splits, "domain": manifest.domains},
+            )
     finally:
         if bar is not None:
             bar.close()
-    with FeatureStore(report.store_path, mode="a") as store:
-        store.set_index(manifest.paths, report.keys, label=manifest.labels, split=manifest.splits, domain=manifest.domains)
-        dims = store.dims
+    with FeatureStore(report.store_path, mode="r") as store:
+        dims, n_rows = store.dims, store.n_rows
     print(report.summary())
-    print(
-        "features: " + ", ".join(f"/features/{t} ({d} per image)" for t, d in dims.items()) + f"; {store.n_rows} rows in the file"
-    )
+    print("features: " + ", ".join(f"/features/{t} ({d} per image)" for t, d in dims.items()) + f"; {n_rows} rows in the file")
     return EXIT_SKIPPED if report.skipped else EXIT_OK
 
 

@@ -277,11 +277,14 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         *,
         return_features: bool = True,
         progress: Callable[[int], None] | None = None,
+        index_columns: Mapping[str, Sequence[str]] | None = None,
     ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
         """Extract (or read from the cache) the features of ``X``.
 
         Returns ``({tap: (n, d) float32}, report)``; rows of skipped images are NaN.
         With ``return_features=False`` only the store is filled (for very large sets).
+        ``index_columns`` (e.g. ``{"label": [...]}``) are written with the inputs' paths and
+        rows as the store's ``/index`` (see :meth:`FeatureStore.set_index`).
         """
         sources = as_sources(X)
         config = self._store_config()
@@ -310,6 +313,9 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
                 )
                 report.store_path = None if path is None else str(path)
                 report.device = self._device() if computed else "none (all features from the cache)"
+                if index_columns is not None:
+                    names = [source_name(s, i) for i, s in enumerate(sources)]
+                    store.set_index(names, report.keys, **index_columns)
                 if not return_features:
                     return None, report
                 return _gather(store, report.keys), report
