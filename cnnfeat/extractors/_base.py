@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -324,8 +324,8 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         """Features of each image, taps concatenated: float32 of shape (n, n_features)."""
         features, report = self.extract(X)
         self.last_report_ = report
-        assert features is not None  # return_features=True
-        return np.concatenate([features[t] for t in self._taps()], axis=1)
+        blocks = cast(dict[str, np.ndarray], features)  # return_features=True: never None
+        return np.concatenate([blocks[t] for t in self._taps()], axis=1)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
