@@ -259,14 +259,18 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         """``extractor_config()`` with the taps: what the store is fingerprinted by."""
         return {**self.extractor_config(), "taps": list(self._taps())}
 
-    def store_path(self) -> Path | None:
-        """The cache file these parameters use (``None`` without a cache)."""
+    def store_path(self, config: Mapping[str, Any] | None = None) -> Path | None:
+        """The cache file these parameters use (``None`` without a cache).
+
+        ``config`` is ``_store_config()`` when the caller already has it (computing it may
+        hash a weights file).
+        """
         if self.cache is None:
             return None
         cache = Path(self.cache)
         if cache.suffix.lower() in (".h5", ".hdf5"):
             return cache
-        return cache / f"{self._cache_prefix()}-{fingerprint_of(self._store_config())[:16]}.h5"
+        return cache / f"{self._cache_prefix()}-{fingerprint_of(config or self._store_config())[:16]}.h5"
 
     def _device(self) -> str:
         return "cpu"
@@ -288,7 +292,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         """
         sources = as_sources(X)
         config = self._store_config()
-        path = self.store_path()
+        path = self.store_path(config)
         with tempfile.TemporaryDirectory(prefix="cnnfeat-") if path is None else contextlib.nullcontext() as tmp:
             store_file = Path(tmp, "features.h5") if path is None else path
             store_file.parent.mkdir(parents=True, exist_ok=True)
@@ -318,6 +322,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
                     store.set_index(names, report.keys, **index_columns)
                 if not return_features:
                     return None, report
+                store.compact()  # merge now (close would anyway), so the rows are read from HDF5 in bulk
                 return _gather(store, report.keys), report
 
     def transform(self, X: Any) -> np.ndarray:

@@ -104,10 +104,11 @@ class HOGFeatures(CachedImageFeatures):
     def _loader(self) -> Callable[[Any, str], np.ndarray]:
         size = tuple(int(v) for v in self.window)
         max_pixels = self.max_pixels
+        descriptor = self._descriptor()  # compute() is const: one object serves every decode thread
 
         def load(data: Any, name: str) -> np.ndarray:
             image = data if isinstance(data, np.ndarray) else decode_image(data, name, max_pixels=max_pixels)
-            return self._descriptor().compute(to_gray(image, size=size)).ravel()  # one descriptor object per thread call
+            return descriptor.compute(to_gray(image, size=size)).ravel()
 
         return load
 
