@@ -15,6 +15,13 @@ chooses it on a held-out validation split and refits on train+val:
 DeCAF's "dropout" is available as ``dropout=p``: the classifier trains on
 ``dropout_copies`` copies of the features with a random fraction ``p`` of each
 vector zeroed (and the rest scaled by ``1 / (1 - p)``).
+
+Wide features (far more dimensions than training rows, e.g. chi-squared-mapped
+bag-of-words or HOG histograms) are fitted in the span of the training rows:
+the weights of an L2-penalised linear model lie in that span (the representer
+theorem), so the solution is the same, and each solver pass costs ``n`` instead
+of ``d`` per row. The fitted weights are mapped back, so ``estimator_`` is an
+ordinary model on the original features.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ __all__ = ["KORNBLITH_PENALTIES", "SweptLinearClassifier", "make_probe", "mean_p
 #: Kornblith et al.'s 45 L2 penalties; C = 1 / penalty
 KORNBLITH_PENALTIES = np.logspace(-6, 5, 45)
 
+#: fit in the span of the rows when the features are at least this many times wider than the rows
+_SPAN_RATIO = 4
+
 
 def make_probe(kind: str = "logreg", C: float = 1.0, *, max_iter: int = 1000, tol: float = 1e-4, warm_start: bool = False) -> Any:
     """A plain scikit-learn linear classifier: ``"logreg"`` (multinomial, L-BFGS) or ``"svm"`` (LinearSVC)."""
@@ -55,6 +65,17 @@ def mean_per_class_accuracy(y_true: Any, y_pred: Any) -> float:
     from sklearn.metrics import balanced_accuracy_score
 
     return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def _row_span(X: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis ``(d, r)`` of the span of the rows of ``X``, or None when X is not wide."""
+    n, d = X.shape
+    if n * _SPAN_RATIO > d:
+        return None
+    # eigenvectors of the n x n Gram matrix: two matrix products, no d x d work
+    eigenvalues, vectors = np.linalg.eigh((X @ X.T).astype(np.float64))
+    keep = eigenvalues > eigenvalues.max() * 1e-6
+    return X.T @ (vectors[:, keep] / np.sqrt(eigenvalues[keep])).astype(X.dtype)
 
 
 def _dropout_copies(X: np.ndarray, y: np.ndarray, p: float, copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,16 +165,27 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         if self.search == "fixed" and not self.C > 0:
             raise ConfigError(f"C must be positive; got {self.C}")
 
-    def _train(self, estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
+    def _training_set(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The rows the solver sees (dropout copies, in the row span when wide) and the span basis."""
         if self.dropout > 0:
             X, y = _dropout_copies(X, y, self.dropout, self.dropout_copies, self.random_state)
+        basis = _row_span(X)
+        return (X if basis is None else X @ basis), y, basis
+
+    @staticmethod
+    def _train(estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
         with warnings.catch_warnings():
             # weakly regularised fits on separable data hit max_iter; the sweep scores them anyway
             warnings.simplefilter("ignore", ConvergenceWarning)
             return estimator.fit(X, y)
 
-    def _sweep(self, Cs: list[float], Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray) -> dict[float, float]:
+    def _sweep(
+        self, Cs: list[float], train: tuple[np.ndarray, np.ndarray, np.ndarray | None], Xva: np.ndarray, yva: np.ndarray
+    ) -> dict[float, float]:
         """Validation accuracy of each C, fitting from strong to weak regularisation."""
+        Xtr, ytr, basis = train
+        if basis is not None:
+            Xva = Xva @ basis
         scores: dict[float, float] = {}
         warm = self.kind == "logreg" and self.warm_start
         model = make_probe(self.kind, max_iter=self.max_iter, tol=self.tol, warm_start=warm)
@@ -172,16 +204,17 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=self.val_size, random_state=self.random_state, stratify=stratify)
         if len(np.unique(ytr)) < 2:
             return float(self.C), {}
+        train = self._training_set(Xtr, ytr)
         if self.search == "kornblith":
             penalties = np.asarray(self.penalties if self.penalties is not None else KORNBLITH_PENALTIES, float)
-            scores = self._sweep(list(1.0 / penalties), Xtr, ytr, Xva, yva)
+            scores = self._sweep(list(1.0 / penalties), train, Xva, yva)
         else:
-            scores = self._sweep([10.0**e for e in range(-6, 7, 2)], Xtr, ytr, Xva, yva)
+            scores = self._sweep([10.0**e for e in range(-6, 7, 2)], train, Xva, yva)
             step = 1.0
             for _ in range(4):  # refine around the best, halving the step (in decades)
                 best = _best(scores)
                 candidates = [best * 10**step, best / 10**step]
-                scores.update(self._sweep([c for c in candidates if c not in scores], Xtr, ytr, Xva, yva))
+                scores.update(self._sweep([c for c in candidates if c not in scores], train, Xva, yva))
                 step /= 2
         return _best(scores), scores
 
@@ -194,7 +227,11 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         self.C_, self.val_scores_ = self._choose(X, y)
         self.search_seconds_ = time.perf_counter() - started
         self.penalty_ = 1.0 / self.C_
-        self.estimator_ = self._train(make_probe(self.kind, self.C_, max_iter=self.max_iter, tol=self.tol), X, y)
+        Xfit, yfit, basis = self._training_set(X, y)
+        self.estimator_ = self._train(make_probe(self.kind, self.C_, max_iter=self.max_iter, tol=self.tol), Xfit, yfit)
+        if basis is not None:  # back to weights on the original features
+            self.estimator_.coef_ = self.estimator_.coef_ @ basis.T
+            self.estimator_.n_features_in_ = X.shape[1]
         self.classes_ = self.estimator_.classes_
         self.n_iter_ = self.estimator_.n_iter_
         return self

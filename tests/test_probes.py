@@ -81,3 +81,19 @@ def test_bad_parameters_are_clear(problem: tuple) -> None:
 
 def test_mean_per_class_accuracy() -> None:
     assert mean_per_class_accuracy([0, 0, 0, 1], [0, 0, 0, 0]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kind", ["logreg", "svm"])
+def test_wide_features_are_fitted_in_the_row_span_with_the_same_solution(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """n << d: the fit in the span of the rows must give the weights of the direct fit, on the original features."""
+    from cnnfeat import probes
+
+    X, y = make_classification(n_samples=60, n_features=600, n_informative=20, n_classes=3, random_state=1)
+    X = X.astype(np.float64)
+    spanned = SweptLinearClassifier(kind=kind, search="fixed", C=0.1, tol=1e-10, max_iter=20000).fit(X[:45], y[:45])
+    assert probes._row_span(X[:45]) is not None
+    monkeypatch.setattr(probes, "_SPAN_RATIO", 10**9)
+    direct = SweptLinearClassifier(kind=kind, search="fixed", C=0.1, tol=1e-10, max_iter=20000).fit(X[:45], y[:45])
+    assert spanned.estimator_.coef_.shape == direct.estimator_.coef_.shape == (3, 600)
+    np.testing.assert_allclose(spanned.decision_function(X[45:]), direct.decision_function(X[45:]), atol=1e-4)
+    np.testing.assert_array_equal(spanned.predict(X[45:]), direct.predict(X[45:]))
