@@ -1,4 +1,4 @@
-"""Downloads verified by sha256, and archive extraction that cannot escape its folder.
+"""Downloads verified by checksum, and archive extraction that cannot escape its folder.
 
 :func:`download` streams to a ``.part`` file, checks the sha256 *before* the
 file takes its final name, and says where to put a manual download when there
@@ -36,24 +36,25 @@ class UnsafeArchiveError(CnnfeatError):
     """An archive member would land outside the target folder (zip-slip / tar-slip) or is not a plain file."""
 
 
-def sha256_of(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+def sha256_of(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return _digest_of(Path(path), "sha256")
 
 
 def download(
     url: str,
     dest: str | os.PathLike[str],
-    sha256: str,
+    sha256: str | None = None,
     *,
+    md5: str | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 60.0,
 ) -> Path:
-    """Fetch ``url`` to ``dest`` and verify its sha256; an existing, verified file is kept.
+    """Fetch ``url`` to ``dest`` and verify its checksum; an existing, verified file is kept.
+
+    ``sha256`` is preferred; ``md5`` is accepted where it is the only checksum a
+    dataset's authors (or torchvision) publish. With neither, the file is kept
+    unverified and its sha256 is logged.
 
     Parameters
     ----------
@@ -66,14 +67,15 @@ def download(
         No network (the message says where to place a manual download), an HTTP
         error, or a checksum mismatch (the bad file is deleted, never unpacked).
     """
+    algorithm, expected = ("sha256", sha256) if sha256 else ("md5", md5) if md5 else ("sha256", None)
     dest = Path(dest)
     if dest.exists():
-        if sha256_of(dest) == sha256:
+        if expected is None or _digest_of(dest, algorithm) == expected:
             return dest
-        raise DownloadError(f"{dest} exists but its sha256 is not {sha256}; delete it to download again")
+        raise DownloadError(f"{dest} exists but its {algorithm} is not {expected}; delete it to download again")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -88,13 +90,25 @@ def download(
         part.unlink(missing_ok=True)
         raise DownloadError(
             f"could not download {url} ({getattr(exc, 'reason', exc)}). If this machine is offline, download it "
-            f"elsewhere and place it at {dest} (sha256 {sha256})"
+            f"elsewhere and place it at {dest}" + (f" ({algorithm} {expected})" if expected else "")
         ) from exc
-    if digest.hexdigest() != sha256:
+    if expected is None:
+        logger.warning("%s: no published checksum to verify against; its sha256 is %s", url, digest.hexdigest())
+    elif digest.hexdigest() != expected:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: sha256 is {digest.hexdigest()}, expected {sha256}; the file was deleted, not unpacked")
+        raise DownloadError(
+            f"{url}: {algorithm} is {digest.hexdigest()}, expected {expected}; the file was deleted, not unpacked"
+        )
     os.replace(part, dest)
     return dest
+
+
+def _digest_of(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _inside(root: Path, relative: str) -> Path:

@@ -69,3 +69,13 @@ def test_office31_webcam_extract_rerun_and_resume_after_sigkill(shared_datasets:
         features = f["features/pool"][: len(keys)]
     assert len(keys) == 795 and len(set(keys)) == 795
     np.testing.assert_allclose(features, np.stack([reference[k] for k in keys]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["office31", "scene15", "flowers17"])
+def test_shared_datasets_match_their_catalog_entries(shared_datasets: Path, name: str) -> None:
+    """The loaders read the real copies in their official layouts, and the content digests match."""
+    from cnnfeat.catalog import load_dataset, verify_dataset
+
+    dataset = load_dataset(name, shared_datasets)  # strict: the official counts
+    assert dataset.problems == []
+    assert verify_dataset(name, shared_datasets, content=True) == []

@@ -1,0 +1,379 @@
+"""The dataset catalog: one JSON manifest per benchmark dataset, and loaders for their official layouts.
+
+Each entry of ``cnnfeat/data_manifests/`` names the official download(s) and
+checksum(s), the licence and citation, the expected image and class counts, the
+layout the official archive unpacks to, and how labels, domains and official
+splits are read from it. :func:`load_dataset` turns a dataset folder into a
+:class:`~cnnfeat.datasets.Manifest` plus its official splits, and checks the
+counts; :func:`verify_dataset` lists everything that does not match.
+
+The data root is ``data_root=``, else ``$CNNFEAT_DATA``, else
+``<cache>/data``; dataset ``name`` lives in ``<root>/<folder>``. The built-in
+``digits`` (scikit-learn's) is written once to ``<cache>/data/digits``.
+
+Examples
+--------
+>>> from cnnfeat.catalog import list_datasets, load_dataset
+>>> "scene15" in list_datasets()
+True
+>>> ds = load_dataset("digits")  # doctest: +SKIP
+>>> len(ds.manifest), len(ds.manifest.classes)  # doctest: +SKIP
+(1797, 10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnfeat.config import cache_dir
+from cnnfeat.datasets import IMAGE_EXTENSIONS, Manifest
+from cnnfeat.exceptions import CnnfeatError
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "content_digest",
+    "dataset_spec",
+    "list_datasets",
+    "load_dataset",
+    "resolve_data_root",
+    "verify_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_DIR = Path(__file__).parent / "data_manifests"
+
+
+class DatasetError(CnnfeatError):
+    """A dataset is missing, incomplete or not in its official layout."""
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: its rows (paths, labels, domains), official splits and catalog entry.
+
+    ``official_splits`` maps a split name (``"1"``, ``"2"``, ... or a domain name for
+    PACS) to ``{"train": rows, "val": rows, "test": rows}`` (row indices).
+    ``problems`` lists what did not match the expected counts (empty when verified).
+    """
+
+    name: str
+    spec: dict[str, Any]
+    root: Path
+    manifest: Manifest
+    official_splits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def list_datasets() -> list[str]:
+    """Names of the datasets in the catalog."""
+    return sorted(p.stem for p in MANIFEST_DIR.glob("*.json"))
+
+
+@cache
+def _read_spec(name: str) -> str:
+    path = MANIFEST_DIR / f"{name}.json"
+    if not path.is_file():
+        raise DatasetError(f"unknown dataset {name!r}; the catalog has {', '.join(list_datasets())}")
+    return path.read_text(encoding="utf-8")
+
+
+def dataset_spec(name: str) -> dict[str, Any]:
+    """The catalog entry (a fresh dict parsed from ``data_manifests/<name>.json``)."""
+    return json.loads(_read_spec(name))
+
+
+def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``explicit``, else ``$CNNFEAT_DATA``, else ``<cnnfeat cache>/data``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("CNNFEAT_DATA"):
+        return Path(os.environ["CNNFEAT_DATA"]).expanduser()
+    return cache_dir() / "data"
+
+
+def content_digest(folder: str | os.PathLike[str]) -> str:
+    """sha256 of the ``sha256sum`` listing of every file below ``folder``, sorted by path.
+
+    The same as ``find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum`` run in the folder.
+    """
+    folder = Path(folder)
+    relative = sorted(("./" + p.relative_to(folder).as_posix()).encode() for p in folder.rglob("*") if p.is_file())
+    listing = hashlib.sha256()
+    for name in relative:
+        digest = hashlib.sha256((folder / name.decode()[2:]).read_bytes()).hexdigest()
+        listing.update(digest.encode() + b"  " + name + b"\n")
+    return listing.hexdigest()
+
+
+def load_dataset(name: str, data_root: str | os.PathLike[str] | None = None, *, strict: bool = True) -> Dataset:
+    """Read dataset ``name`` from its folder under the data root, in its official layout.
+
+    Parameters
+    ----------
+    name : str
+        A catalog name (:func:`list_datasets`).
+    data_root : path, optional
+        The data root (see :func:`resolve_data_root`).
+    strict : bool
+        Raise :class:`DatasetError` when the counts differ from the official ones;
+        with ``False`` they are only listed in ``Dataset.problems``.
+
+    Raises
+    ------
+    DatasetError
+        The folder is missing (the message says where to put the download), a
+        label or split file is missing or malformed, or (``strict``) the counts differ.
+    """
+    spec = dataset_spec(name)
+    layout = spec["layout"]
+    if layout["type"] == "sklearn_digits":  # built in: written to the cache, never into a user's data root
+        root = cache_dir() / "data" / spec["folder"]
+        _write_digits(root)
+    else:
+        root = resolve_data_root(data_root) / spec["folder"]
+    if not root.is_dir():
+        files = ", ".join(f["filename"] for f in spec["files"]) or "nothing"
+        raise DatasetError(
+            f"{name}: {root} does not exist. Run `python -m cnnfeat.data download {name}` or put the official "
+            f"download ({files}) unpacked there; its layout is {layout['pattern']} (see {spec['homepage']})"
+        )
+    manifest, splits = _LOADERS[layout["type"]](root, layout)
+    manifest.source = f"{name} ({root})"
+    dataset = Dataset(name, spec, root, manifest, splits)
+    dataset.problems = _count_problems(dataset)
+    if dataset.problems and strict:
+        raise DatasetError(f"{name} at {root} does not match the official counts: " + "; ".join(dataset.problems))
+    return dataset
+
+
+def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, *, content: bool = False) -> list[str]:
+    """Everything about the dataset folder that differs from the catalog (empty: verified).
+
+    ``content=True`` also compares the folder's :func:`content_digest` where the catalog has one.
+    """
+    try:
+        dataset = load_dataset(name, data_root, strict=False)
+    except DatasetError as exc:
+        return [str(exc)]
+    problems = list(dataset.problems)
+    expected = dataset.spec.get("content_sha256")
+    if content and expected:
+        found = content_digest(dataset.root)
+        if found != expected:
+            problems.append(f"content digest is {found}, expected {expected} (some file differs, is missing or is extra)")
+    return problems
+
+
+# --- layouts ------------------------------------------------------------------------------------
+
+Loaded = tuple[Manifest, dict[str, dict[str, np.ndarray]]]
+
+
+def _images_below(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        found += [Path(dirpath, f) for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return found
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing ({what})")
+    return path
+
+
+def _class_folders(root: Path, layout: dict[str, Any]) -> Loaded:
+    top = root / layout.get("root", ".")
+    if not top.is_dir():
+        raise DatasetError(f"{top}: missing; the layout is {layout['pattern']}")
+    paths, labels = [], []
+    for path in _images_below(top):
+        relative = path.relative_to(top)
+        if len(relative.parts) < 2:
+            continue  # files beside the class folders (lists, readmes) are not images of a class
+        labels.append(relative.parent.as_posix() if layout.get("class_depth") == "any" else relative.parts[0])
+        paths.append(str(path))
+    manifest = Manifest(paths, labels)
+    return manifest, _split_files(root, layout, manifest, top)
+
+
+def _domain_class_folders(root: Path, layout: dict[str, Any]) -> Loaded:
+    paths, labels, domains = [], [], []
+    for domain in layout["domains"]:
+        top = root / layout["domain_root"].format(domain=domain)
+        if not top.is_dir():
+            raise DatasetError(f"{top}: missing domain {domain!r}; the layout is {layout['pattern']}")
+        for path in _images_below(top):
+            relative = path.relative_to(top)
+            if len(relative.parts) >= 2:
+                paths.append(str(path))
+                labels.append(relative.parts[0])
+                domains.append(domain)
+    manifest = Manifest(paths, labels, domains=domains)
+    return manifest, _split_files(root, layout, manifest, root / layout.get("split_files", {}).get("root", "."))
+
+
+def _indexed(root: Path, layout: dict[str, Any]) -> Loaded:
+    pattern = re.compile(r"(\d+)\.\w+$")
+    files = sorted(root.glob(layout["glob"]), key=lambda p: int(pattern.search(p.name).group(1)))  # type: ignore[union-attr]
+    if not files:
+        raise DatasetError(f"{root}: no files match {layout['glob']}; the layout is {layout['pattern']}")
+    index = np.array([int(pattern.search(p.name).group(1)) for p in files])  # type: ignore[union-attr]
+    rule = layout["labels"]
+    if rule["from"] == "index_blocks":
+        codes = (index - 1) // rule["block"]
+    else:
+        per_image = _load_mat(root / rule["file"])[rule["key"]].ravel().astype(int)
+        if index.max() > len(per_image):
+            raise DatasetError(f"{root / rule['file']}: {len(per_image)} labels but image number {index.max()} exists")
+        codes = per_image[index - 1] - 1
+    names = layout.get("classes")
+    labels = [names[c] if names and 0 <= c < len(names) else f"class_{c + 1:03d}" for c in codes]
+    manifest = Manifest([str(p) for p in files], labels)
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    split_spec = layout.get("split_files")
+    if split_spec and (root / split_spec["file"]).is_file():
+        mat = _load_mat(root / split_spec["file"])
+        row_of = {int(i): row for row, i in enumerate(index)}
+        for k in range(1, split_spec["splits"] + 1):
+            splits[str(k)] = {
+                part: _rows([int(i) for i in np.ravel(mat[key.format(k=k)])], row_of, root / split_spec["file"])
+                for part, key in split_spec["keys"].items()
+            }
+    return manifest, splits
+
+
+def _id_lists(root: Path, layout: dict[str, Any]) -> Loaded:
+    top = root / layout["root"]
+
+    def table(name: str) -> dict[str, str]:
+        path = _require(top / layout[name], f"{name} list of the official layout {layout['pattern']}")
+        rows = [line.split(maxsplit=1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if any(len(r) != 2 for r in rows):
+            raise DatasetError(f"{path}: every line must be '<id> <value>'")
+        return dict(rows)  # type: ignore[arg-type]
+
+    images, labels, classes, is_train = table("images"), table("labels"), table("classes"), table("split")
+    ids = sorted(images, key=int)
+    missing = [i for i in ids if i not in labels or i not in is_train]
+    if missing:
+        raise DatasetError(f"{top}: image ids {missing[:5]} have no label or split entry")
+    paths = [str(top / "images" / images[i]) for i in ids]
+    manifest = Manifest(paths, [classes[labels[i]] for i in ids])
+    train = np.array([row for row, i in enumerate(ids) if is_train[i] == "1"])
+    test = np.array([row for row, i in enumerate(ids) if is_train[i] != "1"])
+    return manifest, {"1": {"train": train, "test": test}}
+
+
+def _write_digits(root: Path) -> None:
+    """scikit-learn's digits as PNG files, ``<label>/digit_NNNN.png`` (written once, then read like a folder)."""
+    marker = root / ".complete"
+    if marker.is_file():
+        return
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for n, (image, label) in enumerate(zip(digits.images, digits.target)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(image * 16, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"digit_{n:04d}.png", optimize=False)
+    marker.write_text("scikit-learn digits\n")
+
+
+def _load_mat(path: Path) -> dict[str, Any]:
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    _require(path, "a MATLAB file of the official download")
+    try:
+        return loadmat(path)
+    except (MatReadError, ValueError, OSError, TypeError) as exc:
+        raise DatasetError(f"{path}: not a readable MATLAB file ({exc})") from exc
+
+
+def _rows(keys: list[Any], row_of: dict[Any, int], where: Path) -> np.ndarray:
+    unknown = [k for k in keys if k not in row_of]
+    if unknown:
+        raise DatasetError(f"{where}: {len(unknown)} entries name images that are not in the dataset, e.g. {unknown[:3]}")
+    return np.array(sorted(row_of[k] for k in keys), dtype=int)
+
+
+def _split_files(root: Path, layout: dict[str, Any], manifest: Manifest, base: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Official splits from list files (``path_list``: a relative path per line; ``path_label``: path and label)."""
+    spec = layout.get("split_files")
+    if not spec:
+        return {}
+    row_of = {Path(p).relative_to(base).as_posix(): row for row, p in enumerate(manifest.paths)}
+    groups = layout["domains"] if spec["format"] == "path_label" else [str(k) for k in range(1, spec.get("splits", 1) + 1)]
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    for group in groups:
+        parts = {}
+        for part, pattern in spec["files"].items():
+            name = pattern.format(domain=group, k=int(group) if group.isdigit() else 0)
+            candidates = [root / name, base / name, root / "Partitions" / name]
+            path = next((c for c in candidates if c.is_file()), None)
+            if path is None:
+                logger.info("%s: official split file %s not found; official splits unavailable", root, name)
+                return {}
+            lines = [ln.split()[0].lstrip("/") for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            parts[part] = _rows(lines, row_of, path)
+        splits[group] = parts
+    return splits
+
+
+_LOADERS: dict[str, Callable[[Path, dict[str, Any]], Loaded]] = {
+    "class_folders": _class_folders,
+    "sklearn_digits": _class_folders,
+    "domain_class_folders": _domain_class_folders,
+    "indexed": _indexed,
+    "id_lists": _id_lists,
+}
+
+
+def _count_problems(dataset: Dataset) -> list[str]:
+    expected, manifest = dataset.spec["expected"], dataset.manifest
+    problems = []
+    if len(manifest) != expected["images"]:
+        problems.append(f"{len(manifest)} images, expected {expected['images']}")
+    if len(manifest.classes) != expected["classes"]:
+        problems.append(f"{len(manifest.classes)} classes, expected {expected['classes']}")
+    per_class = expected.get("per_class")
+    counts = Counter(manifest.labels)
+    if isinstance(per_class, int):
+        wrong = {c: n for c, n in counts.items() if n != per_class}
+        if wrong:
+            problems.append(f"classes without {per_class} images: {dict(sorted(wrong.items())[:5])}")
+    elif isinstance(per_class, dict):
+        for cls, n in per_class.items():
+            if counts.get(cls, 0) != n:
+                problems.append(f"class {cls!r} has {counts.get(cls, 0)} images, expected {n}")
+    for domain, n in expected.get("per_domain", {}).items():
+        found = sum(d == domain for d in manifest.domains)
+        if found != n:
+            problems.append(f"domain {domain!r} has {found} images, expected {n}")
+    official = expected.get("official_split")
+    if official and dataset.official_splits:
+        first = dataset.official_splits[min(dataset.official_splits)]
+        for part, n in official.items():
+            if len(first.get(part, ())) != n:
+                problems.append(f"official {part} split has {len(first.get(part, ()))} images, expected {n}")
+    elif official:
+        problems.append("the official split files are missing")
+    return problems
