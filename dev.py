@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run cnnfeat from a fresh clone, with nothing but Python >= 3.10.
 
-    python3 dev.py main    # create .venv, install, extract features of the built-in sample images
+    python3 dev.py main    # create .venv, install, run the built-in benchmark (digits, offline)
     python3 dev.py test    # create .venv, install, run ruff and the whole test suite
 
 The virtual environment is made once in .venv and reused; it is reinstalled
@@ -52,7 +52,7 @@ def main() -> int:
     env_args = sys.argv[2:]
     try:
         if sys.argv[1] == "main":
-            run(PYTHON, "-m", "cnnfeat.extract", "--samples", *env_args)
+            run(PYTHON, "-m", "cnnfeat.benchmark", *env_args)
         else:
             run(PYTHON, "-m", "ruff", "check", "cnnfeat", "tests", "benchmarks", "dev.py")
             run(PYTHON, "-m", "pytest", *env_args)

@@ -22,7 +22,10 @@ import numpy as np
 
 from cnnfeat.exceptions import ConfigError
 
-__all__ = ["Split", "domain_shift_full", "domain_shift_sampled", "n_per_class"]
+__all__ = ["FEW_SHOT", "Split", "domain_shift_full", "domain_shift_sampled", "k_fold", "n_per_class", "official"]
+
+#: the shots per class of a few-shot curve
+FEW_SHOT = (1, 2, 5, 10, 20, 30)
 
 
 @dataclass(frozen=True)
@@ -119,4 +122,29 @@ def domain_shift_sampled(
         description=f"{source}->{target}, sampled ({setting}): {n_source} source"
         + (f" + {n_target_labelled} target" if n_target_labelled else "")
         + f" per class, seed {seed}",
+    )
+
+
+def k_fold(labels: Sequence[Any], k: int, fold: int, seed: int = 0) -> Split:
+    """Fold ``fold`` of a stratified, shuffled ``k``-fold split (the fold is the test set)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    if not 0 <= fold < k:
+        raise ConfigError(f"fold must be in [0, {k}); got {fold}")
+    labels = np.asarray(labels)
+    train, test = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))[fold]
+    return Split(train=train, test=test, description=f"stratified {k}-fold, fold {fold}, seed {seed}")
+
+
+def official(splits: dict[str, dict[str, np.ndarray]], index: int) -> Split:
+    """Split number ``index`` (0-based) of a dataset's official split files (see :mod:`cnnfeat.catalog`)."""
+    names = sorted(splits, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    if not names:
+        raise ConfigError("this dataset has no official split files (see `python -m cnnfeat.data verify`)")
+    if not 0 <= index < len(names):
+        raise ConfigError(f"official split {index} requested; the dataset has {len(names)}")
+    parts = splits[names[index]]
+    empty = np.zeros(0, int)
+    return Split(
+        train=parts["train"], val=parts.get("val", empty), test=parts["test"], description=f"official split {names[index]}"
     )

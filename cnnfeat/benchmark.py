@@ -1,0 +1,202 @@
+"""``python -m cnnfeat.benchmark``: methods x probes x datasets x protocols x seeds -> records, tables, figures.
+
+With no arguments it runs the built-in default offline: scikit-learn's digits
+(EfficientNet-Lite0 features and HOG, swept logistic regression, 3 splits),
+plus every catalog dataset present under ``--data-root`` / ``$CNNFEAT_DATA``
+when one is given. It prints the table and writes ``results/benchmark/``:
+``records/*.json`` (one per run), ``table.md``/``.csv``/``.json`` and PNG figures.
+
+Examples::
+
+    python -m cnnfeat.benchmark
+    python -m cnnfeat.benchmark --datasets office31 --protocol full --data-root ../shared/datasets
+    python -m cnnfeat.benchmark --suite decaf --data-root ../shared/datasets --out results/decaf
+    python -m cnnfeat.benchmark --datasets scene15 --methods cnn:efficientnet_lite0/pool hog sift_bovw \\
+        --probes logreg svm --seeds 0 1 2 3 4 --data-root ../shared/datasets
+    python -m cnnfeat.benchmark --tables-only --out results/decaf     # rebuild tables and figures from records
+    python -m cnnfeat.benchmark --list-datasets
+
+Exit status: 0 every run succeeded, 1 some run failed (see its record), 2 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnnfeat.exceptions import CnnfeatError
+
+LITE0 = "cnn:efficientnet_lite0/pool"
+SUITES: dict[str, dict[str, Any]] = {
+    "default": {
+        "datasets": ["digits"],
+        "methods": [LITE0, "hog"],
+        "probes": ["logreg"],
+        "protocols": ["default"],
+        "seeds": [0, 1, 2],
+    },
+    "quick": {"datasets": ["digits"], "methods": [LITE0, "hog"], "probes": ["logreg"], "protocols": ["default"], "seeds": [0]},
+    "decaf": {
+        "datasets": ["caltech101", "office31", "scene15", "flowers17"],
+        "methods": [LITE0, "hog", "sift_bovw"],
+        "probes": ["logreg", "svm"],
+        "protocols": ["default", "sampled", "sampled_st"],
+        "adapt": ["none", "coral", "sa"],
+        "seeds": [0, 1, 2, 3, 4],
+    },
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m cnnfeat.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--suite", choices=sorted(SUITES), default="default", help="a named grid; the flags below override its parts")
+    p.add_argument("--datasets", nargs="+", help="catalog names (see --list-datasets)")
+    p.add_argument("--methods", nargs="+", help="cnn:<backbone>/<tap>[@views], hog, sift_bovw, color_hist")
+    p.add_argument("--probes", nargs="+", help="logreg, svm, logreg+dropout, svm+dropout")
+    p.add_argument(
+        "--protocol",
+        nargs="+",
+        dest="protocols",
+        help="default, n_per_class:<n>, few_shot, official, kfold:<k>, full, sampled, sampled_st",
+    )
+    p.add_argument("--adapt", nargs="+", help="domain adaptation on domain-shift protocols: none, coral, sa, augment")
+    p.add_argument("--normalize", help="feature normalisation for every method, e.g. l2, power+l2, chi2 (default: per method)")
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--data-root", type=Path, help="folder with one sub-folder per dataset (default: $CNNFEAT_DATA)")
+    p.add_argument("--out", type=Path, default=Path("results/benchmark"))
+    p.add_argument("--cache", type=Path, help="feature cache folder (default: the user cache)")
+    p.add_argument("--skip-existing", action=argparse.BooleanOptionalAction, default=False, help="reuse finished runs' records")
+    p.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse a dataset whose image counts differ from the official ones (--no-strict: run and record the differences)",
+    )
+    p.add_argument("--tables-only", action="store_true", help="rebuild tables and figures from the records in --out")
+    p.add_argument("--list-datasets", action="store_true")
+    p.add_argument("--list-methods", action="store_true")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _write_outputs(records: list[dict[str, Any]], out: Path) -> str:
+    from cnnfeat import plots
+    from cnnfeat.tables import footer_for, pivot, to_csv, to_json, to_markdown
+
+    table = pivot(records)
+    shifts = sum("->" in c for c in table.columns) >= 2
+    markdown = to_markdown(table, footer=footer_for(records), average=shifts)
+    (out / "table.md").write_text(markdown + "\n")
+    (out / "table.csv").write_text(to_csv(table))
+    (out / "table.json").write_text(to_json(table))
+    ok = [r for r in records if r.get("status") == "ok"]
+    for dataset in sorted({r["dataset"] for r in ok}):
+        mine = [r for r in ok if r["dataset"] == dataset]
+        plots.bar_chart(mine, out / f"bars_{dataset}.png", title=dataset)
+    shots = {r["protocol"] for r in ok if r["protocol"].startswith("n_per_class:")}
+    if len(shots) >= 3:
+        plots.few_shot_curve(ok, out / "few_shot.png", title="accuracy against training images per class")
+    return markdown
+
+
+def _present(spec: dict[str, Any], root: Path) -> bool:
+    """A downloadable dataset whose folder exists under the data root."""
+    return bool(spec["files"]) and (root / spec["folder"]).is_dir()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from cnnfeat.catalog import dataset_spec, list_datasets, resolve_data_root
+    from cnnfeat.runner import PROBES, expand, load_records, method_names, run_all
+
+    if args.list_datasets:
+        for name in list_datasets():
+            spec = dataset_spec(name)
+            print(f"{name:<18} {spec['task']:<34} {spec['title']}")
+        return 0
+    if args.list_methods:
+        print("methods: " + ", ".join(method_names()) + "\nprobes: " + ", ".join(PROBES))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.tables_only:
+        records = load_records(args.out)
+        if not records:
+            print(f"no records in {args.out / 'records'}", file=sys.stderr)
+            return 1
+        print(_write_outputs(records, args.out))
+        return 0
+
+    suite = dict(SUITES[args.suite])
+    data_root = args.data_root or (Path(os.environ["CNNFEAT_DATA"]) if os.environ.get("CNNFEAT_DATA") else None)
+    datasets = args.datasets or suite["datasets"]
+    if not args.datasets:
+        root = resolve_data_root(data_root)
+        present = [
+            n for n in list_datasets() if data_root and dataset_spec(n)["files"] and (root / dataset_spec(n)["folder"]).is_dir()
+        ]
+        if args.suite == "default":
+            datasets = datasets + present
+        else:  # a named suite runs the datasets of its list that are present
+            datasets = [d for d in datasets if d in present or not dataset_spec(d)["files"]]
+    try:
+        runs = expand(
+            args.methods or suite["methods"],
+            args.probes or suite["probes"],
+            datasets,
+            args.protocols or suite["protocols"],
+            args.seeds if args.seeds is not None else suite["seeds"],
+            adapt=args.adapt or suite.get("adapt", ["none"]),
+            normalize=args.normalize,
+            data_root=data_root,
+        )
+    except CnnfeatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not runs:
+        print("error: nothing to run (no dataset present, or no protocol applies)", file=sys.stderr)
+        return 2
+    print(f"{len(runs)} runs on {', '.join(datasets)} -> {args.out}", file=sys.stderr)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(runs), unit="run", disable=not args.progress, file=sys.stderr)
+
+    def on_run(spec: Any, record: dict[str, Any]) -> None:
+        score = f"{100 * record['mean_per_class_accuracy']:.1f}" if record.get("status") == "ok" else "FAILED"
+        bar.set_postfix_str(f"{spec.dataset} {spec.protocol} {spec.method} {spec.probe}: {score}")
+        bar.update(1)
+
+    command = " ".join(["python -m cnnfeat.benchmark", *(argv if argv is not None else sys.argv[1:])])
+    records = run_all(
+        runs,
+        args.out,
+        data_root=data_root,
+        cache=args.cache,
+        skip_existing=args.skip_existing,
+        strict=args.strict,
+        command=command,
+        on_run=on_run,
+    )
+    bar.close()
+    # the tables hold this suite's runs only, not older records left in --out
+    print(_write_outputs(records, args.out))
+    failed = [r for r in records if r.get("status") != "ok"]
+    for r in failed[:10]:
+        print(f"FAILED {r['row']} on {r['column']} seed {r['seed']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are in their records (rerun with --skip-existing to resume)", file=sys.stderr)
+        sys.exit(130)

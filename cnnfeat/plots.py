@@ -1,0 +1,136 @@
+"""Figures from run records (PNG, matplotlib's Agg backend): bar charts, few-shot curves, accuracy per layer, t-SNE.
+
+Every function writes one file and returns its path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnfeat.tables import pivot
+
+__all__ = ["bar_chart", "few_shot_curve", "layer_curve", "tsne_map"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Grouped bars: one group per column (dataset or shift), one bar per method, std over seeds as error bars."""
+    plt = _pyplot()
+    table = pivot(records)
+    n_rows = max(len(table.rows), 1)
+    width = 0.8 / n_rows
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table.columns) * max(1, n_rows / 2)), 4.2))
+    x = np.arange(len(table.columns))
+    for i, row in enumerate(table.rows):
+        stats = [table.mean_std(row, c) for c in table.columns]
+        means = [s[0] if s else np.nan for s in stats]
+        stds = [s[1] if s else 0 for s in stats]
+        ax.bar(x + (i - (n_rows - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=row)
+    ax.set_xticks(x, table.columns, rotation=20 if len(table.columns) > 4 else 0)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def few_shot_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Accuracy against training images per class (records of ``n_per_class:<k>`` protocols), one line per method."""
+    plt = _pyplot()
+    curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("status") == "ok" and r["protocol"].startswith("n_per_class:"):
+            curves[f"{r['dataset']}: {r['row']}"][int(r["protocol"].split(":")[1])].append(100 * r["mean_per_class_accuracy"])
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, points in curves.items():
+        ks = sorted(points)
+        means = np.array([np.mean(points[k]) for k in ks])
+        stds = np.array([np.std(points[k]) for k in ks])
+        ax.plot(ks, means, marker="o", label=label)
+        ax.fill_between(ks, means - stds, means + stds, alpha=0.15)
+    ax.set_xscale("log")
+    return _finish(fig, ax, path, "training images per class", title)
+
+
+def layer_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], taps: list[str], *, title: str = "") -> Path:
+    """Probe accuracy of each tap of a CNN, from early to late layers (``taps`` in network order)."""
+    plt = _pyplot()
+    by_tap: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        match = re.match(r"cnn:([^/]+)/([^@]+)", r.get("method", ""))
+        if r.get("status") == "ok" and match and match.group(2) in taps:
+            by_tap[f"{r['dataset']}, {match.group(1)}, {r['probe']}"][match.group(2)].append(100 * r["mean_per_class_accuracy"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(taps)), 4.2))
+    for label, values in by_tap.items():
+        present = [t for t in taps if t in values]
+        x = [taps.index(t) for t in present]
+        means = [np.mean(values[t]) for t in present]
+        stds = [np.std(values[t]) for t in present]
+        ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=label)
+    ax.set_xticks(range(len(taps)), taps, rotation=30, ha="right")
+    return _finish(fig, ax, path, "tap (early → late)", title)
+
+
+def tsne_map(
+    features: dict[str, np.ndarray], labels: Any, path: str | os.PathLike[str], *, seed: int = 0, title: str = ""
+) -> Path:
+    """Side-by-side 2-D t-SNE maps of several feature sets (e.g. an early and a late tap), coloured by class."""
+    from sklearn.manifold import TSNE
+    from sklearn.preprocessing import StandardScaler
+
+    plt = _pyplot()
+    labels = np.asarray(labels)
+    classes = sorted(set(labels.tolist()))
+    colours = plt.get_cmap("tab20", len(classes))
+    fig, axes = plt.subplots(1, len(features), figsize=(5.2 * len(features), 5), squeeze=False)
+    for ax, (name, X) in zip(axes[0], features.items()):
+        X = StandardScaler().fit_transform(X)
+        if X.shape[1] > 50:
+            from sklearn.decomposition import PCA
+
+            X = PCA(n_components=50, random_state=seed).fit_transform(X)
+        xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, max(5, len(X) // 10))).fit_transform(X)
+        for i, cls in enumerate(classes):
+            mask = labels == cls
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=4, color=colours(i), label=str(cls))
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=6, markerscale=3, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _finish(fig: Any, ax: Any, path: str | os.PathLike[str], xlabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean per-class accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,472 @@
+"""The benchmark runner: methods x probes x datasets x protocols x seeds, one JSON record per run.
+
+A run is a :class:`RunSpec`. :func:`expand` turns lists of each into the runs a
+suite needs (a domain-shift protocol becomes one run per shift; few-shot one per
+shot count). :func:`run_all` extracts each (method, dataset) feature matrix once,
+through the feature cache, never inside a split loop, then fits one probe per run
+and writes ``records/<key>.json``. A run that fails is recorded with its error
+and the others go on; with ``skip_existing`` a run whose record is already there
+(same spec, same key) is not run again, which is how an interrupted suite resumes.
+
+Methods
+-------
+``cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]``
+    :class:`~cnnfeat.CNNFeatures`, e.g. ``cnn:efficientnet_lite0/pool``, ``cnn:vgg16/fc1@10crop``,
+    ``cnn:resnet50/pool?weights=none`` (any CNNFeatures parameter; ``none`` means None).
+``hog``, ``sift_bovw``, ``color_hist``
+    The hand-crafted baselines (the SIFT codebook is learned on each split's training images).
+
+Protocols
+---------
+``default`` (the dataset's own, from its catalog entry), ``n_per_class:<n>``,
+``few_shot`` (1, 2, 5, 10, 20, 30 per class), ``official``, ``kfold:<k>``, and for
+datasets with domains ``full`` and ``sampled`` / ``sampled_st`` (Saenko / DeCAF).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnfeat.catalog import Dataset, load_dataset
+from cnnfeat.exceptions import ConfigError
+from cnnfeat.protocols import FEW_SHOT, Split, domain_shift_full, domain_shift_sampled, k_fold, n_per_class, official
+
+__all__ = ["PROBES", "RunSpec", "expand", "load_records", "make_features", "method_names", "run_all"]
+
+logger = logging.getLogger(__name__)
+
+#: probe name -> SweptLinearClassifier parameters
+PROBES: dict[str, dict[str, Any]] = {
+    "logreg": {"kind": "logreg", "search": "kornblith"},
+    "logreg+dropout": {"kind": "logreg", "search": "kornblith", "dropout": 0.5},
+    "svm": {"kind": "svm", "search": "clip"},
+    "svm+dropout": {"kind": "svm", "search": "clip", "dropout": 0.5},
+}
+ADAPTATIONS = ("none", "coral", "sa", "augment")
+HANDCRAFTED = {"hog": "chi2", "sift_bovw": "chi2", "color_hist": "chi2"}  # method -> default normalisation
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: features, normalisation, probe and adaptation, on one split of one dataset."""
+
+    method: str
+    probe: str
+    dataset: str
+    protocol: str
+    seed: int
+    normalize: str = "none"
+    adapt: str = "none"
+
+    def key(self) -> str:
+        """A stable name for the run's record (sha256 of the spec)."""
+        text = json.dumps({**asdict(self), "record_version": RECORD_VERSION}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    @property
+    def column(self) -> str:
+        """The table column: the dataset, or the shift / shot count the protocol names."""
+        _, _, detail = self.protocol.partition(":")
+        return f"{self.dataset} {detail}" if detail and not detail.isdigit() else self.dataset
+
+    @property
+    def row(self) -> str:
+        """The table row: features, normalisation, probe and adaptation."""
+        parts = [self.method] + ([self.normalize] if self.normalize != "none" else []) + [self.probe]
+        return " + ".join(parts + ([self.adapt] if self.adapt != "none" else []))
+
+
+def method_names() -> list[str]:
+    """Method patterns the runner understands."""
+    return ["cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]", *HANDCRAFTED]
+
+
+def _default_normalize(method: str) -> str:
+    return HANDCRAFTED.get(method, "none")
+
+
+def expand(
+    methods: Sequence[str],
+    probes: Sequence[str],
+    datasets: Sequence[str],
+    protocols: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    adapt: Sequence[str] = ("none",),
+    normalize: str | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+) -> list[RunSpec]:
+    """Every run of the grid, with ``default`` / ``full`` / ``sampled`` / ``few_shot`` spelled out per dataset.
+
+    Adaptation methods apply only to domain-shift protocols; a protocol that does not
+    apply to a dataset (``full`` on 15-Scene) is left out, not run.
+    """
+    for probe in probes:
+        if probe not in PROBES:
+            raise ConfigError(f"unknown probe {probe!r}; choose from {', '.join(PROBES)}")
+    for a in adapt:
+        if a not in ADAPTATIONS:
+            raise ConfigError(f"unknown adaptation {a!r}; choose from {', '.join(ADAPTATIONS)}")
+    for method in methods:
+        _parse_method(method)
+    runs = []
+    for dataset in datasets:
+        from cnnfeat.catalog import dataset_spec
+
+        spec = dataset_spec(dataset)
+        for protocol in protocols:
+            for resolved, seeds_for in _resolve_protocol(protocol, spec, seeds, data_root):
+                domain = resolved.split(":")[0] in ("full", "sampled", "sampled_st")
+                for method in methods:
+                    for probe in probes:
+                        for a in adapt if domain else ("none",):
+                            if a == "augment" and not resolved.startswith("sampled_st"):
+                                continue  # feature augmentation needs labelled target images
+                            for seed in seeds_for:
+                                norm = normalize if normalize is not None else _default_normalize(method)
+                                runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a))
+    return list(dict.fromkeys(runs))
+
+
+def _resolve_protocol(
+    protocol: str, spec: dict[str, Any], seeds: Sequence[int], data_root: str | os.PathLike[str] | None
+) -> list[tuple[str, Sequence[int]]]:
+    defaults = spec.get("protocols", {})
+    name, _, arg = protocol.partition(":")
+    if name == "default":
+        name = defaults.get("default", "n_per_class")
+        if name == "domain_shift_full":
+            name = "full"
+        arg = ""
+    if name == "n_per_class":
+        n = arg or str(defaults.get("n_train", 30))
+        return [(f"n_per_class:{n}", seeds)]
+    if name == "few_shot":
+        return [(f"n_per_class:{k}", seeds) for k in FEW_SHOT]
+    if name == "kfold":
+        k = int(arg or 5)
+        return [(f"kfold:{k}", [s for s in seeds if s < k])]
+    if name == "official":
+        return [("official", seeds)]
+    if name in ("full", "sampled", "sampled_st"):
+        shifts = defaults.get("shifts") or [
+            f"{s}->{t}" for s in spec["layout"].get("domains", []) for t in spec["layout"]["domains"] if s != t
+        ]
+        if not shifts:
+            return []
+        # the full protocol has no randomness in its split: one seed
+        return [(f"{name}:{shift}", seeds[:1] if name == "full" else seeds) for shift in shifts]
+    raise ConfigError(f"unknown protocol {protocol!r}; see `python -m cnnfeat.benchmark --help`")
+
+
+def make_split(spec: RunSpec, dataset: Dataset) -> Split:
+    """The train/test (and unlabelled target) rows of one run."""
+    name, _, arg = spec.protocol.partition(":")
+    labels, defaults = dataset.manifest.labels, dataset.spec.get("protocols", {})
+    if name == "n_per_class":
+        n = int(arg)
+        standard = n == defaults.get("n_train")
+        return n_per_class(
+            labels,
+            n,
+            spec.seed,
+            n_val=defaults.get("n_val", 0) if standard else 0,
+            n_test_max=defaults.get("n_test_max") if standard else None,
+        )
+    if name == "kfold":
+        return k_fold(labels, int(arg), spec.seed)
+    if name == "official":
+        return official(dataset.official_splits, spec.seed)
+    source, _, target = arg.partition("->")
+    if name == "full":
+        return domain_shift_full(dataset.manifest.domains, source, target)
+    if name in ("sampled", "sampled_st"):
+        split = domain_shift_sampled(
+            labels, dataset.manifest.domains, source, target, spec.seed, n_target_labelled=3 if name == "sampled_st" else 0
+        )
+        # the transductive adaptation methods see the unlabelled target (test) images
+        return Split(train=split.train, test=split.test, unlabelled=split.test, description=split.description)
+    raise ConfigError(f"unknown protocol {spec.protocol!r}")
+
+
+def _parse_method(method: str) -> tuple[str, dict[str, Any]]:
+    if method in HANDCRAFTED:
+        return method, {}
+    if method.startswith("cnn:"):
+        body, _, query = method[4:].partition("?")
+        body, _, views = body.partition("@")
+        backbone, _, tap = body.partition("/")
+        if not backbone or not tap:
+            raise ConfigError(f"method {method!r}: write cnn:<backbone>/<tap>, e.g. cnn:efficientnet_lite0/pool")
+        params: dict[str, Any] = {"backbone": backbone, "layers": tap, **({"views": views} if views else {})}
+        for item in filter(None, query.split("&")):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"method {method!r}: write ?<param>=<value>&..., got {item!r}")
+            params[key] = None if value.lower() == "none" else int(value) if value.isdigit() else value
+        return "cnn", params
+    raise ConfigError(f"unknown method {method!r}; choose from {', '.join(method_names())}")
+
+
+def make_features(method: str, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
+    """The (unfitted) feature transformer a method names, caching into ``cache``."""
+    kind, params = _parse_method(method)
+    params = {**params, **overrides, "cache": cache}
+    if kind == "cnn":
+        from cnnfeat.extractors.cnn import CNNFeatures
+
+        return CNNFeatures(**params)
+    if kind == "hog":
+        from cnnfeat.extractors.hog import HOGFeatures
+
+        return HOGFeatures(**params)
+    if kind == "sift_bovw":
+        from cnnfeat.extractors.sift_bow import SIFTBoVW
+
+        return SIFTBoVW(**params)
+    from cnnfeat.extractors.color import ColorHistogram
+
+    return ColorHistogram(**params)
+
+
+def _make_probe(spec: RunSpec) -> Any:
+    from sklearn.pipeline import make_pipeline
+
+    from cnnfeat.adaptation import CORAL, FeatureAugmentation, SubspaceAlignment
+    from cnnfeat.normalize import make_normalizer
+    from cnnfeat.probes import SweptLinearClassifier
+
+    probe: Any = SweptLinearClassifier(**PROBES[spec.probe])
+    if spec.adapt == "coral":
+        probe = CORAL(probe)
+    elif spec.adapt == "sa":
+        probe = SubspaceAlignment(probe, n_components=100)
+    elif spec.adapt == "augment":
+        probe = FeatureAugmentation(probe)
+    if spec.normalize != "none":
+        probe = make_pipeline(make_normalizer(spec.normalize), probe)
+    return probe
+
+
+def _swept(model: Any) -> Any:
+    """The SweptLinearClassifier inside a pipeline / adaptation wrapper."""
+    while True:
+        if hasattr(model, "C_"):
+            return model
+        if hasattr(model, "steps"):
+            model = model.steps[-1][1]
+        elif hasattr(model, "estimator_"):
+            model = model.estimator_
+        else:
+            return None
+
+
+def _fit_predict(spec: RunSpec, X: np.ndarray, labels: np.ndarray, domains: np.ndarray, split: Split) -> tuple[Any, np.ndarray]:
+    model = _make_probe(spec)
+    fit_params: dict[str, Any] = {}
+    Xtr, ytr = X[split.train], labels[split.train]
+    if spec.adapt != "none":
+        source = spec.protocol.partition(":")[2].partition("->")[0]
+        rows = np.r_[split.train, split.unlabelled]
+        Xtr = X[rows]
+        ytr = np.r_[labels[split.train], np.full(len(split.unlabelled), -1, dtype=object)]
+        domain = np.where(domains[rows] == source, "source", "target")
+        key = f"{model.steps[-1][0]}__domain" if hasattr(model, "steps") else "domain"
+        fit_params[key] = list(domain)
+    model.fit(Xtr, ytr, **fit_params)
+    return model, model.predict(X[split.test])
+
+
+def _versions() -> dict[str, str]:
+    import h5py
+    import sklearn
+
+    import cnnfeat
+
+    found = {"cnnfeat": cnnfeat.__version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+    found |= {"h5py": h5py.__version__, "python": platform.python_version()}
+    try:  # the installed version, without importing keras (and its backend) for it
+        found["keras"] = importlib.metadata.version("keras")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return found
+
+
+def _features(
+    method: str, dataset: Dataset, cache: str | os.PathLike[str] | None, rows: np.ndarray | None = None, fit_rows: Any = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The method's features of the dataset's images (all rows, or ``rows``) and their provenance."""
+    paths = dataset.manifest.paths
+    extractor = make_features(method, cache, **({"random_state": 0} if method == "sift_bovw" else {}))
+    started = time.perf_counter()
+    if fit_rows is not None:
+        extractor.fit([paths[i] for i in fit_rows])
+    wanted = range(len(paths)) if rows is None else rows
+    X = extractor.transform([paths[i] for i in wanted])
+    report = extractor.last_report_
+    config = extractor.extractor_config()
+    info = {
+        "extractor": config,
+        "fingerprint": _fingerprint(extractor),
+        "n_cached": report.n_cached,
+        "n_computed": report.n_computed,
+        "device": report.device,
+        "seconds": time.perf_counter() - started,
+    }
+    if rows is not None:
+        full = np.full((len(paths), X.shape[1]), np.nan, np.float32)
+        full[rows] = X
+        X = full
+    return X, info
+
+
+def _fingerprint(extractor: Any) -> str:
+    from cnnfeat.store import fingerprint_of
+
+    return fingerprint_of(extractor._store_config())
+
+
+def run_all(
+    runs: Sequence[RunSpec],
+    out: str | os.PathLike[str],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    skip_existing: bool = False,
+    strict: bool = True,
+    command: str = "",
+    on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``runs`` and write one JSON record each under ``out/records``; returns the records.
+
+    Features are computed once per (method, dataset) and shared by every probe, seed and
+    protocol (the SIFT codebook, learned from training images, once per split). One run's
+    failure is recorded (``"status": "failed"`` with the error) and the others go on.
+    ``strict=False`` runs on a dataset whose counts differ from the official ones (a
+    trimmed copy); each record then lists the differences under ``"dataset_problems"``.
+    """
+    records_dir = Path(out) / "records"
+    records_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache if cache is not None else _default_cache()
+    versions = _versions()
+    datasets: dict[str, Dataset | Exception] = {}
+    features: dict[tuple[str, ...], tuple[np.ndarray, dict[str, Any]] | Exception] = {}
+    records = []
+    for spec in runs:
+        path = records_dir / f"{spec.key()}.json"
+        if skip_existing and path.is_file():
+            record = json.loads(path.read_text())
+            if record.get("status") == "ok":
+                records.append(record)
+                if on_run:
+                    on_run(spec, record)
+                continue
+        record = {"key": spec.key(), **asdict(spec), "row": spec.row, "column": spec.column, "command": command}
+        record |= {"versions": versions, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+        try:
+            record |= _execute(spec, datasets, features, data_root, cache, strict)
+        except Exception as exc:  # one run's failure must not stop the suite
+            logger.warning("run %s failed: %s", spec, exc)
+            record |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, path)
+        records.append(record)
+        if on_run:
+            on_run(spec, record)
+    return records
+
+
+def _memo(table: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+    """``table[key]``, made once; a failure is remembered too and raised for every run that needs it."""
+    if key not in table:
+        try:
+            table[key] = make()
+        except Exception as exc:  # recorded for every run that needs it
+            table[key] = exc
+    if isinstance(table[key], Exception):
+        raise table[key]
+    return table[key]
+
+
+def _execute(
+    spec: RunSpec,
+    datasets: dict[str, Any],
+    features: dict[tuple[str, ...], Any],
+    data_root: str | os.PathLike[str] | None,
+    cache: str | os.PathLike[str] | None,
+    strict: bool,
+) -> dict[str, Any]:
+    """Split, features (shared through ``features``), probe, metrics: the fields of one record."""
+    dataset: Dataset = _memo(datasets, spec.dataset, lambda: load_dataset(spec.dataset, data_root, strict=strict))
+    split = make_split(spec, dataset)
+    labels, domains = np.asarray(dataset.manifest.labels, dtype=object), np.asarray(dataset.manifest.domains)
+    if spec.method == "sift_bovw":  # the codebook is learned on the split's training images
+        needed = np.unique(np.r_[split.train, split.val, split.test, split.unlabelled]).astype(int)
+        X, info = _memo(
+            features,
+            (spec.method, spec.dataset, spec.protocol, str(spec.seed)),
+            lambda: _features(spec.method, dataset, cache, needed, fit_rows=split.train),
+        )
+    else:
+        X, info = _memo(features, (spec.method, spec.dataset), lambda: _features(spec.method, dataset, cache))
+    train = np.r_[split.train, split.val].astype(int)
+    fit_split = Split(train=train, test=split.test, unlabelled=split.unlabelled, description=split.description)
+    started = time.perf_counter()
+    model, predicted = _fit_predict(spec, X, labels, domains, fit_split)
+    truth = labels[split.test]
+    swept = _swept(model)
+    return {
+        "status": "ok",
+        "split": split.description,
+        "n_train": len(train),
+        "n_test": len(split.test),
+        "n_unlabelled": len(split.unlabelled),
+        "accuracy": float(np.mean(predicted == truth)),
+        "mean_per_class_accuracy": _mean_per_class(truth, predicted),
+        "C": None if swept is None else float(swept.C_),
+        "probe_seconds": time.perf_counter() - started,
+        "features": info,
+        **({"dataset_problems": dataset.problems} if dataset.problems else {}),
+    }
+
+
+def _mean_per_class(truth: np.ndarray, predicted: np.ndarray) -> float:
+    from cnnfeat.probes import mean_per_class_accuracy
+
+    return mean_per_class_accuracy(truth.astype(str), predicted.astype(str))
+
+
+def _default_cache() -> Path:
+    from cnnfeat.config import cache_dir
+
+    return cache_dir() / "features"
+
+
+def load_records(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record under ``folder/records`` (or ``folder`` itself), by dataset, protocol, method, probe, seed."""
+    folder = Path(folder)
+    records_dir = folder / "records" if (folder / "records").is_dir() else folder
+    records = [json.loads(p.read_text()) for p in records_dir.glob("*.json")]
+    fields = ("dataset", "protocol", "method", "normalize", "probe", "adapt")
+    return sorted(records, key=lambda r: (*(str(r.get(f, "")) for f in fields), r.get("seed", 0)))
+
+
+def iter_specs(records: Iterable[dict[str, Any]]) -> list[RunSpec]:
+    """The specs of records (to rerun them)."""
+    names = RunSpec.__dataclass_fields__
+    return [RunSpec(**{k: r[k] for k in names}) for r in records]

@@ -1,0 +1,135 @@
+"""Comparison tables from run records: rows are methods, columns datasets or shifts, cells mean ± std over seeds.
+
+Examples
+--------
+>>> from cnnfeat.tables import pivot, to_markdown
+>>> records = [
+...     {"status": "ok", "row": "hog + chi2 + svm", "column": "scene15", "protocol": "n_per_class:100",
+...      "seed": s, "mean_per_class_accuracy": a, "accuracy": a}
+...     for s, a in enumerate([0.5, 0.6])
+... ]
+>>> print(to_markdown(pivot(records), footer=""))  # doctest: +NORMALIZE_WHITESPACE
+| method | scene15 |
+|---|---|
+| hog + chi2 + svm | 55.00 ± 7.07 |
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Table", "footer_for", "pivot", "to_csv", "to_json", "to_markdown"]
+
+
+@dataclass
+class Table:
+    """Cells ``(row, column) -> per-seed values`` (in %), with the rows and columns in first-seen order."""
+
+    metric: str
+    rows: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    cells: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    protocols: dict[str, set[str]] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+    def mean_std(self, row: str, column: str) -> tuple[float, float, int] | None:
+        values = self.cells.get((row, column))
+        if not values:
+            return None
+        arr = np.asarray(values)
+        return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, len(arr)
+
+
+def _metric_for(record: dict[str, Any]) -> str:
+    # domain shift: plain accuracy (DeCAF, DAN...); elsewhere mean per-class accuracy (Lazebnik, Kornblith)
+    return "accuracy" if record["protocol"].split(":")[0] in ("full", "sampled", "sampled_st") else "mean_per_class_accuracy"
+
+
+def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
+    """Group successful records by (row, column); ``metric="auto"`` uses each protocol's published metric."""
+    table = Table(metric=metric)
+    protocols: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        if record.get("status") != "ok":
+            table.failed.append(f"{record.get('row')} on {record.get('column')} seed {record.get('seed')}: {record.get('error')}")
+            continue
+        row, column = record["row"], record["column"]
+        if row not in table.rows:
+            table.rows.append(row)
+        if column not in table.columns:
+            table.columns.append(column)
+        name = _metric_for(record) if metric == "auto" else metric
+        table.cells.setdefault((row, column), []).append(100 * float(record[name]))
+        protocols[column].add(f"{record['protocol'].split(':')[0]} ({name.replace('_', ' ')})")
+    table.protocols = dict(protocols)
+    return table
+
+
+def footer_for(records: list[dict[str, Any]]) -> str:
+    """How the table was made: the command, protocols, seeds, versions and machine."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        return ""
+    first = ok[0]
+    seeds = sorted({r["seed"] for r in ok})
+    versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
+    protocols = sorted({r.get("split", r["protocol"]).split(", seed")[0] for r in ok})
+    lines = [f"Command: `{first.get('command') or '(library call)'}`", f"Seeds: {', '.join(map(str, seeds))}."]
+    lines.append(
+        "Protocols: " + "; ".join(protocols[:8]) + (f"; ... ({len(protocols)} in all)" if len(protocols) > 8 else "") + "."
+    )
+    lines.append(f"Versions: {versions}; machine: {first.get('machine', '?')}.")
+    return "\n".join(lines)
+
+
+def _cell(table: Table, row: str, column: str, digits: int) -> str:
+    found = table.mean_std(row, column)
+    if found is None:
+        return "—"
+    mean, std, n = found
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def to_markdown(table: Table, *, footer: str = "", digits: int = 2, average: bool = False) -> str:
+    """A Markdown table; ``average=True`` adds the mean over columns (e.g. the six Office-31 shifts)."""
+    columns = table.columns + (["average"] if average else [])
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in table.rows:
+        cells = [_cell(table, row, c, digits) for c in table.columns]
+        if average:
+            means = [table.mean_std(row, c) for c in table.columns]
+            cells.append(f"{np.mean([m[0] for m in means]):.{digits}f}" if all(means) else "—")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    if table.protocols:
+        text += "\n\n" + "; ".join(f"{c}: {', '.join(sorted(p))}" for c, p in table.protocols.items())
+    if table.failed:
+        text += f"\n\n{len(table.failed)} run(s) failed: " + "; ".join(table.failed[:5])
+    return text + (f"\n\n{footer}" if footer else "")
+
+
+def to_csv(table: Table) -> str:
+    """One line per (method, column): mean, std, number of seeds."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "column", "mean", "std", "n_seeds"])
+    for row in table.rows:
+        for column in table.columns:
+            found = table.mean_std(row, column)
+            if found:
+                writer.writerow([row, column, f"{found[0]:.4f}", f"{found[1]:.4f}", found[2]])
+    return buffer.getvalue()
+
+
+def to_json(table: Table) -> str:
+    """The table as JSON, per-seed values included."""
+    cells = [{"method": r, "column": c, "values": v} for (r, c), v in table.cells.items()]
+    protocols = {c: sorted(p) for c, p in table.protocols.items()}
+    return json.dumps({"metric": table.metric, "cells": cells, "protocols": protocols, "failed": table.failed}, indent=1)

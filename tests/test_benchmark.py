@@ -1,0 +1,151 @@
+"""The benchmark: grid expansion, splits, the runner's records, failure isolation, resuming, tables, figures, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnfeat.exceptions import ConfigError
+from cnnfeat.runner import RunSpec, expand, load_records, make_split, run_all
+from cnnfeat.tables import pivot, to_csv, to_json, to_markdown
+
+TINY = "cnn:tiny_test/pool?weights=none&batch_size=8"
+
+
+@pytest.fixture
+def office_root(tmp_path: Path) -> Path:
+    """A trimmed Office-31 in its official layout: 3 domains x 2 classes, real (synthetic) JPEGs."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for d, (domain, n) in enumerate((("amazon", 22), ("dslr", 10), ("webcam", 10))):
+        for c, cls in enumerate(("bike", "mug")):
+            for i in range(n):
+                # the class sets the hue (red or blue), the domain the brightness: separable, with a shift
+                colour = np.array([200, 60, 40] if c == 0 else [40, 60, 200]) * (0.6 + 0.2 * d)
+                pixels = np.clip(colour + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
+                path = root / "office31" / domain / "images" / cls / f"frame_{i:04d}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path)
+    return root
+
+
+def test_expand_spells_out_default_protocols_shifts_and_seeds() -> None:
+    runs = expand(["hog"], ["logreg"], ["scene15"], ["default"], [0, 1])
+    assert [(r.protocol, r.seed, r.normalize) for r in runs] == [("n_per_class:100", 0, "chi2"), ("n_per_class:100", 1, "chi2")]
+    full = expand([TINY], ["logreg"], ["office31"], ["full"], [0, 1, 2], adapt=["none", "coral"])
+    assert len(full) == 6 * 2  # six shifts x two adaptations, one seed: the full protocol has no randomness
+    assert {r.column for r in full} == {f"office31 {s}" for s in ("amazon->webcam", "dslr->webcam", "webcam->dslr",
+                                                                  "amazon->dslr", "dslr->amazon", "webcam->amazon")}  # fmt: skip
+    sampled = expand([TINY], ["svm"], ["office31"], ["sampled", "sampled_st"], [0, 1], adapt=["none", "augment"])
+    assert {r.adapt for r in sampled if r.protocol.startswith("sampled:")} == {"none"}  # augmentation needs target labels
+    assert len([r for r in sampled if r.protocol.startswith("sampled_st:")]) == 6 * 2 * 2
+    assert expand(["hog"], ["logreg"], ["scene15"], ["full"], [0]) == []  # no domains: not applicable
+    few = expand(["hog"], ["logreg"], ["flowers17"], ["few_shot"], [0])
+    assert [r.protocol for r in few] == [f"n_per_class:{k}" for k in (1, 2, 5, 10, 20, 30)]
+    for bad in ({"probes": ["knn"]}, {"methods": ["surf"]}, {"protocols": ["loo"]}, {"methods": ["cnn:vgg16"]}):
+        kwargs = {"methods": ["hog"], "probes": ["logreg"], "protocols": ["default"]} | bad
+        with pytest.raises(ConfigError):
+            expand(kwargs["methods"], kwargs["probes"], ["scene15"], kwargs["protocols"], [0])
+
+
+def test_splits_follow_the_protocols(office_root: Path) -> None:
+    from cnnfeat.catalog import load_dataset
+
+    ds = load_dataset("office31", office_root, strict=False)
+    domains = np.asarray(ds.manifest.domains)
+    full = make_split(RunSpec(TINY, "logreg", "office31", "full:amazon->webcam", 0), ds)
+    assert set(domains[full.train]) == {"amazon"} and set(domains[full.test]) == {"webcam"} and len(full.test) == 20
+    st = make_split(RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 3), ds)
+    assert (domains[st.train] == "dslr").sum() == 2 * 8 and (domains[st.train] == "webcam").sum() == 2 * 3
+    assert len(st.test) == 20 - 6 and not set(st.train) & set(st.test)
+    again = make_split(RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 3), ds)
+    other = make_split(RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 4), ds)
+    assert np.array_equal(st.train, again.train) and not np.array_equal(st.train, other.train)
+
+
+def test_runner_records_isolates_failures_resumes_and_tables(office_root: Path, tmp_path: Path) -> None:
+    runs = expand([TINY, "color_hist", "cnn:no_such_net/pool"], ["logreg"], ["office31"], ["full"], [0], adapt=["none", "coral"])
+    runs = [r for r in runs if r.protocol in ("full:amazon->webcam", "full:dslr->webcam")]
+    out = tmp_path / "out"
+    seen: list[str] = []
+    records = run_all(runs, out, data_root=office_root, cache=tmp_path / "cache", strict=False,
+                      command="test", on_run=lambda spec, rec: seen.append(rec["status"]))  # fmt: skip
+    assert len(records) == len(runs) == 12 and len(seen) == 12
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 4 and all("no_such_net" in r["error"] for r in failed)  # the others ran
+    ok = [r for r in records if r["status"] == "ok"]
+    for r in ok:
+        assert 0 <= r["accuracy"] <= 1 and r["n_train"] == (44 if "amazon" in r["protocol"] else 20) and r["C"] > 0
+        assert r["n_test"] == 20 and r["n_unlabelled"] == 20  # the target images, seen unlabelled by CORAL
+        assert r["features"]["fingerprint"] and r["versions"]["scikit-learn"] and r["command"] == "test"
+        assert "images, expected 4110" in r["dataset_problems"][0]
+    colour = [r for r in ok if r["method"] == "color_hist" and r["adapt"] == "none"]
+    assert max(r["accuracy"] for r in colour) >= 0.9  # the classes differ in colour: a probe that could fail, works
+    assert len(list((out / "records").glob("*.json"))) == 12
+
+    # features were computed once per (method, dataset): the second shift and CORAL read them
+    tiny = [r for r in ok if r["method"] == TINY]
+    assert len({r["features"]["seconds"] for r in tiny}) == 1
+
+    # resume: finished runs are not run again, failed ones are
+    seen.clear()
+    again = run_all(runs, out, data_root=office_root, cache=tmp_path / "cache", strict=False, skip_existing=True,
+                    on_run=lambda spec, rec: seen.append(rec["status"]))  # fmt: skip
+    assert [r["probe_seconds"] for r in again if r["status"] == "ok"] == [r["probe_seconds"] for r in ok]
+    assert seen.count("failed") == 4
+
+    table = pivot(load_records(out))
+    assert len(table.rows) == 4 and table.columns == ["office31 amazon->webcam", "office31 dslr->webcam"]
+    text = to_markdown(table, average=True)
+    assert "| method | office31 amazon->webcam | office31 dslr->webcam | average |" in text
+    assert "4 run(s) failed" in text and "full (accuracy)" in text
+    row = next(r for r in table.rows if r.startswith("color_hist") and "coral" not in r)
+    a, b = (table.mean_std(row, c)[0] for c in table.columns)  # type: ignore[index]
+    assert f"{(a + b) / 2:.2f} |" in text
+    assert to_csv(table).count("\n") == 1 + 8
+    assert len(json.loads(to_json(table))["cells"]) == 8
+
+
+def test_strict_refuses_a_trimmed_dataset(office_root: Path, tmp_path: Path) -> None:
+    runs = expand(["color_hist"], ["logreg"], ["office31"], ["full"], [0])[:1]
+    (record,) = run_all(runs, tmp_path / "out", data_root=office_root, cache=tmp_path / "cache")
+    assert record["status"] == "failed" and "does not match the official counts" in record["error"]
+
+
+def test_plots_write_png_files(tmp_path: Path) -> None:
+    from cnnfeat import plots
+
+    records = [
+        {"status": "ok", "row": f"m{m}", "column": "d", "dataset": "d", "protocol": f"n_per_class:{k}", "seed": s,
+         "method": f"cnn:net/tap{m}", "probe": "logreg", "accuracy": 0.5, "mean_per_class_accuracy": 0.3 + 0.1 * m + 0.01 * k}
+        for m in range(3) for k in (1, 5, 10) for s in (0, 1)
+    ]  # fmt: skip
+    paths = [
+        plots.bar_chart(records, tmp_path / "bars.png"),
+        plots.few_shot_curve(records, tmp_path / "shots.png"),
+        plots.layer_curve(records, tmp_path / "layers.png", taps=["tap0", "tap1", "tap2"]),
+        plots.tsne_map({"a": np.random.default_rng(0).random((60, 8))}, np.arange(60) % 3, tmp_path / "tsne.png"),
+    ]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_cli_default_runs_digits_offline_and_rebuilds_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnfeat.benchmark import main
+
+    out = tmp_path / "results"
+    args = ["--methods", TINY, "--seeds", "0", "--out", str(out), "--no-progress", "--cache", str(tmp_path / "c")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| method | digits |" in printed and "cnn:tiny_test/pool" in printed
+    assert (out / "table.md").read_text().startswith("| method | digits |")
+    assert (out / "bars_digits.png").is_file() and len(list((out / "records").glob("*.json"))) == 1
+    (out / "table.md").unlink()
+    assert main(["--tables-only", "--out", str(out)]) == 0 and (out / "table.md").is_file()
+    assert main(["--datasets", "digits", "--probes", "knn", "--out", str(out)]) == 2
+    assert main(["--list-datasets"]) == 0 and "office31" in capsys.readouterr().out
