@@ -45,7 +45,25 @@ def test_dense_sift_grid_and_octaves() -> None:
     gray = (np.random.default_rng(0).random((64, 96)) * 255).astype(np.uint8)
     d, p = dense_sift(gray, step=8, patch_sizes=(16,))
     assert d.shape == (7 * 11, 128) and p.shape == (77, 2)
-    assert _octave_of(16) & 255 == 2 and (_octave_of(16) >> 8) == 1  # as SIFT's detector codes a 16 px keypoint
+    assert _octave_of(16) & 255 == 2 and (_octave_of(16) >> 8) == 1  # as SIFT's detector codes a size-16 keypoint
+
+
+@pytest.mark.parametrize("patch", [16, 32])
+def test_a_dense_sift_descriptor_sees_its_patch_and_nothing_beyond(patch: int) -> None:
+    """Lazebnik's 16x16 patch: a dot inside the patch changes the descriptor, one well outside does not."""
+
+    def descriptor_with_dot(offset: int) -> np.ndarray:
+        gray = np.zeros((129, 129), np.uint8)
+        gray[63:66, 64 + offset - 1 : 64 + offset + 2] = 255
+        d, p = dense_sift(gray, step=64 - patch // 2, patch_sizes=(patch,))
+        return d[np.argmin(np.abs(p - 64).sum(1))] if len(d) else np.zeros(128)
+
+    gray = np.zeros((129, 129), np.uint8)
+    _, positions = dense_sift(gray, step=64 - patch // 2, patch_sizes=(patch,))
+    assert [patch // 2, patch // 2] in positions.tolist()
+    assert descriptor_with_dot(patch // 4).sum() > 0
+    # cells interpolate into their neighbours and the dot has edges: "outside" starts a little beyond patch / 2
+    assert descriptor_with_dot(patch * 5 // 4 + 4).sum() == 0  # a keypoint of size=patch reached 4x further
 
 
 def test_pyramid_weights_follow_lazebnik() -> None:

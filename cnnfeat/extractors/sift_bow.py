@@ -36,12 +36,19 @@ from cnnfeat.store import FEATURE_CODE_VERSION
 __all__ = ["SIFTBoVW", "dense_sift", "pyramid_histogram"]
 
 
+#: OpenCV's SIFT descriptor spans 4 cells of 3 * size / 2 pixels: 6 * size in all
+_PATCH_PER_KEYPOINT_SIZE = 6.0
+
+
 def dense_sift(
     gray: np.ndarray, *, step: int = 8, patch_sizes: tuple[int, ...] = (16,), detector: str = "dense", max_keypoints: int = 1000
 ) -> tuple[np.ndarray, np.ndarray]:
     """SIFT descriptors of a grayscale image and their (x, y) positions.
 
-    ``detector="dense"``: a grid with ``step`` pixels spacing, one keypoint per patch size.
+    ``detector="dense"``: a grid with ``step`` pixels spacing, one descriptor per patch size.
+    A patch size is the width in pixels of the region the 4x4 descriptor cells cover
+    (Lazebnik's and VLFeat's convention: 16 = 4 px cells). OpenCV's keypoint ``size``
+    means something else: its cells are ``1.5 * size`` wide, so the keypoint size is ``patch / 6``.
     ``detector="sift"``: the strongest ``max_keypoints`` keypoints of SIFT's own detector.
     Returns ``(descriptors (m, 128) float32, positions (m, 2) float32)``; m may be 0.
     """
@@ -53,11 +60,12 @@ def dense_sift(
     elif detector == "dense":
         h, w = gray.shape
         keypoints = []
-        for size in patch_sizes:
+        for patch in patch_sizes:
+            size = patch / _PATCH_PER_KEYPOINT_SIZE
             octave = _octave_of(size)
-            for y in range(size // 2, h - size // 2 + 1, step):
-                for x in range(size // 2, w - size // 2 + 1, step):
-                    keypoint = cv2.KeyPoint(float(x), float(y), float(size))
+            for y in range(patch // 2, h - patch // 2 + 1, step):
+                for x in range(patch // 2, w - patch // 2 + 1, step):
+                    keypoint = cv2.KeyPoint(float(x), float(y), size)
                     keypoint.octave = octave
                     keypoints.append(keypoint)
     else:
@@ -279,6 +287,7 @@ class SIFTBoVW(CachedImageFeatures):
             "detector": self.detector,
             "step": int(self.step),
             "patch_sizes": [int(s) for s in self.patch_sizes],
+            "patch_per_keypoint_size": _PATCH_PER_KEYPOINT_SIZE,
             "max_keypoints": int(self.max_keypoints),
             "max_side": int(self.max_side),
             "assignment": self.assignment,
