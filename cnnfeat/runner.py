@@ -307,20 +307,23 @@ def _versions() -> dict[str, str]:
 
 
 def _features(
-    method: str, dataset: Dataset, cache: str | os.PathLike[str] | None, rows: np.ndarray | None = None, fit_rows: Any = None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The method's features of the dataset's images (all rows, or ``rows``) and their provenance."""
+    method: str,
+    dataset: Dataset,
+    cache: str | os.PathLike[str] | None,
+    rows: np.ndarray | None = None,
+    fit_rows: Any = None,
+    **overrides: Any,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The method's features of the dataset's images (all rows, or ``rows``), per tap, and their provenance."""
     paths = dataset.manifest.paths
-    extractor = make_features(method, cache, **({"random_state": 0} if method == "sift_bovw" else {}))
+    extractor = make_features(method, cache, **overrides)
     started = time.perf_counter()
     if fit_rows is not None:
         extractor.fit([paths[i] for i in fit_rows])
     wanted = range(len(paths)) if rows is None else rows
-    X = extractor.transform([paths[i] for i in wanted])
-    report = extractor.last_report_
-    config = extractor.extractor_config()
+    blocks, report = extractor.extract([paths[i] for i in wanted])
     info = {
-        "extractor": config,
+        "extractor": extractor.extractor_config(),
         "fingerprint": _fingerprint(extractor),
         "n_cached": report.n_cached,
         "n_computed": report.n_computed,
@@ -328,10 +331,24 @@ def _features(
         "seconds": time.perf_counter() - started,
     }
     if rows is not None:
-        full = np.full((len(paths), X.shape[1]), np.nan, np.float32)
-        full[rows] = X
-        X = full
-    return X, info
+        for tap, X in blocks.items():
+            full = np.full((len(paths), X.shape[1]), np.nan, np.float32)
+            full[rows] = X
+            blocks[tap] = full
+    return blocks, info
+
+
+def _cnn_taps(runs: Sequence[RunSpec]) -> dict[tuple[str, str], list[str]]:
+    """Taps wanted per (dataset, CNN configuration): they are extracted together, in one forward pass each."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for spec in runs:
+        kind, params = _parse_method(spec.method)
+        if kind == "cnn":
+            tap = params.pop("layers")
+            taps = groups.setdefault((spec.dataset, json.dumps(params, sort_keys=True)), [])
+            if tap not in taps:
+                taps.append(tap)
+    return groups
 
 
 def _fingerprint(extractor: Any) -> str:
@@ -364,7 +381,8 @@ def run_all(
     cache = cache if cache is not None else _default_cache()
     versions = _versions()
     datasets: dict[str, Dataset | Exception] = {}
-    features: dict[tuple[str, ...], tuple[np.ndarray, dict[str, Any]] | Exception] = {}
+    features: dict[tuple[str, ...], tuple[dict[str, np.ndarray], dict[str, Any]] | Exception] = {}
+    cnn_taps = _cnn_taps(runs)
     records = []
     for spec in runs:
         path = records_dir / f"{spec.key()}.json"
@@ -378,7 +396,7 @@ def run_all(
         record = {"key": spec.key(), **asdict(spec), "row": spec.row, "column": spec.column, "command": command}
         record |= {"versions": versions, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
         try:
-            record |= _execute(spec, datasets, features, data_root, cache, strict)
+            record |= _execute(spec, datasets, features, cnn_taps, data_root, cache, strict)
         except Exception as exc:  # one run's failure must not stop the suite
             logger.warning("run %s failed: %s", spec, exc)
             record |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
@@ -407,6 +425,7 @@ def _execute(
     spec: RunSpec,
     datasets: dict[str, Any],
     features: dict[tuple[str, ...], Any],
+    cnn_taps: dict[tuple[str, str], list[str]],
     data_root: str | os.PathLike[str] | None,
     cache: str | os.PathLike[str] | None,
     strict: bool,
@@ -415,15 +434,19 @@ def _execute(
     dataset: Dataset = _memo(datasets, spec.dataset, lambda: load_dataset(spec.dataset, data_root, strict=strict))
     split = make_split(spec, dataset)
     labels, domains = np.asarray(dataset.manifest.labels, dtype=object), np.asarray(dataset.manifest.domains)
-    if spec.method == "sift_bovw":  # the codebook is learned on the split's training images
+    kind, params = _parse_method(spec.method)
+    if kind == "sift_bovw":  # the codebook is learned on the split's training images
         needed = np.unique(np.r_[split.train, split.val, split.test, split.unlabelled]).astype(int)
-        X, info = _memo(
-            features,
-            (spec.method, spec.dataset, spec.protocol, str(spec.seed)),
-            lambda: _features(spec.method, dataset, cache, needed, fit_rows=split.train),
-        )
+        key = (spec.method, spec.dataset, spec.protocol, str(spec.seed))
+        blocks, info = _memo(features, key, lambda: _features(spec.method, dataset, cache, needed, split.train, random_state=0))
+    elif kind == "cnn":  # every tap of this network on this dataset, in one pass
+        tap = params.pop("layers")
+        group = (spec.dataset, json.dumps(params, sort_keys=True))
+        layers = ",".join(cnn_taps.get(group, [tap]))
+        blocks, info = _memo(features, ("cnn", *group), lambda: _features(spec.method, dataset, cache, layers=layers))
     else:
-        X, info = _memo(features, (spec.method, spec.dataset), lambda: _features(spec.method, dataset, cache))
+        blocks, info = _memo(features, (spec.method, spec.dataset), lambda: _features(spec.method, dataset, cache))
+    X = np.concatenate(list(blocks.values()), axis=1) if kind != "cnn" else blocks[tap]
     train = np.r_[split.train, split.val].astype(int)
     fit_split = Split(train=train, test=split.test, unlabelled=split.unlabelled, description=split.description)
     started = time.perf_counter()

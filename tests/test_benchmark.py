@@ -149,3 +149,12 @@ def test_cli_default_runs_digits_offline_and_rebuilds_tables(tmp_path: Path, cap
     assert main(["--tables-only", "--out", str(out)]) == 0 and (out / "table.md").is_file()
     assert main(["--datasets", "digits", "--probes", "knn", "--out", str(out)]) == 2
     assert main(["--list-datasets"]) == 0 and "office31" in capsys.readouterr().out
+
+
+def test_taps_of_one_network_come_from_one_forward_pass(office_root: Path, tmp_path: Path) -> None:
+    methods = [TINY, TINY.replace("/pool?", "/block2_pool?")]
+    runs = expand(methods, ["logreg"], ["office31"], ["full"], [0])[:2]
+    records = run_all(runs, tmp_path / "out", data_root=office_root, cache=tmp_path / "cache", strict=False)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert [r["features"]["extractor"]["taps"] for r in records] == [["pool", "block2_pool"]] * 2
+    assert records[0]["features"]["fingerprint"] == records[1]["features"]["fingerprint"]
