@@ -31,6 +31,9 @@ from typing import Any
 from cnnfeat.exceptions import CnnfeatError
 
 LITE0 = "cnn:efficientnet_lite0/pool"
+#: the end of each stage of EfficientNet-Lite0, early to late, for the accuracy-per-layer curve
+LITE0_TAPS = ["stem_activation", "block1a_project_bn", "block2b_add", "block3b_add", "block4c_add"]
+LITE0_TAPS += ["block5c_add", "block6d_add", "block7a_project_bn", "pool"]
 SUITES: dict[str, dict[str, Any]] = {
     "default": {
         "datasets": ["digits"],
@@ -40,6 +43,13 @@ SUITES: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
     },
     "quick": {"datasets": ["digits"], "methods": [LITE0, "hog"], "probes": ["logreg"], "protocols": ["default"], "seeds": [0]},
+    "layers": {
+        "datasets": ["scene15"],
+        "methods": [f"cnn:efficientnet_lite0/{tap}" for tap in LITE0_TAPS],
+        "probes": ["logreg"],
+        "protocols": ["default"],
+        "seeds": [0, 1, 2],
+    },
     "decaf": {
         "datasets": ["caltech101", "office31", "scene15", "flowers17"],
         "methods": [LITE0, "hog", "sift_bovw"],
@@ -84,6 +94,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def _layer_figures(records: list[dict[str, Any]], out: Path, data_root: Path | None, cache: Path | None) -> None:
+    """Accuracy per tap, and t-SNE maps of the earliest and latest tap, where a network was probed at 3+ taps."""
+    import re
+
+    import numpy as np
+
+    from cnnfeat import plots
+    from cnnfeat.catalog import load_dataset
+    from cnnfeat.config import cache_dir
+    from cnnfeat.runner import make_features
+
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        match = re.match(r"cnn:([^/]+)/", r.get("method", ""))
+        if r.get("status") == "ok" and match:
+            groups.setdefault((r["dataset"], match.group(1)), r)
+    for (dataset, backbone), record in groups.items():
+        taps = record["features"]["extractor"]["taps"]  # in the order the suite listed them (early to late)
+        if len(taps) < 3:
+            continue
+        mine = [r for r in records if r.get("dataset") == dataset and r.get("method", "").startswith(f"cnn:{backbone}/")]
+        plots.layer_curve(mine, out / f"layers_{dataset}_{backbone}.png", taps, title=f"{dataset}: probe accuracy per tap")
+        if data_root is None and dataset != "digits":
+            continue
+        ds = load_dataset(dataset, data_root, strict=False)
+        rows = np.random.default_rng(0).permutation(len(ds.manifest))[:1500]
+        extractor = make_features(record["method"], cache or cache_dir() / "features", layers=",".join(taps))
+        blocks, _ = extractor.extract([ds.manifest.paths[i] for i in rows])  # read from the cache the runs filled
+        labels = [ds.manifest.labels[i] for i in rows]
+        chosen = {f"{backbone} {taps[0]}": blocks[taps[0]], f"{backbone} {taps[-1]}": blocks[taps[-1]]}
+        plots.tsne_map(
+            chosen, labels, out / f"tsne_{dataset}_{backbone}.png", title=f"{dataset}: t-SNE of an early and a late tap"
+        )
 
 
 def _write_outputs(records: list[dict[str, Any]], out: Path) -> str:
@@ -132,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no records in {args.out / 'records'}", file=sys.stderr)
             return 1
         print(_write_outputs(records, args.out))
+        _layer_figures(records, args.out, args.data_root, args.cache)
         return 0
 
     suite = dict(SUITES[args.suite])
@@ -188,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     # the tables hold this suite's runs only, not older records left in --out
     print(_write_outputs(records, args.out))
+    _layer_figures(records, args.out, data_root, args.cache)
     failed = [r for r in records if r.get("status") != "ok"]
     for r in failed[:10]:
         print(f"FAILED {r['row']} on {r['column']} seed {r['seed']}: {r['error']}", file=sys.stderr)

@@ -72,7 +72,7 @@ def layer_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], tap
     plt = _pyplot()
     by_tap: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        match = re.match(r"cnn:([^/]+)/([^@]+)", r.get("method", ""))
+        match = re.match(r"cnn:([^/]+)/([^@?]+)", r.get("method", ""))
         if r.get("status") == "ok" and match and match.group(2) in taps:
             by_tap[f"{r['dataset']}, {match.group(1)}, {r['probe']}"][match.group(2)].append(100 * r["mean_per_class_accuracy"])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(taps)), 4.2))

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnfeat.catalog import Dataset, load_dataset
+from cnnfeat.catalog import Dataset, DatasetError, load_dataset
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.protocols import FEW_SHOT, Split, domain_shift_full, domain_shift_sampled, k_fold, n_per_class, official
 
@@ -485,8 +485,21 @@ def load_records(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     folder = Path(folder)
     records_dir = folder / "records" if (folder / "records").is_dir() else folder
     records = [json.loads(p.read_text()) for p in records_dir.glob("*.json")]
-    fields = ("dataset", "protocol", "method", "normalize", "probe", "adapt")
-    return sorted(records, key=lambda r: (*(str(r.get(f, "")) for f in fields), r.get("seed", 0)))
+    return sorted(records, key=_record_order)
+
+
+def _record_order(record: dict[str, Any]) -> tuple[Any, ...]:
+    """Dataset, protocol (shifts in the catalog's order, shots by number), method, probe, seed."""
+    from cnnfeat.catalog import dataset_spec
+
+    name, _, detail = str(record.get("protocol", "")).partition(":")
+    try:
+        shifts = dataset_spec(record["dataset"]).get("protocols", {}).get("shifts", [])
+    except DatasetError:  # a record of a dataset no longer in the catalog still sorts
+        shifts = []
+    rank = shifts.index(detail) if detail in shifts else int(detail) if detail.isdigit() else len(shifts)
+    fields = ("method", "normalize", "probe", "adapt")
+    return (str(record.get("dataset")), name, rank, detail, *(str(record.get(f, "")) for f in fields), record.get("seed", 0))
 
 
 def iter_specs(records: Iterable[dict[str, Any]]) -> list[RunSpec]:

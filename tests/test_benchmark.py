@@ -158,3 +158,15 @@ def test_taps_of_one_network_come_from_one_forward_pass(office_root: Path, tmp_p
     assert [r["status"] for r in records] == ["ok", "ok"]
     assert [r["features"]["extractor"]["taps"] for r in records] == [["pool", "block2_pool"]] * 2
     assert records[0]["features"]["fingerprint"] == records[1]["features"]["fingerprint"]
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. a curve with no line in it
+def test_cli_draws_accuracy_per_layer_and_tsne_when_a_network_is_probed_at_several_taps(tmp_path: Path) -> None:
+    from cnnfeat.benchmark import main
+
+    taps = ["block1_pool", "block2_pool", "pool"]
+    methods = [TINY.replace("/pool?", f"/{tap}?") for tap in taps]
+    out = tmp_path / "results"
+    assert main(["--methods", *methods, "--seeds", "0", "--out", str(out), "--no-progress", "--cache", str(tmp_path / "c")]) == 0
+    assert (out / "layers_digits_tiny_test.png").stat().st_size > 2000
+    assert (out / "tsne_digits_tiny_test.png").stat().st_size > 2000

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The commands that made the reference results under results/ (README tables).
+# Usage: bash benchmarks/reference_results.sh [DATA_ROOT]   (default ../shared/datasets)
+# Each command caches features under ~/.cache/cnnfeat (or $CNNFEAT_CACHE); rerun with --skip-existing to resume.
+set -euo pipefail
+DATA="${1:-../shared/datasets}"
+BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress)
+LITE0=cnn:efficientnet_lite0/pool
+
+# 15-Scene (Lazebnik): 100 train per class, 5 splits; CNN vs HOG vs SIFT bag of words, both probes
+"${BENCH[@]}" --datasets scene15 --methods "$LITE0" hog sift_bovw --probes logreg svm --seeds 0 1 2 3 4 --out results/scene15
+# DeCAF's dropout on the features, measured against the same probe without it
+"${BENCH[@]}" --datasets scene15 --methods "$LITE0" --probes logreg logreg+dropout --seeds 0 1 2 3 4 --out results/scene15_dropout
+# Office-31, full protocol: source only, CORAL, subspace alignment
+"${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0" --probes logreg --adapt none coral sa --out results/office31_full
+# Oxford-17 flowers: 40/20/20 per class, 3 splits
+"${BENCH[@]}" --datasets flowers17 --methods "$LITE0" hog sift_bovw color_hist --probes logreg svm --seeds 0 1 2 --out results/flowers17
+# accuracy per layer and t-SNE of an early and a late tap (15-Scene)
+"${BENCH[@]}" --suite layers --out results/scene15_layers
+# Office-31, sampled protocol (Saenko / DeCAF): S and ST, 5 splits
+"${BENCH[@]}" --datasets office31 --protocol sampled sampled_st --methods "$LITE0" hog --probes svm --adapt none coral sa augment \
+    --seeds 0 1 2 3 4 --out results/office31_sampled

@@ -1,0 +1,285 @@
+"""Extraction throughput, files in -> features on disk, side by side with what users would use instead.
+
+Contenders, on the same JPEGs, network and batch size:
+
+- ``cnnfeat``: ``CNNFeatures.extract`` into a fresh HDF5 store (read, hash, decode,
+  resize + centre crop, forward pass, commit) — what ``python -m cnnfeat.extract`` runs;
+- ``keras_recipe``: the tutorial recipe, ``keras.utils.image_dataset_from_directory``
+  + ``model.predict`` + ``np.save``, with the same Keras model;
+- ``bare_model``: ``predict_on_batch`` on uint8 tensors already in memory: the ceiling;
+- ``torch_dataloader``: a PyTorch model of the same architecture (ResNet-50 and VGG16 in
+  plain torch, EfficientNet-Lite0 from ``efficientnet_lite_pytorch``; random weights) fed by
+  a ``DataLoader`` with 2 workers decoding and transforming with PIL, then ``np.save``. It
+  runs in the Python given by ``--torch-python`` (a benchmark-only environment with torch,
+  pillow, numpy and efficientnet_lite_pytorch); skipped without it.
+
+Every contender runs in its own fresh process (its own thread pools; model building and a
+warm-up batch are not timed), and the rounds interleave the contenders because shared
+machines are noisy; the best round of each is reported, with the ratios.
+
+Usage::
+
+    python benchmarks/throughput.py --torch-python /path/to/venv-with-torch/bin/python \\
+        --networks efficientnet_lite0 resnet50 vgg16 --json benchmarks/throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "office31" / "webcam" / "images"
+CONTENDERS = ("cnnfeat", "keras_recipe", "bare_model", "torch_dataloader")
+#: images per network: VGG16 is 38x the multiply-adds of Lite0
+DEFAULT_LIMITS = {"efficientnet_lite0": 480, "resnet50": 192, "vgg16": 64}
+
+
+# --- workers: each runs in a fresh process and prints one JSON line -------------------------------
+
+
+def _keras_model(network: str):  # type: ignore[no-untyped-def]
+    from cnnfeat import build_backbone
+
+    weights = "imagenet" if network.startswith("efficientnet_lite") else None
+    return build_backbone(network, weights=weights, taps=("pool",))
+
+
+def worker_cnnfeat(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    from cnnfeat import CNNFeatures
+
+    weights = "imagenet" if network.startswith("efficientnet_lite") else None
+    extractor = CNNFeatures(backbone=network, weights=weights, batch_size=batch, cache=tmp / "features.h5")
+    model = extractor._built().model  # built (and traced) outside the timing, like the other contenders
+    size = extractor.image_transform().size
+    model.predict_on_batch(np.zeros((batch, size, size, 3), np.uint8))
+    started = time.perf_counter()
+    _, report = extractor.extract(paths, return_features=False)
+    seconds = time.perf_counter() - started
+    if report.n_computed != len(set(report.keys)):
+        raise RuntimeError(f"computed {report.n_computed} of {len(paths)}")
+    return seconds
+
+
+def worker_keras_recipe(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    import keras
+
+    built = _keras_model(network)
+    size = built.spec.input_size
+    built.model.predict_on_batch(np.zeros((batch, size, size, 3), np.uint8))
+    folder = tmp / "tree"
+    for i, path in enumerate(paths):  # the recipe wants class folders: link the files into one
+        link = folder / "images" / f"{i:05d}{Path(path).suffix}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.abspath(path))
+    started = time.perf_counter()
+    dataset = keras.utils.image_dataset_from_directory(
+        folder, labels=None, image_size=(size, size), batch_size=batch, shuffle=False, verbose=False
+    )
+    features = built.model.predict(dataset, verbose=0)
+    np.save(tmp / "features.npy", features["pool"] if isinstance(features, dict) else features)
+    return time.perf_counter() - started
+
+
+def worker_bare_model(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    built = _keras_model(network)
+    size = built.spec.input_size
+    x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype(np.uint8)
+    built.model.predict_on_batch(x)
+    n_batches = max(1, len(paths) // batch)
+    started = time.perf_counter()
+    for _ in range(n_batches):
+        built.model.predict_on_batch(x)
+    return (time.perf_counter() - started) * len(paths) / (n_batches * batch)
+
+
+def _torch_network(network: str):  # type: ignore[no-untyped-def]
+    """Random-weight PyTorch networks of the same architectures, ending in the pooled features.
+
+    torchvision's PyPI wheels do not load with the CPU-only torch this benchmark installs, so
+    ResNet-50 and VGG16 are written out here (the standard definitions); Lite0 comes from the
+    ``efficientnet_lite_pytorch`` package.
+    """
+    import torch
+    from torch import nn
+
+    if network == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        class Lite0Features(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = EfficientNet.from_name("efficientnet-lite0")
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.net.extract_features(x)
+
+        return nn.Sequential(Lite0Features(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    if network == "vgg16":
+        layers: list[nn.Module] = []
+        channels = 3
+        for width, repeats in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
+            for _ in range(repeats):
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+                channels = width
+            layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin: int, width: int, stride: int) -> None:
+            super().__init__()
+            cout = 4 * width
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            )  # fmt: skip
+            self.skip = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.body(x) + self.skip(x))
+
+    blocks: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    ]
+    cin = 64
+    for width, repeats, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(repeats):
+            blocks.append(Bottleneck(cin, width, stride if i == 0 else 1))
+            cin = 4 * width
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def worker_torch_dataloader(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = _torch_network(network).eval()
+    size = 224
+    mean = np.array([0.485, 0.456, 0.406], np.float32) * 255
+    std = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+    class Files(torch.utils.data.Dataset):
+        """torchvision's Resize(256) + CenterCrop(224) + ToTensor + Normalize, in PIL and NumPy."""
+
+        def __len__(self) -> int:
+            return len(paths)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            with Image.open(paths[i]) as image:
+                image = image.convert("RGB")
+                scale = int(size / 0.875) / min(image.size)
+                image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+                left, top = (image.width - size) // 2, (image.height - size) // 2
+                pixels = np.asarray(image.crop((left, top, left + size, top + size)), np.float32)
+            return torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1).copy())
+
+    with torch.inference_mode():
+        model(torch.zeros(batch, 3, size, size))
+        started = time.perf_counter()
+        loader = torch.utils.data.DataLoader(Files(), batch_size=batch, num_workers=2, shuffle=False)
+        features = np.concatenate([model(x).numpy() for x in loader])
+        np.save(tmp / "features.npy", features)
+        return time.perf_counter() - started
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    paths = Path(args.list).read_text().splitlines()
+    with tempfile.TemporaryDirectory(prefix="cnnfeat-throughput-") as tmp:
+        seconds = globals()[f"worker_{args.worker}"](paths, args.network, args.batch_size, Path(tmp))
+    print(json.dumps({"images_per_s": len(paths) / seconds, "n": len(paths), "seconds": seconds}))
+    return 0
+
+
+# --- the parent: rounds x contenders, each in a fresh process ----------------------------------------
+
+
+def _measure(contender: str, network: str, list_file: Path, batch: int, torch_python: str | None) -> float | None:
+    python = torch_python if contender == "torch_dataloader" else sys.executable
+    if python is None:
+        return None
+    cmd = [python, __file__, "--worker", contender, "--network", network, "--list", str(list_file), "--batch-size", str(batch)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        print(f"  {contender} on {network} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return float(json.loads(lines[-1])["images_per_s"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of JPEGs (default: Office-31 webcam)")
+    parser.add_argument("--networks", nargs="+", default=list(DEFAULT_LIMITS))
+    parser.add_argument("--limit", type=int, help="images per network (default: 480 Lite0, 192 ResNet50, 64 VGG16)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--torch-python", help="a Python with torch and efficientnet_lite_pytorch, for the PyTorch contender")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--network", help=argparse.SUPPRESS)
+    parser.add_argument("--list", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+
+    if not args.images.is_dir():
+        print(f"{args.images} not found", file=sys.stderr)
+        return 2
+    everything = sorted(str(p) for p in args.images.rglob("*.jpg"))
+    results: dict[str, dict[str, float | None]] = {}
+    with tempfile.TemporaryDirectory(prefix="cnnfeat-throughput-") as tmp:
+        for network in args.networks:
+            paths = everything[: args.limit or DEFAULT_LIMITS.get(network, 256)]
+            list_file = Path(tmp, f"{network}.txt")
+            list_file.write_text("\n".join(paths))
+            best: dict[str, float | None] = dict.fromkeys(CONTENDERS)
+            for round_ in range(args.rounds):
+                order = CONTENDERS[round_ % 4 :] + CONTENDERS[: round_ % 4]  # rotate who goes first
+                for contender in order:
+                    rate = _measure(contender, network, list_file, args.batch_size, args.torch_python)
+                    if rate is not None:
+                        best[contender] = max(best[contender] or 0.0, rate)
+                print(
+                    f"{network} round {round_ + 1}: " + ", ".join(f"{k} {v or 0:.1f}" for k, v in best.items()), file=sys.stderr
+                )
+            results[network] = {**best, "n_images": len(paths)}
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+    header = "| network | images | cnnfeat | keras recipe | bare model | torch DataLoader | a/c | a/b | a/d |"
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for network, r in results.items():
+        a, b, c, d = (r[k] for k in CONTENDERS)
+
+        def ratio(x: float | None, y: float | None) -> str:
+            return f"{x / y:.2f}" if x and y else "—"
+
+        cells = [f"{v:.1f}" if v else "—" for v in (a, b, c, d)]
+        lines.append(
+            f"| {network} | {r['n_images']} | " + " | ".join(cells) + f" | {ratio(a, c)} | {ratio(a, b)} | {ratio(a, d)} |"
+        )
+    print("\n".join(lines))
+    print(f"\nimages/s, best of {args.rounds} interleaved rounds, batch {args.batch_size}; {args.images}; {machine}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "batch_size": args.batch_size, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
