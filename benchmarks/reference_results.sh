@@ -18,5 +18,5 @@ LITE0=cnn:efficientnet_lite0/pool
 # accuracy per layer and t-SNE of an early and a late tap (15-Scene)
 "${BENCH[@]}" --suite layers --out results/scene15_layers
 # Office-31, sampled protocol (Saenko / DeCAF): S and ST, 5 splits
-"${BENCH[@]}" --datasets office31 --protocol sampled sampled_st --methods "$LITE0" hog --probes svm --adapt none coral sa augment \
+"${BENCH[@]}" --datasets office31 --protocol sampled sampled_st --methods "$LITE0" hog --probes svm --adapt none coral augment \
     --seeds 0 1 2 3 4 --out results/office31_sampled

@@ -46,3 +46,27 @@ def test_sampled_domain_shift_saenko_counts() -> None:
     assert (domains[st.train] == "webcam").sum() == 9 and len(st.test) == 30 - 9
     assert not set(st.train) & set(st.test)
     assert "(ST)" in st.description
+
+
+def test_k_fold_tests_every_row_once_and_keeps_class_balance() -> None:
+    from cnnfeat.protocols import k_fold
+
+    labels = ["a"] * 30 + ["b"] * 10
+    tested = np.concatenate([k_fold(labels, 5, fold, seed=1).test for fold in range(5)])
+    assert sorted(tested.tolist()) == list(range(40))
+    fold = k_fold(labels, 5, 2, seed=1)
+    assert np.sum(np.asarray(labels)[fold.test] == "b") == 2 and not set(fold.train) & set(fold.test)
+    with pytest.raises(ConfigError, match="fold"):
+        k_fold(labels, 5, 5)
+
+
+def test_official_split_by_number() -> None:
+    from cnnfeat.protocols import official
+
+    splits = {str(k): {"train": np.array([k]), "test": np.array([10 + k])} for k in (1, 2, 10)}
+    assert official(splits, 2).train.tolist() == [10]  # numeric order: 1, 2, 10
+    assert official(splits, 0).val.tolist() == []
+    with pytest.raises(ConfigError, match="has 3"):
+        official(splits, 3)
+    with pytest.raises(ConfigError, match="no official split"):
+        official({}, 0)
