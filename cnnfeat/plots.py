@@ -33,7 +33,7 @@ def bar_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, ti
     table = pivot(records)
     n_rows = max(len(table.rows), 1)
     width = 0.8 / n_rows
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table.columns) * max(1, n_rows / 2)), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table.columns) * max(1, n_rows / 2)) + 3.0, 4.2))
     x = np.arange(len(table.columns))
     for i, row in enumerate(table.rows):
         stats = [table.mean_std(row, c) for c in table.columns]
@@ -41,10 +41,10 @@ def bar_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, ti
         stds = [s[1] if s else 0 for s in stats]
         ax.bar(x + (i - (n_rows - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=row)
     ax.set_xticks(x, table.columns, rotation=20 if len(table.columns) > 4 else 0)
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%), the protocol's metric")
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
