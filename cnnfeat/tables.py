@@ -109,7 +109,11 @@ def to_markdown(table: Table, *, footer: str = "", digits: int = 2, average: boo
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     if table.protocols:
-        text += "\n\n" + "; ".join(f"{c}: {', '.join(sorted(p))}" for c, p in table.protocols.items())
+        kinds = {", ".join(sorted(p)) for p in table.protocols.values()}
+        if len(kinds) == 1 and len(table.protocols) > 1:
+            text += f"\n\nEvery column: {kinds.pop()}"
+        else:
+            text += "\n\n" + "; ".join(f"{c}: {', '.join(sorted(p))}" for c, p in table.protocols.items())
     if table.failed:
         text += f"\n\n{len(table.failed)} run(s) failed: " + "; ".join(table.failed[:5])
     return text + (f"\n\n{footer}" if footer else "")
