@@ -498,8 +498,12 @@ def _record_order(record: dict[str, Any]) -> tuple[Any, ...]:
     except DatasetError:  # a record of a dataset no longer in the catalog still sorts
         shifts = []
     rank = shifts.index(detail) if detail in shifts else int(detail) if detail.isdigit() else len(shifts)
-    fields = ("method", "normalize", "probe", "adapt")
-    return (str(record.get("dataset")), name, rank, detail, *(str(record.get(f, "")) for f in fields), record.get("seed", 0))
+    fields = ("method", "normalize", "probe")
+    adapt = str(record.get("adapt", "none"))
+    return (
+        str(record.get("dataset")), name, rank, detail, *(str(record.get(f, "")) for f in fields),
+        adapt != "none", adapt, record.get("seed", 0),
+    )  # fmt: skip
 
 
 def iter_specs(records: Iterable[dict[str, Any]]) -> list[RunSpec]:
