@@ -17,6 +17,6 @@ LITE0=cnn:efficientnet_lite0/pool
 "${BENCH[@]}" --datasets flowers17 --methods "$LITE0" hog sift_bovw color_hist --probes logreg svm --seeds 0 1 2 --out results/flowers17
 # accuracy per layer and t-SNE of an early and a late tap (15-Scene)
 "${BENCH[@]}" --suite layers --out results/scene15_layers
-# Office-31, sampled protocol (Saenko / DeCAF): S and ST, 5 splits
-"${BENCH[@]}" --datasets office31 --protocol sampled sampled_st --methods "$LITE0" hog --probes svm --adapt none coral augment \
+# Office-31, sampled protocol (Saenko / DeCAF): S and ST, 5 splits, linear SVM as in DeCAF
+"${BENCH[@]}" --datasets office31 --protocol sampled sampled_st --methods "$LITE0" --probes svm --adapt none coral augment \
     --seeds 0 1 2 3 4 --out results/office31_sampled

@@ -111,7 +111,13 @@ class CORAL(_Adapted):
         ``LogisticRegression(max_iter=2000)``.
     regularization : float
         Added to both covariance diagonals (the paper's ``+ I``, i.e. 1).
+
+    CORAL works on two ``d x d`` covariances, so wide features (more than
+    ``MAX_DIMENSIONS``) are refused rather than left running for hours: reduce them first
+    (e.g. ``make_normalizer("pca", n_components=512)``).
     """
+
+    MAX_DIMENSIONS = 8192
 
     def __init__(self, estimator: Any = None, *, regularization: float = 1.0) -> None:
         self.estimator = estimator
@@ -121,6 +127,11 @@ class CORAL(_Adapted):
         X, y = validate_data(self, X, y)
         if not self.regularization > 0:
             raise ConfigError(f"regularization must be positive; got {self.regularization}")
+        if X.shape[1] > self.MAX_DIMENSIONS:
+            raise ConfigError(
+                f"CORAL on {X.shape[1]} dimensions needs two {X.shape[1]}x{X.shape[1]} covariances and their "
+                f"eigendecompositions; reduce the features to at most {self.MAX_DIMENSIONS} first (e.g. PCA)"
+            )
         source, target_labelled, target = split_domains(y, domain, len(X))
         Xs = X[source]
         self.transform_ = np.eye(X.shape[1])

@@ -86,3 +86,10 @@ def test_domain_validation() -> None:
         split_domains(np.zeros(3), ["source"], 3)
     with pytest.raises(ConfigError, match="no labelled source"):
         split_domains(np.array([-1, 0]), ["source", "target"], 2)
+
+
+def test_coral_refuses_features_too_wide_for_its_covariances() -> None:
+
+    X = np.zeros((6, CORAL.MAX_DIMENSIONS + 1), np.float32)
+    with pytest.raises(ConfigError, match="reduce the features"):
+        CORAL().fit(X, [0, 1, 0, -1, -1, -1], domain=["source"] * 3 + ["target"] * 3)
