@@ -43,6 +43,7 @@ import numpy as np
 from cnnfeat.catalog import Dataset, DatasetError, load_dataset
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.protocols import FEW_SHOT, Split, domain_shift_full, domain_shift_sampled, k_fold, n_per_class, official
+from cnnfeat.tables import column_name
 
 __all__ = ["PROBES", "RunSpec", "expand", "load_records", "make_features", "method_names", "run_all"]
 
@@ -79,9 +80,8 @@ class RunSpec:
 
     @property
     def column(self) -> str:
-        """The table column: the dataset, or the shift / shot count the protocol names."""
-        _, _, detail = self.protocol.partition(":")
-        return f"{self.dataset} {detail}" if detail and not detail.isdigit() else self.dataset
+        """The table column: the dataset and what its protocol varies (shots, shift, S or ST)."""
+        return column_name(self.dataset, self.protocol)
 
     @property
     def row(self) -> str:

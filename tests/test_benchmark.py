@@ -142,8 +142,8 @@ def test_cli_default_runs_digits_offline_and_rebuilds_tables(tmp_path: Path, cap
     args = ["--methods", TINY, "--seeds", "0", "--out", str(out), "--no-progress", "--cache", str(tmp_path / "c")]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "| method | digits |" in printed and "cnn:tiny_test/pool" in printed
-    assert (out / "table.md").read_text().startswith("| method | digits |")
+    assert "| method | digits (30/class) |" in printed and "cnn:tiny_test/pool" in printed
+    assert (out / "table.md").read_text().startswith("| method | digits (30/class) |")
     assert (out / "bars_digits.png").is_file() and len(list((out / "records").glob("*.json"))) == 1
     (out / "table.md").unlink()
     assert main(["--tables-only", "--out", str(out)]) == 0 and (out / "table.md").is_file()
