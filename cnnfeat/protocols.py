@@ -99,7 +99,8 @@ def domain_shift_sampled(
 ) -> Split:
     """Saenko et al. 2010 / DeCAF: a few source images per class, optionally 3 labelled target images per class.
 
-    ``n_source`` defaults to 20 for amazon and 8 for dslr or webcam. Test: the target
+    ``n_source`` defaults to 20 for amazon and 8 for dslr or webcam; a class with fewer
+    source images (Office-31 dslr has 7 rulers) contributes all it has. Test: the target
     images not used as labelled targets.
     """
     labels, d = np.asarray(labels), np.asarray(domains)
@@ -109,9 +110,9 @@ def domain_shift_sampled(
     for cls in sorted(set(labels.tolist())):
         src = np.flatnonzero((labels == cls) & (d == source))
         tgt = np.flatnonzero((labels == cls) & (d == target))
-        if len(src) < n_source or len(tgt) <= n_target_labelled:
+        if not len(src) or len(tgt) <= n_target_labelled:
             raise ConfigError(f"class {cls!r}: {len(src)} source / {len(tgt)} target images; too few for this protocol")
-        train.append(rng.permutation(src)[:n_source])
+        train.append(rng.permutation(src)[:n_source])  # all of them where a class has fewer (dslr 'ruler': 7)
         tgt = rng.permutation(tgt)
         train.append(tgt[:n_target_labelled])
         test.append(tgt[n_target_labelled:])

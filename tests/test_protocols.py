@@ -70,3 +70,10 @@ def test_official_split_by_number() -> None:
         official(splits, 3)
     with pytest.raises(ConfigError, match="no official split"):
         official({}, 0)
+
+
+def test_sampled_domain_shift_takes_all_of_a_small_source_class() -> None:
+    labels = np.array([0] * 7 + [1] * 10 + [0] * 5 + [1] * 5)
+    domains = np.array(["dslr"] * 17 + ["webcam"] * 10)
+    split = domain_shift_sampled(labels, domains, "dslr", "webcam", seed=0)
+    assert (labels[split.train] == 0).sum() == 7 and (labels[split.train] == 1).sum() == 8
