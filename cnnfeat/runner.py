@@ -33,7 +33,7 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -504,9 +504,3 @@ def _record_order(record: dict[str, Any]) -> tuple[Any, ...]:
         str(record.get("dataset")), name, rank, detail, *(str(record.get(f, "")) for f in fields),
         adapt != "none", adapt, record.get("seed", 0),
     )  # fmt: skip
-
-
-def iter_specs(records: Iterable[dict[str, Any]]) -> list[RunSpec]:
-    """The specs of records (to rerun them)."""
-    names = RunSpec.__dataclass_fields__
-    return [RunSpec(**{k: r[k] for k in names}) for r in records]
