@@ -40,12 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from cnnfeat.catalog import Dataset, DatasetError, load_dataset
+from cnnfeat.catalog import Dataset, DatasetError, dataset_spec, load_dataset
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.protocols import FEW_SHOT, Split, domain_shift_full, domain_shift_sampled, k_fold, n_per_class, official
+from cnnfeat.store import fingerprint_of
 from cnnfeat.tables import column_name
 
-__all__ = ["PROBES", "RunSpec", "expand", "load_records", "make_features", "method_names", "run_all"]
+__all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "make_features", "method_names", "run_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,6 @@ def method_names() -> list[str]:
     return ["cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]", *HANDCRAFTED]
 
 
-def _default_normalize(method: str) -> str:
-    return HANDCRAFTED.get(method, "none")
-
-
 def expand(
     methods: Sequence[str],
     probes: Sequence[str],
@@ -108,7 +105,6 @@ def expand(
     *,
     adapt: Sequence[str] = ("none",),
     normalize: str | None = None,
-    data_root: str | os.PathLike[str] | None = None,
 ) -> list[RunSpec]:
     """Every run of the grid, with ``default`` / ``full`` / ``sampled`` / ``few_shot`` spelled out per dataset.
 
@@ -125,11 +121,9 @@ def expand(
         _parse_method(method)
     runs = []
     for dataset in datasets:
-        from cnnfeat.catalog import dataset_spec
-
         spec = dataset_spec(dataset)
         for protocol in protocols:
-            for resolved, seeds_for in _resolve_protocol(protocol, spec, seeds, data_root):
+            for resolved, seeds_for in _resolve_protocol(protocol, spec, seeds):
                 domain = resolved.split(":")[0] in ("full", "sampled", "sampled_st")
                 for method in methods:
                     for probe in probes:
@@ -137,14 +131,12 @@ def expand(
                             if a == "augment" and not resolved.startswith("sampled_st"):
                                 continue  # feature augmentation needs labelled target images
                             for seed in seeds_for:
-                                norm = normalize if normalize is not None else _default_normalize(method)
+                                norm = normalize if normalize is not None else HANDCRAFTED.get(method, "none")
                                 runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a))
     return list(dict.fromkeys(runs))
 
 
-def _resolve_protocol(
-    protocol: str, spec: dict[str, Any], seeds: Sequence[int], data_root: str | os.PathLike[str] | None
-) -> list[tuple[str, Sequence[int]]]:
+def _resolve_protocol(protocol: str, spec: dict[str, Any], seeds: Sequence[int]) -> list[tuple[str, Sequence[int]]]:
     defaults = spec.get("protocols", {})
     name, _, arg = protocol.partition(":")
     if name == "default":
@@ -322,9 +314,10 @@ def _features(
         extractor.fit([paths[i] for i in fit_rows])
     wanted = range(len(paths)) if rows is None else rows
     blocks, report = extractor.extract([paths[i] for i in wanted])
+    config = extractor._store_config()  # the extractor's configuration and taps (hashing a weights file once)
     info = {
-        "extractor": extractor.extractor_config(),
-        "fingerprint": _fingerprint(extractor),
+        "extractor": config,
+        "fingerprint": fingerprint_of(config),
         "n_cached": report.n_cached,
         "n_computed": report.n_computed,
         "device": report.device,
@@ -336,6 +329,19 @@ def _features(
             full[rows] = X
             blocks[tap] = full
     return blocks, info
+
+
+def _cnn_taps(runs: Sequence[RunSpec]) -> dict[tuple[str, str], list[str]]:
+    """Taps wanted per (dataset, CNN configuration): they are extracted together, in one forward pass each."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for spec in runs:
+        kind, params = _parse_method(spec.method)
+        if kind == "cnn":
+            tap = params.pop("layers")
+            taps = groups.setdefault((spec.dataset, json.dumps(params, sort_keys=True)), [])
+            if tap not in taps:
+                taps.append(tap)
+    return groups
 
 
 def _cnn_taps(runs: Sequence[RunSpec]) -> dict[tuple[str, str], list[str]]:
@@ -378,7 +384,7 @@ def run_all(
     """
     records_dir = Path(out) / "records"
     records_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache if cache is not None else _default_cache()
+    cache = cache if cache is not None else default_cache()
     versions = _versions()
     datasets: dict[str, Dataset | Exception] = {}
     features: dict[tuple[str, ...], tuple[dict[str, np.ndarray], dict[str, Any]] | Exception] = {}
@@ -474,7 +480,8 @@ def _mean_per_class(truth: np.ndarray, predicted: np.ndarray) -> float:
     return mean_per_class_accuracy(truth.astype(str), predicted.astype(str))
 
 
-def _default_cache() -> Path:
+def default_cache() -> Path:
+    """The feature cache the benchmark uses unless told otherwise: ``<cnnfeat cache>/features``."""
     from cnnfeat.config import cache_dir
 
     return cache_dir() / "features"
@@ -490,8 +497,6 @@ def load_records(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _record_order(record: dict[str, Any]) -> tuple[Any, ...]:
     """Dataset, protocol (shifts in the catalog's order, shots by number), method, probe, seed."""
-    from cnnfeat.catalog import dataset_spec
-
     name, _, detail = str(record.get("protocol", "")).partition(":")
     try:
         shifts = dataset_spec(record["dataset"]).get("protocols", {}).get("shifts", [])
