@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -322,18 +323,20 @@ def map_ordered(
     if workers < 1 or max_ahead < 1:
         raise ConfigError(f"workers and max_ahead must be >= 1; got {workers} and {max_ahead}")
     pending: deque[tuple[_T, Future[_R]]] = deque()
-    iterator = iter(items)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnnfeat-decode") as pool:
-        try:
-            for item in iterator:
-                pending.append((item, pool.submit(fn, item)))
-                if len(pending) >= max_ahead:
-                    yield _result(*pending.popleft())
-            while pending:
+    prefix = "cnnfeat-decode"
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix)
+    try:
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= max_ahead:
                 yield _result(*pending.popleft())
-        finally:
-            for _, future in pending:
-                future.cancel()
+        while pending:
+            yield _result(*pending.popleft())
+    finally:
+        # an abandoned generator may be finalised by the garbage collector inside one of
+        # the pool's own threads, which cannot join itself
+        in_pool_thread = threading.current_thread().name.startswith(prefix)
+        pool.shutdown(wait=not in_pool_thread, cancel_futures=True)
 
 
 def _result(item: _T, future: Future[_R]) -> tuple[_T, _R | None, BaseException | None]:

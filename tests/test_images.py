@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,3 +201,28 @@ def test_map_ordered_keeps_order_and_returns_errors() -> None:
     results = list(map_ordered(work, range(8), workers=3, max_ahead=2))
     assert [r[0] for r in results] == list(range(8))
     assert results[2][1] == 4 and isinstance(results[3][2], ValueError)
+
+
+def test_map_ordered_closed_from_one_of_its_own_threads() -> None:
+    # an abandoned generator may be finalised by the garbage collector in a decode thread
+    started, outcome = threading.Event(), []
+    holder: dict[str, Any] = {}
+
+    def work(i: int) -> int:
+        if i == 5:
+            started.wait(5)
+            try:
+                holder["results"].close()
+                outcome.append("closed")
+            except BaseException as exc:  # before the fix: RuntimeError("cannot join current thread")
+                outcome.append(repr(exc))
+        return i
+
+    holder["results"] = results = map_ordered(work, range(100), workers=2, max_ahead=8)
+    assert next(results)[1] == 0
+    started.set()
+    deadline = time.monotonic() + 10
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outcome == ["closed"]
+    assert next(results, None) is None

@@ -190,35 +190,37 @@ def run_extraction(
         for gathered in (batch_items, batch_keys, batch_names, queued):
             gathered.clear()
 
-    results = map_ordered(prepare, enumerate(sources), workers=workers, max_ahead=max(2 * batch_size, 4 * workers))
-    pending_progress = 0
-    for (index, source), result, error in results:
-        name = source_name(source, index)
-        if error is not None:
-            if not isinstance(error, ImageError):
-                error = ImageError(name, f"{type(error).__name__}: {error}")
-            if on_error == "fail":
-                raise error
-            logger.info("skipping %s", error)  # listed once in the report and a SkippedImageWarning
-            report.skipped.append((error.path, error.reason))
-        else:
-            key, item = result
-            report.keys[index] = key
-            if key in queued or key in computed:  # same bytes as an earlier input of this run
-                report.n_duplicates += 1
-            elif item is None:
-                report.n_cached += 1
+    with contextlib.closing(
+        map_ordered(prepare, enumerate(sources), workers=workers, max_ahead=max(2 * batch_size, 4 * workers))
+    ) as results:
+        pending_progress = 0
+        for (index, source), result, error in results:
+            name = source_name(source, index)
+            if error is not None:
+                if not isinstance(error, ImageError):
+                    error = ImageError(name, f"{type(error).__name__}: {error}")
+                if on_error == "fail":
+                    raise error
+                logger.info("skipping %s", error)  # listed once in the report and a SkippedImageWarning
+                report.skipped.append((error.path, error.reason))
             else:
-                queued.add(key)
-                batch_items.append(item)
-                batch_keys.append(key)
-                batch_names.append(name)
-                if len(batch_items) >= batch_size:
-                    flush()
-        pending_progress += 1
-        if progress is not None and (pending_progress >= batch_size or index == len(sources) - 1):
-            progress(pending_progress)
-            pending_progress = 0
+                key, item = result
+                report.keys[index] = key
+                if key in queued or key in computed:  # same bytes as an earlier input of this run
+                    report.n_duplicates += 1
+                elif item is None:
+                    report.n_cached += 1
+                else:
+                    queued.add(key)
+                    batch_items.append(item)
+                    batch_keys.append(key)
+                    batch_names.append(name)
+                    if len(batch_items) >= batch_size:
+                        flush()
+            pending_progress += 1
+            if progress is not None and (pending_progress >= batch_size or index == len(sources) - 1):
+                progress(pending_progress)
+                pending_progress = 0
     flush()
     report.seconds = time.perf_counter() - started
     if report.skipped:

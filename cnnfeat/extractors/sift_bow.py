@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -257,12 +258,14 @@ class SIFTBoVW(CachedImageFeatures):
             return d[keep]
 
         pool = []
-        for _, descriptors, error in map_ordered(sample, chosen.tolist(), workers=self.n_jobs or default_workers(), max_ahead=64):
-            if error is not None:
-                if self.on_error == "fail":
-                    raise error
-                continue
-            pool.append(descriptors)
+        samples = map_ordered(sample, chosen.tolist(), workers=self.n_jobs or default_workers(), max_ahead=64)
+        with contextlib.closing(samples):
+            for _, descriptors, error in samples:
+                if error is not None:
+                    if self.on_error == "fail":
+                        raise error
+                    continue
+                pool.append(descriptors)
         stacked = np.concatenate(pool) if pool else np.zeros((0, 128), np.float32)
         if len(stacked) < self.n_words:
             raise ConfigError(
