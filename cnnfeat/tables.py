@@ -89,7 +89,7 @@ def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
 
 
 def footer_for(records: list[dict[str, Any]]) -> str:
-    """How the table was made: the command, protocols, seeds, versions and machine."""
+    """How the table was made: the command(s), protocols, seeds, versions and machine."""
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         return ""
@@ -97,7 +97,9 @@ def footer_for(records: list[dict[str, Any]]) -> str:
     seeds = sorted({r["seed"] for r in ok})
     versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
     protocols = sorted({r.get("split", r["protocol"]).split(", seed")[0] for r in ok})
-    lines = [f"Command: `{first.get('command') or '(library call)'}`", f"Seeds: {', '.join(map(str, seeds))}."]
+    commands = list(dict.fromkeys(r.get("command") or "(library call)" for r in ok))  # several runs into one --out
+    lines = [("Command: " if len(commands) == 1 else "Commands: ") + "; ".join(f"`{c}`" for c in commands)]
+    lines.append(f"Seeds: {', '.join(map(str, seeds))}.")
     lines.append(
         "Protocols: " + "; ".join(protocols[:8]) + (f"; ... ({len(protocols)} in all)" if len(protocols) > 8 else "") + "."
     )

@@ -117,6 +117,22 @@ def test_strict_refuses_a_trimmed_dataset(office_root: Path, tmp_path: Path) -> 
     assert record["status"] == "failed" and "does not match the official counts" in record["error"]
 
 
+def test_footer_names_every_command_that_wrote_into_the_folder() -> None:
+    from cnnfeat.tables import footer_for
+
+    base = {"status": "ok", "seed": 0, "protocol": "full", "versions": {"cnnfeat": "0.1.0"}, "machine": "x86_64, 2 cores"}
+    one = footer_for([base | {"command": "bench --methods a"}, base | {"command": "bench --methods a", "seed": 1}])
+    assert one.startswith("Command: `bench --methods a`\nSeeds: 0, 1.")
+    two = footer_for(
+        [
+            base | {"command": "bench --methods a"},
+            base | {"command": "bench --methods b"},
+            base | {"status": "failed", "command": "x"},
+        ]
+    )
+    assert two.startswith("Commands: `bench --methods a`; `bench --methods b`\n")
+
+
 def test_plots_write_png_files(tmp_path: Path) -> None:
     from cnnfeat import plots
 
