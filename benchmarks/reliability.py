@@ -108,7 +108,8 @@ def check_extraction_kills(tmp: Path, trials: int) -> bool:
     rng = random.Random(0)
     for t in range(trials):
         out = tmp / f"killed{t}.h5"
-        proc = subprocess.Popen([*CLI, str(images), "--output", str(out), "--batch-size", "8", *TINY], stderr=subprocess.DEVNULL)
+        command = [*CLI, str(images), "--output", str(out), "--batch-size", "8", *TINY]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         journal = out.with_name(out.name + ".journal")
         while not journal.exists() and proc.poll() is None:
             time.sleep(0.02)

@@ -4,14 +4,21 @@ Contenders, on the same JPEGs, network and batch size:
 
 - ``cnnfeat``: ``CNNFeatures.extract`` into a fresh HDF5 store (read, hash, decode,
   resize + centre crop, forward pass, commit) — what ``python -m cnnfeat.extract`` runs;
-- ``keras_recipe``: the tutorial recipe, ``keras.utils.image_dataset_from_directory``
-  + ``model.predict`` + ``np.save``, with the same Keras model;
+- ``keras_dataset``: the current tutorial recipe, ``keras.utils.image_dataset_from_directory``
+  (tf.data, decoding in parallel with the forward pass) + ``model.predict`` + ``np.save``,
+  with the same Keras model;
+- ``keras_generator``: the older recipe still in most tutorials,
+  ``tf.keras.preprocessing.image.ImageDataGenerator().flow_from_directory`` (PIL) +
+  ``model.predict`` + ``np.save``;
 - ``bare_model``: ``predict_on_batch`` on uint8 tensors already in memory: the ceiling;
 - ``torch_dataloader``: a PyTorch model of the same architecture (ResNet-50 and VGG16 in
   plain torch, EfficientNet-Lite0 from ``efficientnet_lite_pytorch``; random weights) fed by
   a ``DataLoader`` with 2 workers decoding and transforming with PIL, then ``np.save``. It
   runs in the Python given by ``--torch-python`` (a benchmark-only environment with torch,
   pillow, numpy and efficientnet_lite_pytorch); skipped without it.
+
+The images are Office-31 webcam JPEGs (640 x 480) when ``../shared/datasets`` is present;
+otherwise, or with ``--generate N``, N photo-like JPEGs of 300-800 px a side are written first.
 
 Every contender runs in its own fresh process (its own thread pools; model building and a
 warm-up batch are not timed), and the rounds interleave the contenders because shared
@@ -33,12 +40,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "office31" / "webcam" / "images"
-CONTENDERS = ("cnnfeat", "keras_recipe", "bare_model", "torch_dataloader")
+CONTENDERS = ("cnnfeat", "keras_dataset", "keras_generator", "bare_model", "torch_dataloader")
+#: not a contender: the input side alone, for the profile of (a) against (c)
+EXTRA = ("decode_only",)
 #: images per network: VGG16 is 38x the multiply-adds of Lite0
 DEFAULT_LIMITS = {"efficientnet_lite0": 480, "resnet50": 192, "vgg16": 64}
 
@@ -69,24 +80,48 @@ def worker_cnnfeat(paths: list[str], network: str, batch: int, tmp: Path) -> flo
     return seconds
 
 
-def worker_keras_recipe(paths: list[str], network: str, batch: int, tmp: Path) -> float:
-    import keras
-
-    built = _keras_model(network)
-    size = built.spec.input_size
-    built.model.predict_on_batch(np.zeros((batch, size, size, 3), np.uint8))
+def _class_folder(paths: list[str], tmp: Path) -> Path:
+    """The recipes want class folders: link the files into one."""
     folder = tmp / "tree"
-    for i, path in enumerate(paths):  # the recipe wants class folders: link the files into one
+    for i, path in enumerate(paths):
         link = folder / "images" / f"{i:05d}{Path(path).suffix}"
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.abspath(path))
+    return folder
+
+
+def _keras_recipe(paths: list[str], network: str, batch: int, tmp: Path, batches: Callable[[Path, int], Any]) -> float:
+    """Link the files into a class folder, then ``model.predict(batches(folder, size))`` + ``np.save``."""
+    built = _keras_model(network)
+    size = built.spec.input_size
+    built.model.predict_on_batch(np.zeros((batch, size, size, 3), np.uint8))
+    folder = _class_folder(paths, tmp)
     started = time.perf_counter()
-    dataset = keras.utils.image_dataset_from_directory(
-        folder, labels=None, image_size=(size, size), batch_size=batch, shuffle=False, verbose=False
-    )
-    features = built.model.predict(dataset, verbose=0)
+    features = built.model.predict(batches(folder, size), verbose=0)
     np.save(tmp / "features.npy", features["pool"] if isinstance(features, dict) else features)
     return time.perf_counter() - started
+
+
+def worker_keras_dataset(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    import keras
+
+    def batches(folder: Path, size: int) -> Any:
+        return keras.utils.image_dataset_from_directory(
+            folder, labels=None, image_size=(size, size), batch_size=batch, shuffle=False, verbose=False
+        )
+
+    return _keras_recipe(paths, network, batch, tmp, batches)
+
+
+def worker_keras_generator(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    from tensorflow.keras.preprocessing.image import ImageDataGenerator
+
+    def batches(folder: Path, size: int) -> Any:
+        return ImageDataGenerator().flow_from_directory(
+            folder, target_size=(size, size), batch_size=batch, class_mode=None, shuffle=False
+        )
+
+    return _keras_recipe(paths, network, batch, tmp, batches)
 
 
 def worker_bare_model(paths: list[str], network: str, batch: int, tmp: Path) -> float:
@@ -99,6 +134,27 @@ def worker_bare_model(paths: list[str], network: str, batch: int, tmp: Path) -> 
     for _ in range(n_batches):
         built.model.predict_on_batch(x)
     return (time.perf_counter() - started) * len(paths) / (n_batches * batch)
+
+
+def worker_decode_only(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    """cnnfeat's input side alone (read, hash, decode, resize + crop, on its thread pool): no network."""
+    import hashlib
+
+    from cnnfeat import CNNFeatures
+    from cnnfeat.images import map_ordered
+
+    transform = CNNFeatures(backbone=network).image_transform()
+
+    def load(path: str) -> np.ndarray:
+        data = Path(path).read_bytes()
+        hashlib.sha256(data).digest()
+        return transform.load(data, path)
+
+    started = time.perf_counter()
+    for _, _, error in map_ordered(load, paths, workers=os.cpu_count() or 1, max_ahead=4 * batch):
+        if error is not None:
+            raise error
+    return time.perf_counter() - started
 
 
 def _torch_network(network: str):  # type: ignore[no-untyped-def]
@@ -231,28 +287,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--torch-python", help="a Python with torch and efficientnet_lite_pytorch, for the PyTorch contender")
+    parser.add_argument("--generate", type=int, default=0, help="use N generated JPEGs instead of --images")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS + EXTRA, default=list(CONTENDERS))
+    parser.add_argument("--worker", choices=CONTENDERS + EXTRA, help=argparse.SUPPRESS)
     parser.add_argument("--network", help=argparse.SUPPRESS)
     parser.add_argument("--list", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return run_worker(args)
 
-    if not args.images.is_dir():
-        print(f"{args.images} not found", file=sys.stderr)
-        return 2
-    everything = sorted(str(p) for p in args.images.rglob("*.jpg"))
     results: dict[str, dict[str, float | None]] = {}
     with tempfile.TemporaryDirectory(prefix="cnnfeat-throughput-") as tmp:
+        if args.generate or not args.images.is_dir():
+            from cnnfeat.testing import make_photos
+
+            n = args.generate or max(DEFAULT_LIMITS.values())
+            print(f"{args.images} not used: writing {n} photo-like JPEGs of 300-800 px", file=sys.stderr)
+            args.images = Path(tmp, "generated")
+            make_photos(args.images, n, size=None)
+        everything = sorted(str(p) for p in args.images.rglob("*.jpg"))
         for network in args.networks:
             paths = everything[: args.limit or DEFAULT_LIMITS.get(network, 256)]
             list_file = Path(tmp, f"{network}.txt")
             list_file.write_text("\n".join(paths))
-            best: dict[str, float | None] = dict.fromkeys(CONTENDERS)
+            best: dict[str, float | None] = dict.fromkeys(args.contenders)
             for round_ in range(args.rounds):
-                order = CONTENDERS[round_ % 4 :] + CONTENDERS[: round_ % 4]  # rotate who goes first
-                for contender in order:
+                first = round_ % len(args.contenders)  # rotate who goes first
+                for contender in args.contenders[first:] + args.contenders[:first]:
                     rate = _measure(contender, network, list_file, args.batch_size, args.torch_python)
                     if rate is not None:
                         best[contender] = max(best[contender] or 0.0, rate)
@@ -262,23 +324,45 @@ def main(argv: list[str] | None = None) -> int:
             results[network] = {**best, "n_images": len(paths)}
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
-    header = "| network | images | cnnfeat | keras recipe | bare model | torch DataLoader | a/c | a/b | a/d |"
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
-    for network, r in results.items():
-        a, b, c, d = (r[k] for k in CONTENDERS)
-
-        def ratio(x: float | None, y: float | None) -> str:
-            return f"{x / y:.2f}" if x and y else "—"
-
-        cells = [f"{v:.1f}" if v else "—" for v in (a, b, c, d)]
-        lines.append(
-            f"| {network} | {r['n_images']} | " + " | ".join(cells) + f" | {ratio(a, c)} | {ratio(a, b)} | {ratio(a, d)} |"
-        )
-    print("\n".join(lines))
+    print(table(results))
     print(f"\nimages/s, best of {args.rounds} interleaved rounds, batch {args.batch_size}; {args.images}; {machine}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "batch_size": args.batch_size, "results": results}, indent=1))
     return 0
+
+
+def table(results: dict[str, dict[str, float | None]]) -> str:
+    """Markdown: images/s of each contender, and cnnfeat's ratio to each of the others.
+
+    With ``decode_only`` measured, a second table gives the bound that sharing the cores
+    puts on (a): decoding and the forward pass each need all the cores, so at best
+    1 / (1/c + 1/decode) images/s.
+    """
+
+    def ratio(x: float | None, y: float | None) -> str:
+        return f"{x / y:.2f}" if x and y else "—"
+
+    def rate(v: float | None) -> str:
+        return f"{v:.1f}" if v else "—"
+
+    lines = [
+        "| network | images | (a) cnnfeat | (b1) keras dataset recipe | (b2) keras generator recipe | (c) bare model "
+        "| (d) torch DataLoader | a/c | a/b1 | a/b2 | a/d |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for network, r in results.items():
+        a, b1, b2, c, d = (r.get(k) for k in CONTENDERS)
+        cells = [rate(v) for v in (a, b1, b2, c, d)] + [ratio(a, other) for other in (c, b1, b2, d)]
+        lines.append(f"| {network} | {r['n_images']} | " + " | ".join(cells) + " |")
+    profiled = {network: r for network, r in results.items() if r.get("decode_only") and r.get("bare_model")}
+    if profiled:
+        lines += ["", "| network | (c) bare model | decode only | bound 1/(1/c + 1/decode) | (a) cnnfeat | a/bound |"]
+        lines.append("|---|---|---|---|---|---|")
+        for network, r in profiled.items():
+            a, c, decode = r.get("cnnfeat"), r["bare_model"], r["decode_only"]
+            bound = 1 / (1 / c + 1 / decode)  # type: ignore[operator]
+            lines.append(f"| {network} | {rate(c)} | {rate(decode)} | {rate(bound)} | {rate(a)} | {ratio(a, bound)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
