@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,8 @@ def footer_for(records: list[dict[str, Any]]) -> str:
     seeds = sorted({r["seed"] for r in ok})
     versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
     protocols = sorted({r.get("split", r["protocol"]).split(", seed")[0] for r in ok})
-    commands = list(dict.fromkeys(r.get("command") or "(library call)" for r in ok))  # several runs into one --out
+    # several commands may write into one --out; resuming one (--skip-existing) does not change what it makes
+    commands = list(dict.fromkeys(re.sub(r" --(no-)?skip-existing\b", "", r.get("command") or "(library call)") for r in ok))
     lines = [("Command: " if len(commands) == 1 else "Commands: ") + "; ".join(f"`{c}`" for c in commands)]
     lines.append(f"Seeds: {', '.join(map(str, seeds))}.")
     lines.append(

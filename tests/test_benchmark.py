@@ -121,7 +121,8 @@ def test_footer_names_every_command_that_wrote_into_the_folder() -> None:
     from cnnfeat.tables import footer_for
 
     base = {"status": "ok", "seed": 0, "protocol": "full", "versions": {"cnnfeat": "0.1.0"}, "machine": "x86_64, 2 cores"}
-    one = footer_for([base | {"command": "bench --methods a"}, base | {"command": "bench --methods a", "seed": 1}])
+    resumed = base | {"command": "bench --methods a --skip-existing", "seed": 1}
+    one = footer_for([base | {"command": "bench --methods a"}, resumed])
     assert one.startswith("Command: `bench --methods a`\nSeeds: 0, 1.")
     two = footer_for(
         [
