@@ -27,7 +27,9 @@ machines are noisy; the best round of each is reported, with the ratios.
 Usage::
 
     python benchmarks/throughput.py --torch-python /path/to/venv-with-torch/bin/python \\
-        --networks efficientnet_lite0 resnet50 vgg16 --json benchmarks/throughput.json
+        --networks efficientnet_lite0 resnet50 vgg16 --rounds 2 --json benchmarks/throughput.json
+    # the profile: how much of (c) the input side leaves to (a) when both share the cores
+    python benchmarks/throughput.py --networks efficientnet_lite0 --contenders cnnfeat bare_model decode_only --rounds 3
 """
 
 from __future__ import annotations
