@@ -15,6 +15,8 @@ LITE0=cnn:efficientnet_lite0/pool
 "${BENCH[@]}" --datasets office31 --protocol full --out results/office31_full
 # ... and Lite0 with CORAL and subspace alignment
 "${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0" --probes logreg --adapt none coral sa --out results/office31_full_adapt
+# ... and SIFT bag of words (a codebook per shift, learned on the source images; 15 minutes)
+"${BENCH[@]}" --datasets office31 --protocol full --methods sift_bovw --probes logreg --out results/office31_full_sift
 # Oxford-17 flowers: 40/20/20 per class, 3 splits
 "${BENCH[@]}" --datasets flowers17 --methods "$LITE0" hog sift_bovw color_hist --probes logreg svm --seeds 0 1 2 --out results/flowers17
 # accuracy per layer and t-SNE of an early and a late tap (15-Scene)
