@@ -331,36 +331,23 @@ def _features(
     return blocks, info
 
 
-def _cnn_taps(runs: Sequence[RunSpec]) -> dict[tuple[str, str], list[str]]:
-    """Taps wanted per (dataset, CNN configuration): they are extracted together, in one forward pass each."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for spec in runs:
-        kind, params = _parse_method(spec.method)
-        if kind == "cnn":
-            tap = params.pop("layers")
-            taps = groups.setdefault((spec.dataset, json.dumps(params, sort_keys=True)), [])
-            if tap not in taps:
-                taps.append(tap)
-    return groups
+def _cnn_tap(spec: RunSpec) -> tuple[str, tuple[str, str]]:
+    """A CNN run's tap, and its (dataset, CNN configuration): the taps of one configuration share a forward pass."""
+    _, params = _parse_method(spec.method)
+    tap = params.pop("layers")
+    return tap, (spec.dataset, json.dumps(params, sort_keys=True))
 
 
 def _cnn_taps(runs: Sequence[RunSpec]) -> dict[tuple[str, str], list[str]]:
     """Taps wanted per (dataset, CNN configuration): they are extracted together, in one forward pass each."""
     groups: dict[tuple[str, str], list[str]] = {}
     for spec in runs:
-        kind, params = _parse_method(spec.method)
-        if kind == "cnn":
-            tap = params.pop("layers")
-            taps = groups.setdefault((spec.dataset, json.dumps(params, sort_keys=True)), [])
+        if _parse_method(spec.method)[0] == "cnn":
+            tap, group = _cnn_tap(spec)
+            taps = groups.setdefault(group, [])
             if tap not in taps:
                 taps.append(tap)
     return groups
-
-
-def _fingerprint(extractor: Any) -> str:
-    from cnnfeat.store import fingerprint_of
-
-    return fingerprint_of(extractor._store_config())
 
 
 def run_all(
@@ -440,14 +427,13 @@ def _execute(
     dataset: Dataset = _memo(datasets, spec.dataset, lambda: load_dataset(spec.dataset, data_root, strict=strict))
     split = make_split(spec, dataset)
     labels, domains = np.asarray(dataset.manifest.labels, dtype=object), np.asarray(dataset.manifest.domains)
-    kind, params = _parse_method(spec.method)
+    kind = _parse_method(spec.method)[0]
     if kind == "sift_bovw":  # the codebook is learned on the split's training images
         needed = np.unique(np.r_[split.train, split.val, split.test, split.unlabelled]).astype(int)
         key = (spec.method, spec.dataset, spec.protocol, str(spec.seed))
         blocks, info = _memo(features, key, lambda: _features(spec.method, dataset, cache, needed, split.train, random_state=0))
     elif kind == "cnn":  # every tap of this network on this dataset, in one pass
-        tap = params.pop("layers")
-        group = (spec.dataset, json.dumps(params, sort_keys=True))
+        tap, group = _cnn_tap(spec)
         layers = ",".join(cnn_taps.get(group, [tap]))
         blocks, info = _memo(features, ("cnn", *group), lambda: _features(spec.method, dataset, cache, layers=layers))
     else:
