@@ -6,28 +6,38 @@ set -euo pipefail
 DATA="${1:-../shared/datasets}"
 BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress)
 LITE0=cnn:efficientnet_lite0/pool
+LITE2=cnn:efficientnet_lite2/pool
 
 # 15-Scene (Lazebnik): 100 train per class, 5 splits; CNN vs HOG vs SIFT bag of words, both probes
 "${BENCH[@]}" --datasets scene15 --methods "$LITE0" hog sift_bovw --probes logreg svm --seeds 0 1 2 3 4 --out results/scene15
+# ... and EfficientNet-Lite2 on the same splits, into the same table (5 minutes)
+"${BENCH[@]}" --datasets scene15 --methods "$LITE2" --probes logreg svm --seeds 0 1 2 3 4 --out results/scene15
+"${BENCH[@]}" --tables-only --out results/scene15
 # DeCAF's dropout on the features, measured against the same probe without it
 "${BENCH[@]}" --datasets scene15 --methods "$LITE0" --probes logreg logreg+dropout --seeds 0 1 2 3 4 --out results/scene15_dropout
 # Office-31, full protocol: the benchmark's defaults (Lite0 and HOG, logistic regression, source only) ...
 "${BENCH[@]}" --datasets office31 --protocol full --out results/office31_full
-# ... and Lite0 with CORAL and subspace alignment
+# ... and Lite0 with CORAL and subspace alignment, then Lite2 source only and with CORAL (6 minutes), in one table
 "${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0" --probes logreg --adapt none coral sa --out results/office31_full_adapt
+"${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE2" --probes logreg --adapt none coral --out results/office31_full_adapt
+"${BENCH[@]}" --tables-only --out results/office31_full_adapt
 # ... and SIFT bag of words (a codebook per shift, learned on the source images; 15 minutes)
 "${BENCH[@]}" --datasets office31 --protocol full --methods sift_bovw --probes logreg --out results/office31_full_sift
 # Oxford-17 flowers: 40/20/20 per class, 3 splits
 "${BENCH[@]}" --datasets flowers17 --methods "$LITE0" hog sift_bovw color_hist --probes logreg svm --seeds 0 1 2 --out results/flowers17
+"${BENCH[@]}" --datasets flowers17 --methods "$LITE2" --probes logreg svm --seeds 0 1 2 --out results/flowers17
+"${BENCH[@]}" --tables-only --out results/flowers17
 # accuracy per layer and t-SNE of an early and a late tap (15-Scene)
 "${BENCH[@]}" --suite layers --out results/scene15_layers
 # Office-31, sampled protocol (Saenko / DeCAF): S and ST, 5 splits, linear SVM as in DeCAF
 "${BENCH[@]}" --datasets office31 --protocol sampled sampled_st --methods "$LITE0" --probes svm --adapt none coral augment \
     --seeds 0 1 2 3 4 --out results/office31_sampled
+"${BENCH[@]}" --datasets office31 --protocol sampled sampled_st --methods "$LITE2" --probes svm --seeds 0 1 2 3 4 \
+    --out results/office31_sampled
 # ... and the hand-crafted baselines on the same S and ST splits, into the same table (50 and 60 minutes; SIFT
 # learns a codebook per split; CORAL does not apply to chi2-mapped histograms)
 "${BENCH[@]}" --datasets office31 --protocol sampled --methods hog sift_bovw --probes svm --seeds 0 1 2 3 4 \
     --out results/office31_sampled
 "${BENCH[@]}" --datasets office31 --protocol sampled_st --methods hog sift_bovw --probes svm --seeds 0 1 2 3 4 \
     --out results/office31_sampled
-"${BENCH[@]}" --tables-only --out results/office31_sampled   # one table from the three commands' records
+"${BENCH[@]}" --tables-only --out results/office31_sampled   # one table from the four commands' records
