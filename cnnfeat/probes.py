@@ -98,7 +98,8 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
     penalties : array-like, optional
         Override the L2 penalties swept by ``"kornblith"`` (C = 1 / penalty).
     val_size : float
-        Fraction of the training data held out (stratified) to score each C.
+        Fraction of the training data held out (stratified) to score each C; at least one image per
+        class when every class has two or more (2 shots: half of them).
     warm_start : bool
         Warm-start logistic regression along the path (same choice, less time).
     dropout : float
@@ -199,9 +200,12 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
     def _choose(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[float, float]]:
         if self.search == "fixed":
             return float(self.C), {}
-        _, counts = np.unique(y, return_counts=True)
+        classes, counts = np.unique(y, return_counts=True)
         stratify = y if counts.min() >= 2 else None
-        Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=self.val_size, random_state=self.random_state, stratify=stratify)
+        test_size: float | int = self.val_size
+        if stratify is not None and np.ceil(self.val_size * len(y)) < len(classes):
+            test_size = len(classes)  # few shots: one validation image per class, the smallest stratified split
+        Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=test_size, random_state=self.random_state, stratify=stratify)
         if len(np.unique(ytr)) < 2:
             return float(self.C), {}
         train = self._training_set(Xtr, ytr)

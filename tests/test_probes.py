@@ -79,6 +79,20 @@ def test_bad_parameters_are_clear(problem: tuple) -> None:
         make_probe("knn")
 
 
+def test_two_shots_hold_out_one_image_per_class() -> None:
+    # 15 classes x 2 images: 20% would be 6 validation images, too few for a stratified split
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=4.0, size=(15, 20))
+    y = np.repeat(np.arange(15), 2)
+    X = centres[y] + rng.normal(size=(30, 20))
+    probe = SweptLinearClassifier().fit(X, y)
+    scores = np.array(list(probe.val_scores_.values()))
+    assert len(scores) == len(KORNBLITH_PENALTIES)
+    np.testing.assert_allclose(scores * 15, np.round(scores * 15))  # scored on 15 images
+    y_new = np.arange(15).repeat(10)
+    assert probe.score(centres[y_new] + rng.normal(size=(150, 20)), y_new) > 0.9
+
+
 def test_mean_per_class_accuracy() -> None:
     assert mean_per_class_accuracy([0, 0, 0, 1], [0, 0, 0, 0]) == pytest.approx(0.5)
 
