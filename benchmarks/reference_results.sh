@@ -29,6 +29,9 @@ LITE2=cnn:efficientnet_lite2/pool
 "${BENCH[@]}" --tables-only --out results/flowers17
 # accuracy per layer and t-SNE of an early and a late tap (15-Scene)
 "${BENCH[@]}" --suite layers --out results/scene15_layers
+# few-shot curve (15-Scene, 1-30 per class, 3 splits; see the README for the low-shot points' known problem)
+"${BENCH[@]}" --datasets scene15 --protocol few_shot --methods "$LITE0" "$LITE2" hog --probes logreg --seeds 0 1 2 \
+    --out results/scene15_fewshot
 # Office-31, sampled protocol (Saenko / DeCAF): S and ST, 5 splits, linear SVM as in DeCAF
 "${BENCH[@]}" --datasets office31 --protocol sampled sampled_st --methods "$LITE0" --probes svm --adapt none coral augment \
     --seeds 0 1 2 3 4 --out results/office31_sampled
