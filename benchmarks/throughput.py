@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -153,9 +154,10 @@ def worker_decode_only(paths: list[str], network: str, batch: int, tmp: Path) ->
         return transform.load(data, path)
 
     started = time.perf_counter()
-    for _, _, error in map_ordered(load, paths, workers=os.cpu_count() or 1, max_ahead=4 * batch):
-        if error is not None:
-            raise error
+    with contextlib.closing(map_ordered(load, paths, workers=os.cpu_count() or 1, max_ahead=4 * batch)) as loaded:
+        for _, _, error in loaded:
+            if error is not None:
+                raise error
     return time.perf_counter() - started
 
 
