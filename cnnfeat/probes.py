@@ -12,6 +12,9 @@ chooses it on a held-out validation split and refits on train+val:
   the best value, halving the step in log space each round.
 - ``search="fixed"``: just ``C``.
 
+Validation accuracy often ties over many values of C (always with a few images per
+class); the choice is then the middle of the widest run of tied values (see ``_best``).
+
 DeCAF's "dropout" is available as ``dropout=p``: the classifier trains on
 ``dropout_copies`` copies of the features with a random fraction ``p`` of each
 vector zeroed (and the rest scaled by ``1 / (1 - p)``).
@@ -167,7 +170,10 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"C must be positive; got {self.C}")
 
     def _training_set(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The rows the solver sees (dropout copies, in the row span when wide) and the span basis."""
+        """The rows the solver sees (float64; dropout copies; in the row span when wide) and the span basis."""
+        # L-BFGS on a float32 loss stops where float32 rounding hides the decrease: strongly
+        # regularised fits ended after a few iterations far from their optimum
+        X = X.astype(np.float64, copy=False)
         if self.dropout > 0:
             X, y = _dropout_copies(X, y, self.dropout, self.dropout_copies, self.random_state)
         basis = _row_span(X)
@@ -256,6 +262,27 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
 
 
 def _best(scores: dict[float, float]) -> float:
-    """The C with the best validation accuracy; among ties, the strongest regularisation (smallest C)."""
+    """The C with the best validation accuracy; among ties, the middle of the widest run of best values.
+
+    Small validation sets (few shots: one image per class) tie over many decades of C. The ends of
+    such a run are the least safe choices: at the small end the model is near its C -> 0 limit, where
+    the weights are the class sums of the features and the fit scores every image by its dot product
+    with them (on non-negative features such as HOG this predicts a few classes for everything), and
+    at the large end the solver may stop unconverged. A run is measured by its width in decades; among
+    equally wide runs, and between two equally central values, the smaller C wins.
+
+    Examples
+    --------
+    >>> _best({1e-4: 0.4, 1e-2: 0.3, 1.0: 0.4, 1e2: 0.4, 1e4: 0.4})
+    100.0
+    """
     top = max(scores.values())
-    return min(C for C, s in scores.items() if s == top)
+    runs: list[list[float]] = [[]]
+    for C in sorted(scores):
+        if scores[C] == top:
+            runs[-1].append(C)
+        elif runs[-1]:
+            runs.append([])
+    widest = max((run for run in runs if run), key=lambda run: np.log(run[-1] / run[0]))
+    centre = np.sqrt(widest[0] * widest[-1])
+    return min(widest, key=lambda C: round(abs(np.log10(C / centre)), 9))

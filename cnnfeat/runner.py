@@ -454,6 +454,7 @@ def _execute(
         "accuracy": float(np.mean(predicted == truth)),
         "mean_per_class_accuracy": _mean_per_class(truth, predicted),
         "C": None if swept is None else float(swept.C_),
+        "val_accuracy_by_C": None if swept is None else {repr(C): s for C, s in sorted(swept.val_scores_.items())},
         "probe_seconds": time.perf_counter() - started,
         "features": info,
         **({"dataset_problems": dataset.problems} if dataset.problems else {}),

@@ -82,6 +82,7 @@ def test_runner_records_isolates_failures_resumes_and_tables(office_root: Path, 
     for r in ok:
         assert 0 <= r["accuracy"] <= 1 and r["n_train"] == (44 if "amazon" in r["protocol"] else 20) and r["C"] > 0
         assert r["n_test"] == 20 and r["n_unlabelled"] == 20  # the target images, seen unlabelled by CORAL
+        assert r["val_accuracy_by_C"][repr(r["C"])] == max(r["val_accuracy_by_C"].values())
         assert r["features"]["fingerprint"] and r["versions"]["scikit-learn"] and r["command"] == "test"
         assert "images, expected 4110" in r["dataset_problems"][0]
     colour = [r for r in ok if r["method"] == "color_hist" and r["adapt"] == "none"]

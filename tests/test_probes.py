@@ -111,3 +111,25 @@ def test_wide_features_are_fitted_in_the_row_span_with_the_same_solution(kind: s
     assert spanned.estimator_.coef_.shape == direct.estimator_.coef_.shape == (3, 600)
     np.testing.assert_allclose(spanned.decision_function(X[45:]), direct.decision_function(X[45:]), atol=1e-4)
     np.testing.assert_array_equal(spanned.predict(X[45:]), direct.predict(X[45:]))
+
+
+def test_ties_choose_the_middle_of_the_widest_run_of_best_scores() -> None:
+    from cnnfeat.probes import _best
+
+    assert _best({1e-4: 0.4, 1e-2: 0.3, 1.0: 0.4, 1e2: 0.4, 1e4: 0.4}) == 1e2
+    assert _best({1e-3: 0.2, 1e-2: 0.5, 1e-1: 0.4}) == 1e-2  # a single best value, as before
+    assert _best({1e-2: 0.5, 1e-1: 0.5, 1.0: 0.1, 10.0: 0.5, 100.0: 0.5}) == 1e-2  # equal runs: the stronger penalty
+    assert _best({1.0: 0.5, 10.0: 0.5}) == 1.0  # equally central: the smaller C
+    unevenly_spaced = {1e-6: 0.3, 1e-2: 0.3, 0.03: 0.3, 0.1: 0.3, 1.0: 0.2}
+    assert _best(unevenly_spaced) == 1e-2  # the tried value nearest the middle (1e-3.5), in decades
+
+
+def test_float32_features_fit_the_same_model_as_float64() -> None:
+    """L-BFGS on a float32 loss stopped early at strong regularisation (4% off the optimum here)."""
+    rng = np.random.default_rng(0)
+    d, n_classes = 2000, 15
+    y = np.repeat(np.arange(n_classes), 5)
+    X = np.outer(1 + 0.3 * y, rng.random(d) + 0.5) / np.sqrt(d) * 30 + rng.random((len(y), d))
+    single = SweptLinearClassifier(search="fixed", C=1e-4).fit(X.astype(np.float32), y).estimator_.coef_
+    double = SweptLinearClassifier(search="fixed", C=1e-4).fit(X, y).estimator_.coef_
+    assert np.linalg.norm(single - double) < 1e-3 * np.linalg.norm(double)
