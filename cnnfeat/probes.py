@@ -170,14 +170,13 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"C must be positive; got {self.C}")
 
     def _training_set(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The rows the solver sees (float64; dropout copies; in the row span when wide) and the span basis."""
-        # L-BFGS on a float32 loss stops where float32 rounding hides the decrease: strongly
-        # regularised fits ended after a few iterations far from their optimum
-        X = X.astype(np.float64, copy=False)
+        """The rows the solver sees (dropout copies, in the row span when wide; float64) and the span basis."""
         if self.dropout > 0:
             X, y = _dropout_copies(X, y, self.dropout, self.dropout_copies, self.random_state)
         basis = _row_span(X)
-        return (X if basis is None else X @ basis), y, basis
+        # L-BFGS on a float32 loss stops where float32 rounding hides the decrease: strongly
+        # regularised fits ended after a few iterations far from their optimum
+        return (X if basis is None else X @ basis).astype(np.float64, copy=False), y, basis
 
     @staticmethod
     def _train(estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
@@ -265,10 +264,10 @@ def _best(scores: dict[float, float]) -> float:
     """The C with the best validation accuracy; among ties, the middle of the widest run of best values.
 
     Small validation sets (few shots: one image per class) tie over many decades of C. The ends of
-    such a run are the least safe choices: at the small end the model is near its C -> 0 limit, where
-    the weights are the class sums of the features and the fit scores every image by its dot product
-    with them (on non-negative features such as HOG this predicts a few classes for everything), and
-    at the large end the solver may stop unconverged. A run is measured by its width in decades; among
+    such a run are the least safe choices: at the small end the model nears its C -> 0 limit, whose
+    weights are the class sums of the features (15-Scene HOG, 5 shots: 34% at C = 1e-4 against 40%
+    at C = 1e-2, on a split whose validation images tied from 1e-4 to 1e6), and at the large end the
+    solver may stop unconverged. A run is measured by its width in decades; among
     equally wide runs, and between two equally central values, the smaller C wins.
 
     Examples
