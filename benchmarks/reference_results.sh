@@ -29,7 +29,7 @@ LITE2=cnn:efficientnet_lite2/pool
 "${BENCH[@]}" --tables-only --out results/flowers17
 # accuracy per layer and t-SNE of an early and a late tap (15-Scene)
 "${BENCH[@]}" --suite layers --out results/scene15_layers
-# few-shot curve (15-Scene, 1-30 per class, 3 splits; see the README for the low-shot points' known problem)
+# few-shot curve (15-Scene, 1-30 per class, 3 splits)
 "${BENCH[@]}" --datasets scene15 --protocol few_shot --methods "$LITE0" "$LITE2" hog --probes logreg --seeds 0 1 2 \
     --out results/scene15_fewshot
 # Office-31, sampled protocol (Saenko / DeCAF): S and ST, 5 splits, linear SVM as in DeCAF
