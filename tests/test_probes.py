@@ -113,15 +113,22 @@ def test_wide_features_are_fitted_in_the_row_span_with_the_same_solution(kind: s
     np.testing.assert_array_equal(spanned.predict(X[45:]), direct.predict(X[45:]))
 
 
-def test_ties_choose_the_middle_of_the_widest_run_of_best_scores() -> None:
+def test_ties_choose_the_strongest_regularisation_unless_every_c_ties() -> None:
     from cnnfeat.probes import _best
 
-    assert _best({1e-4: 0.4, 1e-2: 0.3, 1.0: 0.4, 1e2: 0.4, 1e4: 0.4}) == 1e2
-    assert _best({1e-3: 0.2, 1e-2: 0.5, 1e-1: 0.4}) == 1e-2  # a single best value, as before
-    assert _best({1e-2: 0.5, 1e-1: 0.5, 1.0: 0.1, 10.0: 0.5, 100.0: 0.5}) == 1e-2  # equal runs: the stronger penalty
-    assert _best({1.0: 0.5, 10.0: 0.5}) == 1.0  # equally central: the smaller C
-    unevenly_spaced = {1e-6: 0.3, 1e-2: 0.3, 0.03: 0.3, 0.1: 0.3, 1.0: 0.2}
-    assert _best(unevenly_spaced) == 1e-2  # the tried value nearest the middle (1e-3.5), in decades
+    assert _best({1e-4: 0.4, 1e-2: 0.3, 1.0: 0.4, 1e2: 0.4}) == 1e-4
+    assert _best({1e-3: 0.2, 1e-2: 0.5, 1e-1: 0.4}) == 1e-2
+    assert _best({1e-5: 0.0, 1e-4: 0.0, 1e-3: 0.0, 1e-2: 0.0, 0.1: 0.0}) == 1e-3  # nothing learned: the middle
+    assert _best({1.0: 0.5, 10.0: 0.5}) == 1.0  # two equally central values: the smaller C
+    assert _best({1e-6: 0.3, 1e-2: 0.3, 0.03: 0.3, 0.1: 0.3}) == 1e-2  # nearest the middle (1e-3.5) in decades
+
+
+def test_one_image_per_class_takes_the_middle_of_the_grid() -> None:
+    """The held-out images' classes are missing from the rest, so no C can score above 0."""
+    X, y = make_classification(n_samples=10, n_features=8, n_informative=6, n_classes=10, n_clusters_per_class=1, random_state=0)
+    model = SweptLinearClassifier().fit(X, y)
+    assert set(model.val_scores_.values()) == {0.0}
+    assert abs(np.log10(model.C_) - 0.5) < 1e-9  # the 45 values span 1e-5 .. 1e6
 
 
 def test_float32_features_fit_the_same_model_as_float64() -> None:
