@@ -14,7 +14,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from cnnfeat import CNNFeatures, extract_features
-from cnnfeat.exceptions import ConfigError, ImageDecodeError, SkippedImageWarning
+from cnnfeat.exceptions import ConfigError, ImageDecodeError, SkippedImageWarning, StoreLockedError
+from cnnfeat.store import FeatureStore
 from tests.conftest import make_image, tiny
 
 
@@ -65,6 +66,21 @@ def test_cache_hits_renames_and_edits(image_tree: Path, tmp_path: Path) -> None:
     assert report.n_computed == 1 and report.n_cached == len(paths) - 1  # only the edited one
     np.testing.assert_array_equal(second[0], first[0])  # renamed: a hit, same row
     assert not np.allclose(second[1], first[1])
+
+
+def test_a_full_cache_hit_reads_while_another_process_writes_the_store(image_paths: list[str], tmp_path: Path) -> None:
+    est = tiny(cache=tmp_path)
+    first = est.transform(image_paths[:4])
+    store_file = est.store_path()
+    # another writer holds the lock (flock conflicts between two open() calls, even in one process)
+    with FeatureStore(store_file):
+        again = est.transform(image_paths[:4][::-1])  # every row cached: read without the lock
+        assert est.last_report_.n_cached == 4 and est.last_report_.device.startswith("none")
+        np.testing.assert_array_equal(again, first[::-1])
+        with pytest.raises(StoreLockedError, match=r"\.h5\.lock"):  # a miss needs the writer's lock
+            est.transform(image_paths[:5])
+    est.transform(image_paths[:5])  # lock released: the miss is computed, nothing was lost
+    assert est.last_report_.n_computed == 1 and est.last_report_.n_cached == 4
 
 
 def test_duplicate_images_are_computed_once(image_paths: list[str]) -> None:

@@ -24,7 +24,7 @@ from typing import Any, cast
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from cnnfeat.exceptions import ConfigError, ImageError, SkippedImageWarning
+from cnnfeat.exceptions import ConfigError, ImageError, SkippedImageWarning, StoreError
 from cnnfeat.images import read_image_file
 from cnnfeat.store import FeatureStore, fingerprint_of
 
@@ -295,6 +295,12 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         sources = as_sources(X)
         config = self._store_config()
         path = self.store_path(config)
+        if path is not None and index_columns is None:
+            cached = _read_if_all_cached(sources, path, config, return_features=return_features)
+            if cached is not None:
+                if progress is not None:
+                    progress(len(sources))
+                return cached
         with tempfile.TemporaryDirectory(prefix="cnnfeat-") if path is None else contextlib.nullcontext() as tmp:
             store_file = Path(tmp, "features.h5") if path is None else path
             store_file.parent.mkdir(parents=True, exist_ok=True)
@@ -341,6 +347,44 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
+
+
+def _read_if_all_cached(
+    sources: Sequence[Any], path: Path, config: Mapping[str, Any], *, return_features: bool
+) -> tuple[dict[str, np.ndarray] | None, ExtractionReport] | None:
+    """Every source's features, read without the writer lock; ``None`` as soon as one is missing.
+
+    A run that only reads the cache then never waits for, or collides with, a process that is
+    writing the same store. Any miss, unreadable file or store problem returns ``None``, and the
+    caller takes the writer's path, which handles (and reports) all of them.
+    """
+    if not path.exists():
+        return None
+    started = time.perf_counter()
+    try:
+        store = FeatureStore(path, config, mode="r")
+    except StoreError:  # a damaged or foreign file: the writer's path says what is wrong
+        return None
+    with store:
+        keys: list[str | None] = []
+        for source in sources:
+            try:
+                key = array_key(source) if isinstance(source, np.ndarray) else read_image_file(source)[1]
+            except ImageError:
+                return None
+            if key not in store:
+                return None
+            keys.append(key)
+        report = ExtractionReport(
+            n_inputs=len(sources),
+            n_cached=len(sources),
+            store_path=str(path),
+            device="none (all features from the cache)",
+            keys=keys,
+        )
+        features = _gather(store, keys) if return_features else None
+    report.seconds = time.perf_counter() - started
+    return features, report
 
 
 def _gather(store: FeatureStore, keys: Sequence[str | None]) -> dict[str, np.ndarray]:
