@@ -490,9 +490,18 @@ def _record_order(record: dict[str, Any]) -> tuple[Any, ...]:
     except DatasetError:  # a record of a dataset no longer in the catalog still sorts
         shifts = []
     rank = shifts.index(detail) if detail in shifts else int(detail) if detail.isdigit() else len(shifts)
-    fields = ("method", "normalize", "probe")
     adapt = str(record.get("adapt", "none"))
     return (
-        str(record.get("dataset")), name, rank, detail, *(str(record.get(f, "")) for f in fields),
-        adapt != "none", adapt, record.get("seed", 0),
+        str(record.get("dataset")), name, rank, detail, *_method_order(record),
+        *(str(record.get(f, "")) for f in ("normalize", "probe")), adapt != "none", adapt, record.get("seed", 0),
     )  # fmt: skip
+
+
+def _method_order(record: dict[str, Any]) -> tuple[str, int, str]:
+    """Methods by name, except that the taps of one network keep their extraction order (early to late)."""
+    method = str(record.get("method", ""))
+    network, _, tap = method.partition("/")
+    taps = ((record.get("features") or {}).get("extractor") or {}).get("taps") or []
+    if method.startswith("cnn:") and tap in taps:
+        return network, taps.index(tap), method
+    return method, -1, ""

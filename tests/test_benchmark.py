@@ -135,6 +135,20 @@ def test_footer_names_every_command_that_wrote_into_the_folder() -> None:
     assert two.startswith("Commands: `bench --methods a`; `bench --methods b`\n")
 
 
+def test_table_rows_keep_a_networks_taps_in_extraction_order(tmp_path: Path) -> None:
+    taps = ["stem", "block2", "block10", "pool"]  # alphabetically: block10, block2, pool, stem
+    records = tmp_path / "records"
+    records.mkdir()
+    methods = [f"cnn:net/{t}" for t in taps] + ["hog", "cnn:alexnet/fc7"]
+    for i, method in enumerate(methods):
+        extractor = {"taps": taps if method.startswith("cnn:net/") else ["fc7"]}
+        record = {"status": "ok", "method": method, "row": method, "dataset": "scene15", "protocol": "n_per_class:100",
+                  "seed": 0, "probe": "logreg", "accuracy": 0.5, "mean_per_class_accuracy": 0.5,
+                  "features": {"extractor": extractor}}  # fmt: skip
+        (records / f"{i}.json").write_text(json.dumps(record))
+    assert pivot(load_records(tmp_path)).rows == ["cnn:alexnet/fc7", *(f"cnn:net/{t}" for t in taps), "hog"]
+
+
 def test_plots_write_png_files(tmp_path: Path) -> None:
     from cnnfeat import plots
 
