@@ -27,7 +27,7 @@ LITE2=cnn:efficientnet_lite2/pool
 "${BENCH[@]}" --datasets flowers17 --methods "$LITE0" hog sift_bovw color_hist --probes logreg svm --seeds 0 1 2 --out results/flowers17
 "${BENCH[@]}" --datasets flowers17 --methods "$LITE2" --probes logreg svm --seeds 0 1 2 --out results/flowers17
 "${BENCH[@]}" --tables-only --out results/flowers17
-# accuracy per layer and t-SNE of an early and a late tap (15-Scene; its committed table predates the float64 probe)
+# accuracy per layer and t-SNE of an early and a late tap (15-Scene, 3 splits; 8 minutes)
 "${BENCH[@]}" --suite layers --out results/scene15_layers
 # few-shot curve (15-Scene, 1-30 per class, 3 splits)
 "${BENCH[@]}" --datasets scene15 --protocol few_shot --methods "$LITE0" "$LITE2" hog --probes logreg --seeds 0 1 2 \
