@@ -23,6 +23,13 @@ def test_grid_is_kornbliths() -> None:
     assert KORNBLITH_PENALTIES[0] == pytest.approx(1e-6) and KORNBLITH_PENALTIES[-1] == pytest.approx(1e5)
 
 
+def test_grid_is_the_same_to_the_last_bit_on_every_cpu() -> None:
+    # the correctly rounded values; np.logspace on an AVX-512 CPU gives 4 of the 45 one bit off
+    assert KORNBLITH_PENALTIES.tolist() == [10.0 ** (k / 4 - 6) for k in range(45)]
+    assert 1.0 / KORNBLITH_PENALTIES[34] == 0.003162277660168379  # C of penalty 10^2.5, as records print it
+    assert 1.0 / KORNBLITH_PENALTIES[27] == 0.17782794100389226
+
+
 def test_sweep_picks_c_that_follows_the_feature_scale(problem: tuple) -> None:
     """Scaling the features by s moves the best C by 1/s^2 (the L2 term sees w ~ 1/s): the sweep must follow."""
     X, y = problem
