@@ -25,6 +25,7 @@ datasets with domains ``full`` and ``sampled`` / ``sampled_st`` (Saenko / DeCAF)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -298,6 +299,25 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def machine_description() -> str:
+    """Architecture, cores, CPU model and BLAS kernels: what decides the last bits of a result.
+
+    Two CPUs that differ here can give tables that differ in the last printed digit (see README).
+    """
+    from threadpoolctl import threadpool_info
+
+    model = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    # the BLAS of numpy and scipy, which the probes run on (OpenCV brings its own, which they do not use)
+    blas = [i for i in threadpool_info() if i.get("architecture") and ("numpy" in i["filepath"] or "scipy" in i["filepath"])]
+    kernels = sorted({f"{i['internal_api']} {i['architecture']}" for i in blas})
+    return ", ".join([f"{platform.machine()}, {os.cpu_count()} cores", *filter(None, [model]), *kernels])
+
+
 def _features(
     method: str,
     dataset: Dataset,
@@ -372,7 +392,7 @@ def run_all(
     records_dir = Path(out) / "records"
     records_dir.mkdir(parents=True, exist_ok=True)
     cache = cache if cache is not None else default_cache()
-    versions = _versions()
+    versions, machine = _versions(), machine_description()
     datasets: dict[str, Dataset | Exception] = {}
     features: dict[tuple[str, ...], tuple[dict[str, np.ndarray], dict[str, Any]] | Exception] = {}
     cnn_taps = _cnn_taps(runs)
@@ -387,7 +407,7 @@ def run_all(
                     on_run(spec, record)
                 continue
         record = {"key": spec.key(), **asdict(spec), "row": spec.row, "column": spec.column, "command": command}
-        record |= {"versions": versions, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+        record |= {"versions": versions, "machine": machine}
         try:
             record |= _execute(spec, datasets, features, cnn_taps, data_root, cache, strict)
         except Exception as exc:  # one run's failure must not stop the suite

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.runner import RunSpec, expand, load_records, make_split, run_all
+from cnnfeat.runner import RunSpec, expand, load_records, machine_description, make_split, run_all
 from cnnfeat.tables import pivot, to_csv, to_json, to_markdown
 
 TINY = "cnn:tiny_test/pool?weights=none&batch_size=8"
@@ -85,6 +87,7 @@ def test_runner_records_isolates_failures_resumes_and_tables(office_root: Path, 
         assert r["val_accuracy_by_C"][repr(r["C"])] == max(r["val_accuracy_by_C"].values())
         assert r["features"]["fingerprint"] and r["versions"]["scikit-learn"] and r["command"] == "test"
         assert "images, expected 4110" in r["dataset_problems"][0]
+        assert r["machine"] == machine_description() and "cores" in r["machine"]
     colour = [r for r in ok if r["method"] == "color_hist" and r["adapt"] == "none"]
     assert max(r["accuracy"] for r in colour) >= 0.9  # the classes differ in colour: a probe that could fail, works
     assert len(list((out / "records").glob("*.json"))) == 12
@@ -133,6 +136,19 @@ def test_footer_names_every_command_that_wrote_into_the_folder() -> None:
         ]
     )
     assert two.startswith("Commands: `bench --methods a`; `bench --methods b`\n")
+
+
+def test_machine_names_the_cpu_and_blas_kernel() -> None:
+    machine = machine_description()
+    assert machine.startswith(f"{platform.machine()}, {os.cpu_count()} cores")
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():  # Linux: the model name, as the kernel reports it
+        models = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        assert not models or models[0] in machine
+    from threadpoolctl import threadpool_info
+
+    for kernel in {f"{i['internal_api']} {i['architecture']}" for i in threadpool_info() if "numpy" in i["filepath"] and i.get("architecture")}:
+        assert kernel in machine  # e.g. "openblas SkylakeX" on an AVX-512 Xeon, "openblas Zen" on an EPYC
 
 
 def test_table_rows_keep_a_networks_taps_in_extraction_order(tmp_path: Path) -> None:
