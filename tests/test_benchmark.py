@@ -147,7 +147,8 @@ def test_machine_names_the_cpu_and_blas_kernel() -> None:
         assert not models or models[0] in machine
     from threadpoolctl import threadpool_info
 
-    for kernel in {f"{i['internal_api']} {i['architecture']}" for i in threadpool_info() if "numpy" in i["filepath"] and i.get("architecture")}:
+    numpy_blas = [i for i in threadpool_info() if "numpy" in i["filepath"] and i.get("architecture")]
+    for kernel in {f"{i['internal_api']} {i['architecture']}" for i in numpy_blas}:
         assert kernel in machine  # e.g. "openblas SkylakeX" on an AVX-512 Xeon, "openblas Zen" on an EPYC
 
 
