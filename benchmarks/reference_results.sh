@@ -17,6 +17,8 @@ LITE2=cnn:efficientnet_lite2/pool
 "${BENCH[@]}" --datasets scene15 --methods "$LITE0" --probes logreg logreg+dropout --seeds 0 1 2 3 4 --out results/scene15_dropout
 # Office-31, full protocol: the benchmark's defaults (Lite0 and HOG, logistic regression, source only) ...
 "${BENCH[@]}" --datasets office31 --protocol full --out results/office31_full
+# ... the same command on another CPU (a 2-core Intel Xeon with AVX-512; the one above ran on an AMD EPYC)
+"${BENCH[@]}" --datasets office31 --protocol full --out results/office31_full_xeon
 # ... and Lite0 with CORAL and subspace alignment, then Lite2 source only and with CORAL (6 minutes), in one table
 "${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0" --probes logreg --adapt none coral sa --out results/office31_full_adapt
 "${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE2" --probes logreg --adapt none coral --out results/office31_full_adapt
