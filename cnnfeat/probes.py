@@ -49,7 +49,7 @@ __all__ = ["KORNBLITH_PENALTIES", "SweptLinearClassifier", "make_probe", "mean_p
 
 #: Kornblith et al.'s 45 L2 penalties; C = 1 / penalty. Python's ``**`` (the C library's correctly
 #: rounded ``pow``), not ``np.logspace``: numpy's AVX-512 power differs in the last bit on 4 of the 45,
-#: and a C one bit off moved the chosen C, and the test accuracy by up to 0.6 points, on another CPU.
+#: and one bit off in C moved the chosen C, and test accuracies by up to 0.6 points (README, Results).
 KORNBLITH_PENALTIES = np.array([10.0 ** float(e) for e in np.linspace(-6, 5, 45)])
 
 #: fit in the span of the rows when the features are at least this many times wider than the rows
