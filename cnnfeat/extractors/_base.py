@@ -115,6 +115,13 @@ def array_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def read_source(source: Any) -> tuple[Any, str]:
+    """An input's data (file bytes, or the array itself) and its content key."""
+    if isinstance(source, np.ndarray):
+        return source, array_key(source)
+    return read_image_file(source)
+
+
 def default_workers() -> int:
     """Decode threads: one per core, at least 2 (decoding waits on I/O too)."""
     return max(2, os.cpu_count() or 1)
@@ -172,10 +179,7 @@ def run_extraction(
     def prepare(indexed: tuple[int, Any]) -> tuple[str, Any]:
         index, source = indexed
         name = source_name(source, index)
-        if isinstance(source, np.ndarray):
-            key, data = array_key(source), source
-        else:
-            data, key = read_image_file(source)
+        data, key = read_source(source)
         if key in store or key in queued:
             return key, None
         return key, load(data, name)
@@ -369,7 +373,7 @@ def _read_if_all_cached(
         keys: list[str | None] = []
         for source in sources:
             try:
-                key = array_key(source) if isinstance(source, np.ndarray) else read_image_file(source)[1]
+                key = read_source(source)[1]
             except ImageError:
                 return None
             if key not in store:
