@@ -2,7 +2,7 @@
 """Set up and run cnnfeat from a fresh clone, with nothing but Python >= 3.10.
 
     python3 dev.py main    # create .venv, install, run the built-in benchmark (digits, offline)
-    python3 dev.py test    # create .venv, install, run ruff and the whole test suite
+    python3 dev.py test    # create .venv, install, run ruff (lint and format check) and the whole test suite
 
 The virtual environment is made once in .venv and reused; it is reinstalled
 when pyproject.toml changes.
@@ -55,6 +55,7 @@ def main() -> int:
             run(PYTHON, "-m", "cnnfeat.benchmark", *env_args)
         else:
             run(PYTHON, "-m", "ruff", "check", "cnnfeat", "tests", "benchmarks", "dev.py")
+            run(PYTHON, "-m", "ruff", "format", "--check", "cnnfeat", "tests", "benchmarks", "dev.py")
             run(PYTHON, "-m", "pytest", *env_args)
     except subprocess.CalledProcessError as exc:
         return exc.returncode or 1

@@ -29,6 +29,9 @@ _EXPORTS = {
     "decode_image": "cnnfeat.images",
     "CNNFeatures": "cnnfeat.extractors.cnn",
     "extract_features": "cnnfeat.extractors.cnn",
+    "HOGFeatures": "cnnfeat.extractors.hog",
+    "SIFTBoVW": "cnnfeat.extractors.sift_bow",
+    "ColorHistogram": "cnnfeat.extractors.color",
     "ExtractionReport": "cnnfeat.extractors._base",
     "CnnfeatError": "cnnfeat.exceptions",
 }

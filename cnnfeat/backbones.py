@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.config import cache_dir
-from cnnfeat.exceptions import ConfigError, UnknownBackboneError, UnknownLayerError, WeightsError
+from cnnfeat.exceptions import ConfigError, UnknownBackboneError, UnknownLayerError, WeightsError, did_you_mean
 
 __all__ = [
     "PREPROCESSING_MODES",
@@ -131,7 +131,10 @@ def get_backbone(name: str) -> BackboneSpec:
     """Return the spec registered under ``name`` (case-insensitive, ``-`` and ``_`` alike)."""
     key = name.lower().replace("-", "_")
     if key not in _REGISTRY:
-        raise UnknownBackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(list_backbones())}")
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}{did_you_mean(name, _REGISTRY)}; the registered ones are {', '.join(list_backbones())} "
+            "(`cnnfeat extract --list-backbones` describes them)"
+        )
     return _REGISTRY[key]
 
 
@@ -481,7 +484,8 @@ def _tap_tensors(base: Any, spec: BackboneSpec, taps: Sequence[str], pooling: st
             tensor, how = layer_names[tap].output, pooling
         else:
             raise UnknownLayerError(
-                f"backbone {spec.name} has no layer {tap!r}; see cnnfeat.list_layers({spec.name!r}) "
+                f"backbone {spec.name} has no layer {tap!r}{did_you_mean(tap, layer_names)}; list them with "
+                f"`cnnfeat extract --list-layers {spec.name}` (or cnnfeat.list_layers({spec.name!r})) "
                 f"(top-only layers, loaded when asked for: {', '.join(spec.top_layers) or 'none'})"
             )
         if isinstance(tensor, list | tuple):

@@ -3,12 +3,18 @@
 With no arguments it runs the built-in default offline: scikit-learn's digits
 (EfficientNet-Lite0 features and HOG, swept logistic regression, 3 splits),
 plus every catalog dataset present under ``--data-root`` / ``$CNNFEAT_DATA``
-when one is given. It prints the table and writes ``results/benchmark/``:
-``records/*.json`` (one per run), ``table.md``/``.csv``/``.json`` and PNG figures.
+when one is given. ``--data`` runs the same grid on your own images instead: a
+folder tree ``<class>/<file>``, a domain tree ``<domain>/<class>/<file>``, a split
+tree ``<train|val|test>/<class>/<file>`` or a CSV ``path,label[,split,domain]``.
+It prints the table and writes ``results/benchmark/``: ``records/*.json`` (one
+per run), ``table.md``/``.csv``/``.json`` and PNG figures.
 
 Examples::
 
     python -m cnnfeat.benchmark
+    python -m cnnfeat.benchmark --data ~/photos/by_class                   # your images, stratified 5-fold
+    python -m cnnfeat.benchmark --data shop=~/shop.csv --protocol n_per_class:10 kfold:5
+    python -m cnnfeat.benchmark --data ~/office --protocol full --adapt none coral   # a domain tree: every shift
     python -m cnnfeat.benchmark --datasets office31 --protocol full --data-root ../shared/datasets
     python -m cnnfeat.benchmark --suite decaf --data-root ../shared/datasets --out results/decaf
     python -m cnnfeat.benchmark --datasets scene15 --methods cnn:efficientnet_lite0/pool hog sift_bovw \\
@@ -22,12 +28,12 @@ Exit status: 0 every run succeeded, 1 some run failed (see its record), 2 bad co
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from cnnfeat.console import setup
 from cnnfeat.exceptions import CnnfeatError
 
 LITE0 = "cnn:efficientnet_lite0/pool"
@@ -67,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--suite", choices=sorted(SUITES), default="default", help="a named grid; the flags below override its parts")
     p.add_argument("--datasets", nargs="+", help="catalog names (see --list-datasets)")
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="your own images: a folder tree, a domain or split tree, or a CSV path,label[,split,domain] (repeatable; "
+        "NAME defaults to the folder's or file's name)",
+    )
     p.add_argument("--methods", nargs="+", help="cnn:<backbone>/<tap>[@views], hog, sift_bovw, color_hist")
     p.add_argument("--probes", nargs="+", help="logreg, svm, logreg+dropout, svm+dropout")
     p.add_argument(
@@ -96,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _layer_figures(records: list[dict[str, Any]], out: Path, data_root: Path | None, cache: Path | None) -> None:
+def _layer_figures(
+    records: list[dict[str, Any]], out: Path, data_root: Path | None, cache: Path | None, loaded: dict[str, Any]
+) -> None:
     """Accuracy per tap, and t-SNE maps of the earliest and latest tap, where a network was probed at 3+ taps."""
     import re
 
@@ -118,7 +133,7 @@ def _layer_figures(records: list[dict[str, Any]], out: Path, data_root: Path | N
         mine = [r for r in records if r.get("dataset") == dataset and r.get("method", "").startswith(f"cnn:{backbone}/")]
         plots.layer_curve(mine, out / f"layers_{dataset}_{backbone}.png", taps, title=f"{dataset}: probe accuracy per tap")
         try:
-            ds = load_dataset(dataset, data_root, strict=False)
+            ds = loaded[dataset] if dataset in loaded else load_dataset(dataset, data_root, strict=False)
         except DatasetError:  # the images are not here (e.g. tables rebuilt elsewhere): the curve only
             continue
         rows = np.random.default_rng(0).permutation(len(ds.manifest))[:1500]
@@ -151,15 +166,35 @@ def _write_outputs(records: list[dict[str, Any]], out: Path) -> str:
     return markdown
 
 
-def _present(spec: dict[str, Any], root: Path) -> bool:
-    """A downloadable dataset whose folder exists under the data root."""
-    return bool(spec["files"]) and (root / spec["folder"]).is_dir()
+def _user_datasets(values: list[str]) -> list[Any]:
+    """``--data [NAME=]PATH`` values, loaded (a name must not be given twice)."""
+    from cnnfeat.catalog import dataset_from_inputs
+    from cnnfeat.exceptions import ConfigError
+
+    loaded: dict[str, Any] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or "/" in name or os.sep in name:
+            name, path = "", value
+        dataset = dataset_from_inputs(Path(path).expanduser(), name or None)
+        if dataset.name in loaded:
+            raise ConfigError(f"--data: two data sets are named {dataset.name!r}; name them with NAME=PATH")
+        loaded[dataset.name] = dataset
+        print(
+            f"{dataset.name}: {len(dataset.manifest)} images, {len(dataset.manifest.classes)} classes, "
+            f"{dataset.manifest.layout} ({dataset.layout} {path}); default protocol: {dataset.spec['protocols']['default']}",
+            file=sys.stderr,
+        )
+    return list(loaded.values())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from cnnfeat.catalog import dataset_spec, list_datasets, resolve_data_root
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = _parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    setup(args.verbose)
+    from cnnfeat.catalog import dataset_spec, list_datasets, present_folder
     from cnnfeat.runner import PROBES, expand, load_records, method_names, run_all
 
     if args.list_datasets:
@@ -178,19 +213,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no records in {args.out / 'records'}", file=sys.stderr)
             return 1
         print(_write_outputs(records, args.out))
-        _layer_figures(records, args.out, data_root, args.cache)
+        _layer_figures(records, args.out, data_root, args.cache, {})
         return 0
 
     suite = dict(SUITES[args.suite])
-    datasets = args.datasets or suite["datasets"]
-    if not args.datasets:
-        root = resolve_data_root(data_root)
-        present = [n for n in list_datasets() if data_root and _present(dataset_spec(n), root)]
+    datasets: list[Any] = args.datasets or ([] if args.data else suite["datasets"])
+    if not args.datasets and not args.data:
+        present = [n for n in list_datasets() if data_root and present_folder(n, data_root)]
         if args.suite == "default":
             datasets = datasets + present
         else:  # a named suite runs the datasets of its list that are present
             datasets = [d for d in datasets if d in present or not dataset_spec(d)["files"]]
     try:
+        loaded = _user_datasets(args.data or [])
+        datasets = datasets + loaded
         runs = expand(
             args.methods or suite["methods"],
             args.probes or suite["probes"],
@@ -206,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print("error: nothing to run (no dataset present, or no protocol applies)", file=sys.stderr)
         return 2
-    print(f"{len(runs)} runs on {', '.join(datasets)} -> {args.out}", file=sys.stderr)
+    names = [getattr(d, "name", d) for d in datasets]
+    print(f"{len(runs)} runs on {', '.join(names)} -> {args.out}", file=sys.stderr)
 
     from tqdm import tqdm
 
@@ -217,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix_str(f"{spec.dataset} {spec.protocol} {spec.method} {spec.probe}: {score}")
         bar.update(1)
 
-    command = " ".join(["python -m cnnfeat.benchmark", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join([prog or "python -m cnnfeat.benchmark", *(argv if argv is not None else sys.argv[1:])])
     records = run_all(
         runs,
         args.out,
@@ -227,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         strict=args.strict,
         command=command,
         on_run=on_run,
+        loaded=loaded,
     )
     bar.close()
     # the tables hold this suite's runs only, not older records left in --out
     print(_write_outputs(records, args.out))
-    _layer_figures(records, args.out, data_root, args.cache)
+    _layer_figures(records, args.out, data_root, args.cache, {d.name: d for d in loaded})
     failed = [r for r in records if r.get("status") != "ok"]
     for r in failed[:10]:
         print(f"FAILED {r['row']} on {r['column']} seed {r['seed']}: {r['error']}", file=sys.stderr)

@@ -44,10 +44,15 @@ from cnnfeat.exceptions import CnnfeatError
 __all__ = [
     "Dataset",
     "DatasetError",
+    "check_dataset",
     "content_digest",
+    "dataset_from_inputs",
     "dataset_spec",
+    "inputs_digest",
+    "layouts_of",
     "list_datasets",
     "load_dataset",
+    "present_folder",
     "resolve_data_root",
     "verify_dataset",
 ]
@@ -76,6 +81,13 @@ class Dataset:
     manifest: Manifest
     official_splits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    layout: str = "official archive"
+    digest: str = ""
+
+    @property
+    def is_user_data(self) -> bool:
+        """The user's own images (:func:`dataset_from_inputs`), not a catalog entry."""
+        return bool(self.spec.get("user_data"))
 
 
 def list_datasets() -> list[str]:
@@ -120,7 +132,11 @@ def content_digest(folder: str | os.PathLike[str]) -> str:
 
 
 def load_dataset(name: str, data_root: str | os.PathLike[str] | None = None, *, strict: bool = True) -> Dataset:
-    """Read dataset ``name`` from its folder under the data root, in its official layout.
+    """Read dataset ``name`` from its folder under the data root, in its official layout or a known alternative.
+
+    The official archive's layout is tried first, then the catalog entry's
+    ``alternative_layouts`` (e.g. the copies that DomainBed's or torchvision's
+    download scripts make); ``Dataset.layout`` names the one that matched.
 
     Parameters
     ----------
@@ -135,29 +151,135 @@ def load_dataset(name: str, data_root: str | os.PathLike[str] | None = None, *, 
     Raises
     ------
     DatasetError
-        The folder is missing (the message says where to put the download), a
-        label or split file is missing or malformed, or (``strict``) the counts differ.
+        No layout matches (the message lists each layout tried and what was found,
+        and where to put the download), a label or split file is malformed, or
+        (``strict``) the counts differ.
     """
     spec = dataset_spec(name)
-    layout = spec["layout"]
-    if layout["type"] == "sklearn_digits":  # built in: written to the cache, never into a user's data root
+    if spec["layout"]["type"] == "sklearn_digits":  # built in: written to the cache, never into a user's data root
         root = cache_dir() / "data" / spec["folder"]
         _write_digits(root)
+        candidates = [("built in", root, spec["layout"])]
     else:
-        root = resolve_data_root(data_root) / spec["folder"]
-    if not root.is_dir():
-        files = ", ".join(f["filename"] for f in spec["files"]) or "nothing"
+        base = resolve_data_root(data_root)
+        candidates = [(layout_name, base / folder, layout) for layout_name, folder, layout in layouts_of(spec)]
+    tried = []
+    for layout_name, root, layout in candidates:
+        if not root.is_dir():
+            tried.append(f"{layout_name}: {root}/{layout['pattern']} ({root} does not exist)")
+            continue
+        try:
+            manifest, splits = _LOADERS[layout["type"]](root, layout)
+        except DatasetError as exc:
+            tried.append(f"{layout_name}: {root}/{layout['pattern']} ({exc}; the folder holds {_listing(root)})")
+            continue
+        manifest.source = f"{name} ({root})"
+        dataset = Dataset(name, spec, root, manifest, splits, layout=layout_name)
+        dataset.problems = _count_problems(dataset)
+        if dataset.problems and strict:
+            raise DatasetError(f"{name} at {root} does not match the official counts: " + "; ".join(dataset.problems))
+        return dataset
+    files = ", ".join(f["filename"] for f in spec["files"]) or "nothing"
+    raise DatasetError(
+        f"{name}: no copy found in a layout cnnfeat knows. Tried:\n  " + "\n  ".join(tried) + "\n"
+        f"Run `cnnfeat data download {name}` or put the official download ({files}) unpacked in "
+        f"{candidates[0][1]} (see {spec['homepage']})"
+    )
+
+
+def layouts_of(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(name, folder, layout)`` of every layout a catalog entry accepts: the official archive's first.
+
+    An alternative layout is the official one with the keys it names replaced (its
+    ``folder``, ``pattern``, roots, and ``split_files: null`` where that copy has none).
+    """
+    found = [("official archive", spec["folder"], spec["layout"])]
+    for alternative in spec.get("alternative_layouts", []):
+        layout = {k: v for k, v in {**spec["layout"], **alternative}.items() if v is not None}
+        found.append((alternative["name"], alternative.get("folder", spec["folder"]), layout))
+    return found
+
+
+def _listing(folder: Path, most: int = 8) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "nothing"
+    return ", ".join(names[:most]) + (f", ... ({len(names)} entries)" if len(names) > most else "")
+
+
+def dataset_from_inputs(
+    source: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    allow_outside: bool = False,
+) -> Dataset:
+    """A user's own images as a benchmark dataset: a folder tree, a domain or split tree, or a CSV.
+
+    The inputs are read by :func:`cnnfeat.datasets.load_inputs`, as ``cnnfeat extract``
+    reads them. Domains come from a domain tree or a ``domain`` column; an official split
+    from a split tree or a ``split`` column (``train``, ``val``, ``test``). The dataset's
+    default protocol is that split where there is one, else the shifts between its domains,
+    else stratified 5-fold. ``Dataset.digest`` is the sha256 of every image's bytes with
+    its label, split and domain, so that records of changed data are never reused.
+
+    Raises
+    ------
+    DatasetError
+        An image has no label, a ``split`` value is not a split name, or fewer than two classes.
+    """
+    from cnnfeat.datasets import SPLIT_NAMES, load_inputs
+
+    manifest = load_inputs(source, root=root, allow_outside=allow_outside)
+    name = name or Path(source).stem
+    unlabelled = [p for p, label in zip(manifest.paths, manifest.labels) if not label]
+    if unlabelled:
         raise DatasetError(
-            f"{name}: {root} does not exist. Run `python -m cnnfeat.data download {name}` or put the official "
-            f"download ({files}) unpacked there; its layout is {layout['pattern']} (see {spec['homepage']})"
+            f"{source}: {len(unlabelled)} of {len(manifest)} images have no label (e.g. {unlabelled[0]}); "
+            "the benchmark needs a class per image: a folder tree <class>/<file>, <domain>/<class>/<file>, "
+            "or a CSV with a 'label' column"
         )
-    manifest, splits = _LOADERS[layout["type"]](root, layout)
-    manifest.source = f"{name} ({root})"
-    dataset = Dataset(name, spec, root, manifest, splits)
-    dataset.problems = _count_problems(dataset)
-    if dataset.problems and strict:
-        raise DatasetError(f"{name} at {root} does not match the official counts: " + "; ".join(dataset.problems))
-    return dataset
+    if len(manifest.classes) < 2:
+        raise DatasetError(
+            f"{source}: {len(manifest.classes)} class found ({', '.join(manifest.classes)}); a probe needs two or more"
+        )
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    if any(manifest.splits):
+        unknown = sorted({s for s in manifest.splits if s.lower() not in SPLIT_NAMES})
+        if unknown:
+            raise DatasetError(f"{source}: split values {unknown[:5]} are not split names; use {', '.join(SPLIT_NAMES)}")
+        parts = np.array([SPLIT_NAMES[s.lower()] for s in manifest.splits])
+        splits = {"1": {part: np.flatnonzero(parts == part) for part in ("train", "val", "test")}}
+        if not len(splits["1"]["train"]) or not len(splits["1"]["test"]):
+            raise DatasetError(f"{source}: the split column needs both 'train' and 'test' rows")
+    domains = sorted({d for d in manifest.domains if d})
+    default = "official" if splits else "domain_shift_full" if len(domains) >= 2 else "kfold"
+    kind = "CSV" if Path(source).suffix.lower() == ".csv" else "folder tree"
+    spec = {
+        "name": name,
+        "title": f"{name}: {kind} {source}",
+        "task": "your data",
+        "folder": str(source),
+        "files": [],
+        "layout": {"type": "user", "pattern": manifest.layout, "domains": domains},
+        "expected": {"images": len(manifest), "classes": len(manifest.classes)},
+        "protocols": {"default": default},
+        "user_data": True,
+    }
+    manifest.source = f"{name} ({source})"
+    return Dataset(name, spec, Path(source), manifest, splits, layout=kind, digest=inputs_digest(manifest))
+
+
+def inputs_digest(manifest: Manifest) -> str:
+    """sha256 over every image's bytes, label, split and domain, in the manifest's order."""
+    digest = hashlib.sha256()
+    for path, label, split, domain in zip(manifest.paths, manifest.labels, manifest.splits, manifest.domains):
+        try:
+            content = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError as exc:  # the extractor reports the file by its policy; the digest only notes it
+            content = f"unreadable: {exc.strerror or exc}"
+        digest.update(f"{content}\t{label}\t{split}\t{domain}\n".encode())
+    return digest.hexdigest()
 
 
 def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, *, content: bool = False) -> list[str]:
@@ -169,13 +291,27 @@ def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, *
         dataset = load_dataset(name, data_root, strict=False)
     except DatasetError as exc:
         return [str(exc)]
+    return check_dataset(dataset, content=content)
+
+
+def check_dataset(dataset: Dataset, *, content: bool = False) -> list[str]:
+    """What differs from the catalog in a loaded dataset (its counts; with ``content``, its digest)."""
     problems = list(dataset.problems)
     expected = dataset.spec.get("content_sha256")
-    if content and expected:
+    if content and expected and dataset.layout == "official archive":
         found = content_digest(dataset.root)
         if found != expected:
             problems.append(f"content digest is {found}, expected {expected} (some file differs, is missing or is extra)")
     return problems
+
+
+def present_folder(name: str, data_root: str | os.PathLike[str] | None = None) -> Path | None:
+    """The folder of a downloadable dataset under the data root, in any known layout; None if absent."""
+    spec = dataset_spec(name)
+    if not spec["files"]:
+        return None
+    base = resolve_data_root(data_root)
+    return next((base / folder for _, folder, _ in layouts_of(spec) if (base / folder).is_dir()), None)
 
 
 # --- layouts ------------------------------------------------------------------------------------

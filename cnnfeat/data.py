@@ -5,6 +5,7 @@ Examples::
     python -m cnnfeat.data list
     python -m cnnfeat.data download flowers102 --data-root ~/data
     python -m cnnfeat.data verify office31 scene15 --data-root ../shared/datasets --content
+    python -m cnnfeat.data layouts pacs      # the official layout and the download scripts' layouts accepted
 
 Exit status: 0 all good, 1 a download or verification failed, 2 bad command line.
 """
@@ -15,7 +16,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnfeat.catalog import DatasetError, dataset_spec, list_datasets, resolve_data_root, verify_dataset
+from cnnfeat.catalog import (
+    DatasetError,
+    check_dataset,
+    dataset_spec,
+    layouts_of,
+    list_datasets,
+    load_dataset,
+    present_folder,
+    resolve_data_root,
+)
+from cnnfeat.console import setup
 from cnnfeat.download import DownloadError, UnsafeArchiveError, download, safe_extract
 
 
@@ -23,10 +34,27 @@ def _list(root: Path) -> int:
     print(f"{'name':<18} {'images':>8} {'classes':>8}  {'present':<8} title")
     for name in list_datasets():
         spec = dataset_spec(name)
-        present = "built in" if not spec["files"] else "yes" if (root / spec["folder"]).is_dir() else "-"
+        present = "built in" if not spec["files"] else "yes" if present_folder(name, root) else "-"
         print(f"{name:<18} {spec['expected']['images']:>8} {spec['expected']['classes']:>8}  {present:<8} {spec['title']}")
     print(f"\ndata root: {root}")
     return 0
+
+
+def _layouts(name: str) -> None:
+    for layout_name, folder, layout in layouts_of(dataset_spec(name)):
+        note = f"  ({layout['note']})" if layout.get("note") and layout_name != "official archive" else ""
+        print(f"{name}: {layout_name}: <data root>/{folder}/{layout['pattern']}{note}")
+
+
+def _verify(name: str, root: Path, content: bool) -> bool:
+    try:
+        dataset = load_dataset(name, root, strict=False)
+        problems = check_dataset(dataset, content=content)
+        where = f" ({dataset.layout} layout, {dataset.root})"
+    except DatasetError as exc:
+        problems, where = [str(exc)], ""
+    print(f"{name}: " + (f"verified{where}" if not problems else f"PROBLEMS{where}\n  " + "\n  ".join(problems)))
+    return not problems
 
 
 def _download(name: str, root: Path, progress: bool) -> bool:
@@ -72,9 +100,9 @@ def _progress_bar(label: str):  # type: ignore[no-untyped-def]
     return update
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cnnfeat.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog or "python -m cnnfeat.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--data-root", type=Path, help="folder holding one sub-folder per dataset (default: $CNNFEAT_DATA or the cache)"
@@ -87,23 +115,26 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("verify", help="check layout, image and class counts and official splits")
     check.add_argument("names", nargs="+", choices=list_datasets(), metavar="NAME")
     check.add_argument("--content", action=argparse.BooleanOptionalAction, default=False, help="also compare the content digest")
-    for p in (listing, get, check):
+    shapes = sub.add_parser("layouts", help="the folder layouts each dataset is accepted in")
+    shapes.add_argument("names", nargs="*", choices=list_datasets(), metavar="NAME")
+    for p in (listing, get, check, shapes):
         p.add_argument("--data-root", type=Path, default=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
     args = parser.parse_args(argv)
+    setup(args.verbose)
     root = resolve_data_root(args.data_root)
     if args.command == "list":
         return _list(root)
+    if args.command == "layouts":
+        for name in args.names or list_datasets():
+            _layouts(name)
+        return 0
     failed = False
     for name in args.names:
         if args.command == "download" and not _download(name, root, args.progress):
             failed = True
             continue
-        try:
-            problems = verify_dataset(name, root, content=getattr(args, "content", False))
-        except DatasetError as exc:
-            problems = [str(exc)]
-        print(f"{name}: " + ("verified" if not problems else "PROBLEMS\n  " + "\n  ".join(problems)))
-        failed = failed or bool(problems)
+        failed = not _verify(name, root, getattr(args, "content", False)) or failed
     return 1 if failed else 0
 
 

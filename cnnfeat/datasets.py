@@ -2,7 +2,11 @@
 
 A :class:`Manifest` comes from a folder tree (label = the image's parent folder),
 a CSV file (``path,label[,split,domain]``, paths relative to the CSV), or a
-text list (one path per line).
+text list (one path per line). A folder tree whose images all lie two levels
+down is a *domain tree* (``<domain>/<class>/<file>``: the top folder is the
+domain) or, when its top folders are named ``train``/``val``/``test``, a
+*split tree* (``<split>/<class>/<file>``). This is the one reader of a user's
+inputs: ``cnnfeat extract`` and ``cnnfeat benchmark --data`` both use it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from cnnfeat.exceptions import InputListError
 __all__ = ["IMAGE_EXTENSIONS", "Manifest", "load_inputs", "sample_images"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+#: top-level folder names (and CSV ``split`` values) that name a split, and the part each means
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 @dataclass
@@ -50,24 +56,47 @@ class Manifest:
         """Sorted distinct non-empty labels."""
         return sorted({label for label in self.labels if label})
 
+    @property
+    def layout(self) -> str:
+        """What the manifest carries: ``"labels"``, plus ``"+ splits"`` / ``"+ domains"`` where present."""
+        parts = ["labels" if all(self.labels) else "unlabelled" if not any(self.labels) else "partly labelled"]
+        parts += [name for name, column in (("splits", self.splits), ("domains", self.domains)) if any(column)]
+        return " + ".join(parts)
+
     @classmethod
     def from_folder(cls, root: str | os.PathLike[str]) -> Manifest:
-        """Every image below ``root`` (sorted), labelled by its parent folder's name."""
+        """Every image below ``root`` (sorted), labelled by its parent folder's name.
+
+        When every image lies exactly two folders down, the top folder is the image's
+        split (if every top folder is named like ``train``, ``val``, ``test``) or else its
+        domain: ``office31/amazon/<class>/<file>`` and ``data/train/<class>/<file>`` both read
+        as one would expect.
+        """
         root = Path(root)
         if not root.is_dir():
             raise InputListError(f"{root}: not a folder")
-        paths, labels = [], []
+        paths, labels, tops, depths = [], [], [], set()
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             for name in sorted(filenames):
                 if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                     path = Path(dirpath, name)
+                    relative = path.relative_to(root).parts
                     paths.append(str(path))
                     labels.append(path.parent.name if path.parent != root else "")
+                    tops.append(relative[0] if len(relative) > 1 else "")
+                    depths.add(len(relative))
             # a folder named like an image (x.jpg/) is not an image: it is walked, not listed
         if not paths:
             raise InputListError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return cls(paths, labels, source=str(root))
+        splits: list[str] = []
+        domains: list[str] = []
+        if depths == {3}:
+            if all(top.lower() in SPLIT_NAMES for top in tops):
+                splits = [SPLIT_NAMES[top.lower()] for top in tops]
+            else:
+                domains = tops
+        return cls(paths, labels, splits, domains, source=str(root))
 
     @classmethod
     def from_csv(

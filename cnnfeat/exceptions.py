@@ -6,6 +6,9 @@ Messages say what was expected, what was received and what to do.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "CnnfeatError",
     "ConfigError",
@@ -21,6 +24,7 @@ __all__ = [
     "UnknownLayerError",
     "UnsafePickleError",
     "WeightsError",
+    "did_you_mean",
 ]
 
 
@@ -94,3 +98,9 @@ class StoreMismatchError(StoreError):
 
 class SkippedImageWarning(UserWarning):
     """Images were skipped (``on_error='skip'``); the message lists them."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``: to follow an unknown name in a message."""
+    close = difflib.get_close_matches(word.lower().replace("-", "_"), list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -12,6 +12,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from cnnfeat.console import setup
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 EXAMPLES = """\
@@ -30,6 +32,10 @@ examples:
 
   python -m cnnfeat.extract --list-backbones
   python -m cnnfeat.extract --list-layers efficientnet_lite0
+
+  # what the file holds, and its features as a table for pandas/polars
+  cnnfeat info webcam.h5
+  cnnfeat export webcam.h5 --format parquet --output webcam.parquet
 
 Re-running the same command reads every image already in the output from the cache
 (keyed by the sha256 of the file's bytes) and computes only the new ones; a run that
@@ -113,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_backbone(name: str) -> None:
+    """An unknown backbone is a bad command line, said before any work starts (the error names the closest one)."""
+    from cnnfeat.backbones import get_backbone
+
+    get_backbone(name)
+
+
 def _list_backbones() -> None:
     from cnnfeat.backbones import get_backbone, list_backbones
 
@@ -130,24 +143,31 @@ def _list_layers(name: str) -> None:
         print(f"{layer:<40} {shape}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser()
+    if prog:
+        parser.prog = prog
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup(args.verbose)
     logging.captureWarnings(False)
 
-    from cnnfeat.exceptions import CnnfeatError
+    from cnnfeat.exceptions import CnnfeatError, UnknownBackboneError, UnknownLayerError
 
     try:
         if args.list_backbones:
             _list_backbones()
             return EXIT_OK
         if args.list_layers:
+            _check_backbone(args.list_layers)
             _list_layers(args.list_layers)
             return EXIT_OK
         if bool(args.input) == bool(args.samples):
             parser.error("give exactly one input (a folder, CSV or path list) or --samples")
+        _check_backbone(args.backbone)
         return _extract(args)
+    except (UnknownBackboneError, UnknownLayerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except CnnfeatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

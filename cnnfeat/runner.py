@@ -74,10 +74,12 @@ class RunSpec:
     seed: int
     normalize: str = "none"
     adapt: str = "none"
+    data_digest: str = ""  # the content digest of a user's dataset (catalog datasets are named by their name)
 
     def key(self) -> str:
         """A stable name for the run's record (sha256 of the spec)."""
-        text = json.dumps({**asdict(self), "record_version": RECORD_VERSION}, sort_keys=True)
+        fields = {k: v for k, v in asdict(self).items() if k != "data_digest" or v}
+        text = json.dumps({**fields, "record_version": RECORD_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     @property
@@ -100,7 +102,7 @@ def method_names() -> list[str]:
 def expand(
     methods: Sequence[str],
     probes: Sequence[str],
-    datasets: Sequence[str],
+    datasets: Sequence[str | Dataset],
     protocols: Sequence[str],
     seeds: Sequence[int],
     *,
@@ -109,8 +111,11 @@ def expand(
 ) -> list[RunSpec]:
     """Every run of the grid, with ``default`` / ``full`` / ``sampled`` / ``few_shot`` spelled out per dataset.
 
-    Adaptation methods apply only to domain-shift protocols; a protocol that does not
-    apply to a dataset (``full`` on 15-Scene) is left out, not run.
+    ``datasets`` holds catalog names or loaded datasets (a user's own, from
+    :func:`cnnfeat.catalog.dataset_from_inputs`). Adaptation methods apply only to
+    domain-shift protocols. A protocol that does not apply to a catalog dataset (``full``
+    on 15-Scene) is left out, not run; on a user's dataset it is refused with the reason.
+    ``official`` runs seed k on official split k, so a dataset with one official split runs once.
     """
     for probe in probes:
         if probe not in PROBES:
@@ -122,7 +127,10 @@ def expand(
         _parse_method(method)
     runs = []
     for dataset in datasets:
-        spec = dataset_spec(dataset)
+        if isinstance(dataset, Dataset):
+            dataset, spec, digest = dataset.name, dataset.spec, dataset.digest
+        else:
+            spec, digest = dataset_spec(dataset), ""
         for protocol in protocols:
             for resolved, seeds_for in _resolve_protocol(protocol, spec, seeds):
                 domain = resolved.split(":")[0] in ("full", "sampled", "sampled_st")
@@ -133,7 +141,7 @@ def expand(
                                 continue  # feature augmentation needs labelled target images
                             for seed in seeds_for:
                                 norm = normalize if normalize is not None else HANDCRAFTED.get(method, "none")
-                                runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a))
+                                runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a, digest))
     return list(dict.fromkeys(runs))
 
 
@@ -154,16 +162,45 @@ def _resolve_protocol(protocol: str, spec: dict[str, Any], seeds: Sequence[int])
         k = int(arg or 5)
         return [(f"kfold:{k}", [s for s in seeds if s < k])]
     if name == "official":
-        return [("official", seeds)]
+        count = _official_split_count(spec)
+        if not count and spec.get("user_data"):
+            raise ConfigError(
+                f"{spec['name']}: the official protocol needs a split: a 'split' column (train/val/test) in the CSV "
+                "or a tree <train|val|test>/<class>/<file>; use kfold:<k> or n_per_class:<n> instead"
+            )
+        chosen = [s for s in seeds if s < count] if count else seeds
+        if not chosen:
+            raise ConfigError(
+                f"{spec['name']} has {count} official split(s); seed k runs split k, so seeds {list(seeds)} name none"
+            )
+        return [("official", chosen)]
     if name in ("full", "sampled", "sampled_st"):
         shifts = defaults.get("shifts") or [
             f"{s}->{t}" for s in spec["layout"].get("domains", []) for t in spec["layout"]["domains"] if s != t
         ]
+        if not shifts and spec.get("user_data"):
+            raise ConfigError(
+                f"{spec['name']}: the {name} protocol needs two or more domains: a tree <domain>/<class>/<file> "
+                "or a 'domain' column in the CSV; this data has none"
+            )
         if not shifts:
             return []
         # the full protocol has no randomness in its split: one seed
         return [(f"{name}:{shift}", seeds[:1] if name == "full" else seeds) for shift in shifts]
     raise ConfigError(f"unknown protocol {protocol!r}; see `python -m cnnfeat.benchmark --help`")
+
+
+def _official_split_count(spec: dict[str, Any]) -> int:
+    """How many official splits a catalog entry (or a user's dataset) defines; 0 when it has none."""
+    if spec.get("user_data"):
+        return 1 if spec["protocols"]["default"] == "official" else 0
+    layout = spec["layout"]
+    if layout["type"] == "id_lists":
+        return 1
+    files = layout.get("split_files")
+    if not files:
+        return 0
+    return len(layout["domains"]) if files.get("format") == "path_label" else int(files.get("splits", 1))
 
 
 def make_split(spec: RunSpec, dataset: Dataset) -> Split:
@@ -183,6 +220,11 @@ def make_split(spec: RunSpec, dataset: Dataset) -> Split:
     if name == "kfold":
         return k_fold(labels, int(arg), spec.seed)
     if name == "official":
+        if not dataset.official_splits:
+            raise ConfigError(
+                f"{dataset.name} ({dataset.layout} layout, {dataset.root}) has no official split files, which the "
+                "official protocol reads; use a copy that has them (see `cnnfeat data layouts`) or another protocol"
+            )
         return official(dataset.official_splits, spec.seed)
     source, _, target = arg.partition("->")
     if name == "full":
@@ -380,8 +422,12 @@ def run_all(
     strict: bool = True,
     command: str = "",
     on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+    loaded: Sequence[Dataset] = (),
 ) -> list[dict[str, Any]]:
     """Run ``runs`` and write one JSON record each under ``out/records``; returns the records.
+
+    ``loaded`` holds datasets already loaded, such as a user's own
+    (:func:`cnnfeat.catalog.dataset_from_inputs`); other names are read from the catalog.
 
     Features are computed once per (method, dataset) and shared by every probe, seed and
     protocol (the SIFT codebook, learned from training images, once per split). One run's
@@ -393,7 +439,7 @@ def run_all(
     records_dir.mkdir(parents=True, exist_ok=True)
     cache = cache if cache is not None else default_cache()
     versions, machine = _versions(), machine_description()
-    datasets: dict[str, Dataset | Exception] = {}
+    datasets: dict[str, Dataset | Exception] = {d.name: d for d in loaded}
     features: dict[tuple[str, ...], tuple[dict[str, np.ndarray], dict[str, Any]] | Exception] = {}
     cnn_taps = _cnn_taps(runs)
     records = []
@@ -477,8 +523,17 @@ def _execute(
         "val_accuracy_by_C": None if swept is None else {repr(C): s for C, s in sorted(swept.val_scores_.items())},
         "probe_seconds": time.perf_counter() - started,
         "features": info,
+        "data": _data_provenance(dataset),
         **({"dataset_problems": dataset.problems} if dataset.problems else {}),
     }
+
+
+def _data_provenance(dataset: Dataset) -> dict[str, Any]:
+    """Which copy of the data a run read: its layout and folder, and for a user's data its size and digest."""
+    found: dict[str, Any] = {"layout": dataset.layout, "root": str(dataset.root)}
+    if dataset.is_user_data:
+        found |= {"images": len(dataset.manifest), "classes": len(dataset.manifest.classes), "digest": dataset.digest}
+    return found
 
 
 def _mean_per_class(truth: np.ndarray, predicted: np.ndarray) -> float:

@@ -105,6 +105,11 @@ def footer_for(records: list[dict[str, Any]]) -> str:
     lines.append(
         "Protocols: " + "; ".join(protocols[:8]) + (f"; ... ({len(protocols)} in all)" if len(protocols) > 8 else "") + "."
     )
+    for name, data in {r["dataset"]: r["data"] for r in ok if (r.get("data") or {}).get("digest")}.items():
+        lines.append(
+            f"Data: {name} = {data['root']} ({data['layout']}, {data['images']} images, {data['classes']} classes, "
+            f"content sha256 {data['digest'][:16]})."
+        )
     lines.append(f"Versions: {versions}; machine: {first.get('machine', '?')}.")
     return "\n".join(lines)
 

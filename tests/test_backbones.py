@@ -20,8 +20,10 @@ EXPECTED = {
 def test_registry_covers_the_keras_applications() -> None:
     assert set(cnnfeat.list_backbones()) >= EXPECTED
     assert get_backbone("EfficientNet-Lite0").name == "efficientnet_lite0"
-    with pytest.raises(UnknownBackboneError, match="choose one of"):
+    with pytest.raises(UnknownBackboneError, match=r"the registered ones are .*vgg16"):
         get_backbone("alexnet")
+    with pytest.raises(UnknownBackboneError, match="did you mean 'resnet50'"):
+        get_backbone("resnet5")
 
 
 def test_specs_carry_their_data_config() -> None:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_data_root_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 
 
 def test_missing_dataset_says_where_to_put_it(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"python -m cnnfeat.data download caltech101.*101_ObjectCategories.tar.gz"):
+    with pytest.raises(DatasetError, match=r"(?s)cnnfeat data download caltech101.*101_ObjectCategories.tar.gz"):
         load_dataset("caltech101", tmp_path)
     assert "does not exist" in verify_dataset("caltech101", tmp_path)[0]
     with pytest.raises(DatasetError, match="unknown dataset 'imagenet'"):
@@ -264,8 +265,13 @@ def test_content_digest_equals_the_documented_shell_pipeline(tmp_path: Path) -> 
 
 def test_manifests_are_valid_json_in_the_package() -> None:
     folder = Path(__import__("cnnfeat").__file__).parent / "data_manifests"
-    for path in folder.glob("*.json"):
-        assert json.loads(path.read_text())["name"] == path.stem
+    paths = sorted(folder.glob("*.json"))
+    assert [p.stem for p in paths] == ALL  # an empty folder (package data left out of a wheel) fails here
+    for path in paths:
+        spec = json.loads(path.read_text())
+        assert spec["name"] == path.stem
+        for alternative in spec.get("alternative_layouts", []):
+            assert alternative["name"] and alternative["folder"] and alternative.get("pattern", spec["layout"]["pattern"])
 
 
 def test_data_cli_unpacks_a_manual_download_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -288,3 +294,82 @@ def test_data_cli_unpacks_a_manual_download_and_verifies(tmp_path: Path, capsys:
     assert main(["verify", "scene15", "--data-root", str(tmp_path / "root")]) == 1
     assert main(["list", "--data-root", str(tmp_path / "root")]) == 0
     assert "flowers17" in capsys.readouterr().out
+
+
+def _domainbed_pacs(data_root: Path, per_domain: dict[str, int], image: Any = None) -> Path:
+    """PACS as DomainBed's download script leaves it: <root>/PACS/<domain>/<class>/<file>, no split files."""
+    classes = dataset_spec("pacs")["layout"]["classes"]
+    for domain, n in per_domain.items():
+        for i in range(n):
+            path = data_root / "PACS" / domain / classes[i % len(classes)] / f"pic_{i:04d}.jpg"
+            if image is None:
+                touch(path)
+            else:
+                image(path, i)
+    return data_root / "PACS"
+
+
+def test_a_domainbed_copy_of_pacs_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnfeat.data import main
+
+    _domainbed_pacs(tmp_path, dataset_spec("pacs")["expected"]["per_domain"])  # the full 9,991 files
+    ds = load_dataset("pacs", tmp_path)  # strict: every count matches
+    assert ds.layout.startswith("DomainBed") and ds.root == tmp_path / "PACS" and ds.official_splits == {}
+    assert main(["verify", "pacs", "--data-root", str(tmp_path)]) == 0
+    assert "pacs: verified (DomainBed" in capsys.readouterr().out
+    assert main(["list", "--data-root", str(tmp_path)]) == 0
+    assert [line.split()[3] for line in capsys.readouterr().out.splitlines() if line.startswith("pacs ")] == ["yes"]
+
+
+def test_no_known_layout_lists_what_was_tried_and_found(tmp_path: Path) -> None:
+    touch(tmp_path / "pacs" / "readme.txt")
+    (tmp_path / "pacs" / "photos").mkdir()
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("pacs", tmp_path)
+    message = str(caught.value)
+    assert "official archive:" in message and "kfold/<domain>/<class>/<file>" in message
+    assert "DomainBed" in message and f"{tmp_path / 'PACS'} does not exist" in message
+    assert "photos/, readme.txt" in message  # what the official folder holds
+
+
+def test_torchvision_copy_of_flowers102_and_its_single_split(tmp_path: Path) -> None:
+    from scipy.io import savemat
+
+    from cnnfeat.runner import expand
+
+    root = tmp_path / "flowers-102"  # torchvision.datasets.Flowers102's folder
+    for i in range(1, 7):
+        touch(root / "jpg" / f"image_{i:05d}.jpg")
+    savemat(root / "imagelabels.mat", {"labels": np.array([[1, 1, 2, 2, 3, 3]])})
+    savemat(root / "setid.mat", {"trnid": np.array([[1, 3, 5]]), "valid": np.array([[2]]), "tstid": np.array([[4, 6]])})
+    ds = load_dataset("flowers102", tmp_path, strict=False)
+    assert ds.layout.startswith("torchvision") and len(ds.official_splits["1"]["test"]) == 2
+    # one official split: the default seeds 0 1 2 make one run, not two failures
+    assert [(r.protocol, r.seed) for r in expand(["hog"], ["logreg"], ["flowers102"], ["default"], [0, 1, 2])] == [
+        ("official", 0)
+    ]
+    assert len(expand(["hog"], ["logreg"], ["sun397"], ["official"], [0, 1, 2])) == 3  # ten official splits
+
+
+def test_benchmark_runs_a_domainbed_pacs_and_says_official_needs_split_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cnnfeat.benchmark import main
+
+    def image(path: Path, i: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        hue = np.array([(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40, 200), (40, 200, 200),
+                        (120, 120, 120)][i % 7])  # fmt: skip
+        Image.fromarray(np.clip(hue + np.random.default_rng(i).normal(0, 15, (24, 24, 3)), 0, 255).astype(np.uint8)).save(path)
+
+    _domainbed_pacs(tmp_path / "data", {"art_painting": 14, "cartoon": 14, "photo": 14, "sketch": 14}, image)
+    out = tmp_path / "out"
+    common = ["--datasets", "pacs", "--methods", "color_hist", "--data-root", str(tmp_path / "data"), "--no-strict"]
+    common += ["--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert main([*common, "--protocol", "full", "--out", str(out)]) == 0
+    records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    assert len(records) == 12 and all(r["status"] == "ok" for r in records)
+    assert {r["data"]["layout"] for r in records} == {"DomainBed (domainbed/scripts/download.py)"}
+    assert main([*common, "--protocol", "official", "--out", str(tmp_path / "official")]) == 1
+    failed = [json.loads(p.read_text()) for p in (tmp_path / "official" / "records").glob("*.json")]
+    assert failed and all("has no official split files" in r["error"] for r in failed)

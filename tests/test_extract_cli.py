@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from cnnfeat.extract import EXIT_ERROR, EXIT_OK, EXIT_SKIPPED, main
+from cnnfeat.extract import EXIT_ERROR, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, main
 
 TINY = ["--backbone", "tiny_test", "--weights", "none", "--batch-size", "4", "--no-progress"]
 
@@ -65,7 +65,7 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
-    assert main([str(tmp_path), "--backbone", "alexnet", "--no-progress"]) == EXIT_ERROR
+    assert main([str(tmp_path), "--backbone", "alexnet", "--no-progress"]) == EXIT_USAGE  # a bad command line
 
 
 def test_list_backbones_and_layers(capsys: pytest.CaptureFixture) -> None:

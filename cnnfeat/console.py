@@ -1,0 +1,113 @@
+"""What every cnnfeat command does at start-up: logging, and TensorFlow's native start-up lines kept off the screen.
+
+TensorFlow's C++ core writes its start-up messages (absl's "All log messages
+before absl::InitializeLog() ...", oneDNN and CPU-feature notices, "Could not
+find cuda drivers", and on every CPU-only machine ``E0000 ... failed call to
+cuInit``) straight to file descriptor 2, before and regardless of Python's
+logging. ``TF_CPP_MIN_LOG_LEVEL`` silences only some of them, so a command
+that is not verbose also routes descriptor 2 through a filter thread that drops
+exactly those lines and passes everything else (Python warnings, errors, the
+progress bar) through unchanged. Only the command-line entry points call this;
+the library never touches the process's streams.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+
+__all__ = ["is_startup_noise", "setup"]
+
+#: native log lines of TensorFlow/XLA/absl that say nothing a user can act on
+_NOISE = re.compile(
+    rb"^(?:"
+    rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|[IW]\d{4} [\d:. ]+\s+\d+ [\w.+-]+:\d+\] .*"  # absl/glog INFO and WARNING lines
+    rb"|E\d{4} [\d:. ]+\s+\d+ [\w.+-]+:\d+\] failed call to cuInit.*"  # no GPU on this machine: not an error
+    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
+    rb")\r?$"
+)
+#: how a noise line starts; a partial line that could still become one is held back until it is complete
+_NOISE_START = re.compile(rb"^(?:W(?:A(?:R(?:N(?:I(?:N(?:G(?::.*)?)?)?)?)?)?)?|[IWE]\d{0,4}( .*)?|T(?:o.*)?)$", re.DOTALL)
+
+_installed = False
+
+
+def is_startup_noise(line: bytes | str) -> bool:
+    """Whether one line of stderr is TensorFlow's native start-up noise."""
+    raw = line.encode() if isinstance(line, str) else line
+    return bool(_NOISE.match(raw.rstrip(b"\n")))
+
+
+def setup(verbose: bool = False) -> None:
+    """Configure logging for a command; unless ``verbose``, keep TensorFlow's start-up noise off stderr.
+
+    Call it first in a command's ``main``, before anything imports TensorFlow. It sets
+    ``TF_CPP_MIN_LOG_LEVEL=3`` only where the user has not set it, and filters descriptor
+    2 (once per process) so that the native lines that setting does not reach are dropped.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _filter_stderr()
+
+
+def _filter_stderr() -> None:
+    global _installed
+    # only a command's own process, whose stderr is still the real one (not a test runner's capture)
+    if _installed or sys.stderr is not sys.__stderr__:
+        return
+    try:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except (OSError, AttributeError, ValueError):  # no descriptor 2 (an embedded interpreter): nothing to filter
+        return
+    _installed = True
+    thread = threading.Thread(target=_pump, args=(read_end, original), name="cnnfeat-stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:  # at exit: hand descriptor 2 back, let the pump drain the pipe, then stop
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            os.dup2(original, 2)
+        thread.join(timeout=5)
+
+    atexit.register(restore)
+
+
+def _pump(read_end: int, out: int) -> None:
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(read_end, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            if pending and not is_startup_noise(pending):
+                _write(out, pending)
+            os.close(read_end)
+            return
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        kept = b"".join(line + b"\n" for line in lines if not is_startup_noise(line))
+        # a progress bar redraws with \r and no newline: pass a partial line on unless it may be noise
+        if pending and not _NOISE_START.match(pending):
+            kept, pending = kept + pending, b""
+        if kept:
+            _write(out, kept)
+
+
+def _write(fd: int, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(fd, data) :]

@@ -1,0 +1,141 @@
+"""The benchmark on a user's own images: folder, domain and split trees and CSVs, read as `extract` reads them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnfeat.catalog import DatasetError, dataset_from_inputs
+from cnnfeat.datasets import Manifest
+from cnnfeat.exceptions import ConfigError
+from cnnfeat.runner import expand
+
+TINY = "cnn:tiny_test/pool?weights=none&batch_size=8"
+
+
+def _jpeg(path: Path, colour: tuple[int, int, int], seed: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (36, 44, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+COLOURS = {"red": (200, 50, 40), "blue": (40, 60, 200), "green": (40, 190, 60)}
+
+
+@pytest.fixture
+def domain_tree(tmp_path: Path) -> Path:
+    """<domain>/<class>/<file>: the class sets the hue, the domain the brightness."""
+    root = tmp_path / "shop"
+    for d, domain in enumerate(("studio", "phone")):
+        for cls, colour in COLOURS.items():
+            for i in range(8):
+                _jpeg(root / domain / cls / f"{i}.jpg", tuple(int(c * (0.7 + 0.3 * d)) for c in colour), 100 * d + i)  # type: ignore[arg-type]
+    return root
+
+
+def test_folder_trees_read_their_domains_and_splits(tmp_path: Path, domain_tree: Path) -> None:
+    flat = tmp_path / "flat"
+    for cls, colour in COLOURS.items():
+        for i in range(3):
+            _jpeg(flat / cls / f"{i}.jpg", colour, i)
+    manifest = Manifest.from_folder(flat)
+    assert set(manifest.labels) == set(COLOURS) and not any(manifest.domains) and not any(manifest.splits)
+
+    tree = Manifest.from_folder(domain_tree)
+    assert set(tree.domains) == {"studio", "phone"} and set(tree.labels) == set(COLOURS)
+    assert tree.layout == "labels + domains"
+
+    split_tree = tmp_path / "splits"
+    for part in ("train", "Val", "test"):
+        for cls, colour in COLOURS.items():
+            _jpeg(split_tree / part / cls / "a.jpg", colour, 0)
+    by_split = Manifest.from_folder(split_tree)
+    assert sorted(set(by_split.splits)) == ["test", "train", "val"] and not any(by_split.domains)
+
+
+def test_a_user_dataset_has_a_digest_that_follows_its_content(tmp_path: Path, domain_tree: Path) -> None:
+    ds = dataset_from_inputs(domain_tree)
+    assert ds.name == "shop" and ds.is_user_data and len(ds.manifest) == 48
+    assert ds.spec["protocols"]["default"] == "domain_shift_full" and ds.spec["layout"]["domains"] == ["phone", "studio"]
+    assert ds.digest == dataset_from_inputs(domain_tree, "again").digest
+    _jpeg(domain_tree / "phone" / "red" / "0.jpg", (0, 0, 0), 7)  # one image changed: another digest
+    assert ds.digest != dataset_from_inputs(domain_tree).digest
+    # records of the changed data are never reused: the digest is part of each run's key
+    before = expand(["hog"], ["logreg"], [ds], ["full"], [0])
+    after = expand(["hog"], ["logreg"], [dataset_from_inputs(domain_tree)], ["full"], [0])
+    assert [r.column for r in before] == ["shop phone->studio", "shop studio->phone"]
+    assert {r.key() for r in before}.isdisjoint(r.key() for r in after)
+
+
+def test_csv_with_a_split_column_runs_the_given_split_once(tmp_path: Path) -> None:
+    rows = ["path,label,split"]
+    for cls, colour in COLOURS.items():
+        for i in range(6):
+            _jpeg(tmp_path / "img" / f"{cls}{i}.jpg", colour, i)
+            rows.append(f"img/{cls}{i}.jpg,{cls},{'train' if i < 4 else 'test'}")
+    (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
+    ds = dataset_from_inputs(tmp_path / "mine.csv")
+    assert ds.spec["protocols"]["default"] == "official"
+    assert len(ds.official_splits["1"]["train"]) == 12 and len(ds.official_splits["1"]["test"]) == 6
+    runs = expand(["hog"], ["logreg"], [ds], ["default"], [0, 1, 2])
+    assert [(r.protocol, r.seed) for r in runs] == [("official", 0)]  # one split: one run, not three
+
+
+def test_protocols_the_data_cannot_serve_are_refused_with_the_reason(tmp_path: Path) -> None:
+    for cls, colour in COLOURS.items():
+        for i in range(5):
+            _jpeg(tmp_path / "flat" / cls / f"{i}.jpg", colour, i)
+    ds = dataset_from_inputs(tmp_path / "flat")
+    assert ds.spec["protocols"]["default"] == "kfold"
+    assert [r.protocol for r in expand(["hog"], ["logreg"], [ds], ["default"], [0, 1, 2])] == ["kfold:5"] * 3
+    with pytest.raises(ConfigError, match="two or more domains"):
+        expand(["hog"], ["logreg"], [ds], ["full"], [0])
+    with pytest.raises(ConfigError, match="'split' column"):
+        expand(["hog"], ["logreg"], [ds], ["official"], [0])
+    (tmp_path / "bad.csv").write_text("path,label,split\nflat/red/0.jpg,red,holdout\nflat/blue/0.jpg,blue,train\n")
+    with pytest.raises(DatasetError, match="holdout"):
+        dataset_from_inputs(tmp_path / "bad.csv")
+    (tmp_path / "nolabel.csv").write_text("path\nflat/red/0.jpg\nflat/blue/0.jpg\n")
+    with pytest.raises(DatasetError, match="no label"):
+        dataset_from_inputs(tmp_path / "nolabel.csv")
+
+
+def test_benchmark_cli_runs_on_a_domain_tree(tmp_path: Path, domain_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnfeat.cli import main
+
+    out = tmp_path / "out"
+    argv = ["benchmark", "--data", f"myshop={domain_tree}", "--methods", TINY, "color_hist", "--protocol", "full"]
+    assert main([*argv, "--adapt", "none", "coral", "--cache", str(tmp_path / "cache"), "--out", str(out), "--no-progress"]) == 0
+    table = (out / "table.md").read_text()
+    assert "myshop studio->phone" in table and "myshop phone->studio" in table and "+ coral" in table
+    ds = dataset_from_inputs(domain_tree)
+    assert f"content sha256 {ds.digest[:16]}" in table and "48 images, 3 classes" in table
+    assert (out / "bars_myshop.png").stat().st_size > 1000
+    records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    assert len(records) == 2 * 2 * 2 and {r["data"]["digest"] for r in records} == {ds.digest}  # shifts x methods x adapt
+    colour = [r for r in records if r["method"] == "color_hist" and r["adapt"] == "none"]
+    assert all(r["accuracy"] > 0.9 for r in colour)  # hue separates the classes in both domains
+    # the same command again reuses every record (same data, same digest)
+    assert main([*argv, "--adapt", "none", "coral", "--cache", str(tmp_path / "cache"), "--out", str(out), "--no-progress",
+                 "--skip-existing"]) == 0  # fmt: skip
+    assert len(list((out / "records").glob("*.json"))) == 8
+
+
+def test_benchmark_cli_refuses_what_the_data_lacks_as_a_bad_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cnnfeat.benchmark import main
+
+    for cls, colour in COLOURS.items():
+        for i in range(3):
+            _jpeg(tmp_path / "flat" / cls / f"{i}.jpg", colour, i)
+    assert main(["--data", str(tmp_path / "flat"), "--protocol", "sampled", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "needs two or more domains" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
