@@ -148,11 +148,10 @@ def _layer_figures(
 
 def _write_outputs(records: list[dict[str, Any]], out: Path) -> str:
     from cnnfeat import plots
-    from cnnfeat.tables import footer_for, pivot, to_csv, to_json, to_markdown
+    from cnnfeat.tables import pivot, results_markdown, to_csv, to_json
 
     table = pivot(records)
-    shifts = sum("->" in c for c in table.columns) >= 2
-    markdown = to_markdown(table, footer=footer_for(records), average=shifts)
+    markdown = results_markdown(records)
     (out / "table.md").write_text(markdown + "\n")
     (out / "table.csv").write_text(to_csv(table))
     (out / "table.json").write_text(to_json(table))

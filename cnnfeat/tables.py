@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Table", "column_name", "footer_for", "pivot", "to_csv", "to_json", "to_markdown"]
+__all__ = ["Table", "column_name", "footer_for", "pivot", "results_markdown", "to_csv", "to_json", "to_markdown"]
 
 
 def column_name(dataset: str, protocol: str) -> str:
@@ -112,6 +112,13 @@ def footer_for(records: list[dict[str, Any]]) -> str:
         )
     lines.append(f"Versions: {versions}; machine: {first.get('machine', '?')}.")
     return "\n".join(lines)
+
+
+def results_markdown(records: list[dict[str, Any]]) -> str:
+    """The benchmark's ``table.md``: the pivot of ``records``, with an average column where 2+ shifts are columns."""
+    table = pivot(records)
+    shifts = sum("->" in c for c in table.columns) >= 2
+    return to_markdown(table, footer=footer_for(records), average=shifts)
 
 
 def _cell(table: Table, row: str, column: str, digits: int) -> str:
