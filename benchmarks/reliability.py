@@ -1,5 +1,5 @@
 """Reliability checks, one line each with its counts: bad input, crashes, locks, write errors,
-cache correctness, untrusted files, and memory.
+cache correctness, bit flips at rest, untrusted files, and memory.
 
 Usage::
 
@@ -219,6 +219,40 @@ def check_cache(tmp: Path) -> bool:
     )
 
 
+def check_bit_flips(tmp: Path, trials: int) -> bool:
+    """Single bits flipped at random offsets of a finished store: detected, never served, healed from the images."""
+    from collections import Counter
+
+    from cnnfeat import CNNFeatures
+    from cnnfeat.testing import bit_flip_trials
+
+    paths = sorted(make_photos(tmp / "photos", 30, size=(64, 48)))
+    store = tmp / "flips.h5"
+
+    def make(heal: bool) -> CNNFeatures:
+        return CNNFeatures(backbone="tiny_test", weights=None, layers=["pool", "block2_conv"], cache=store, heal=heal)
+
+    make(True).transform(paths)
+    inside = bit_flip_trials(store, paths, make, trials=trials, seed=0)
+    outside = bit_flip_trials(store, paths, make, trials=trials, inside=False, seed=1)
+    changed = [t for t in inside if t.changed_value]
+    ok_inside = all(t.detected for t in changed) and not any(t.served_wrong for t in inside)
+    ok_inside = ok_inside and all(t.healed_identical for t in inside)
+    ok_outside = not any(t.served_wrong for t in outside) and all(t.healed_identical in (True, None) for t in outside)
+    where = Counter(t.where.split("/")[0] for t in inside)
+    reported = sum(t.detected for t in outside)
+    unopenable = sum(t.healed_identical is None for t in outside)
+    return line(
+        ok_inside and ok_outside,
+        "bit flips at rest",
+        f"{len(inside)} inside the data ({dict(sorted(where.items()))}; {len(changed)} changed a value): "
+        f"{sum(t.detected for t in changed)} detected, {sum(t.served_wrong for t in inside)} served, "
+        f"{sum(bool(t.healed_identical) for t in inside)} healed bit-identical; {len(outside)} outside: "
+        f"{len(outside) - reported} harmless, {reported} reported ({unopenable} leave a file that no longer opens), "
+        f"{sum(t.served_wrong for t in outside)} served",
+    )
+
+
 def check_untrusted(tmp: Path) -> bool:
     from cnnfeat.datasets import Manifest
     from cnnfeat.download import DownloadError, UnsafeArchiveError, download, safe_extract
@@ -288,6 +322,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kill-trials", type=int, default=12, help="store-writer SIGKILL trials (default: %(default)s)")
     parser.add_argument("--extraction-kills", type=int, default=4, help="CLI extraction SIGKILL trials (default: %(default)s)")
+    parser.add_argument(
+        "--flip-trials", type=int, default=40, help="bit flips inside and outside a store's data (default: %(default)s)"
+    )
     parser.add_argument("--rss-images", type=int, default=150, help="N for the N vs 10N peak-RSS check (default: %(default)s)")
     parser.add_argument("--rss-backbone", default="efficientnet_lite0")
     args = parser.parse_args()
@@ -302,6 +339,7 @@ def main() -> int:
             check_locks(tmp),
             check_write_error(tmp),
             check_cache(tmp / "cache"),
+            check_bit_flips(tmp / "flips", args.flip_trials),
             check_untrusted(tmp / "untrusted"),
             check_memory(tmp / "rss", args.rss_images, args.rss_backbone),
         ]

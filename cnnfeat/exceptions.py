@@ -12,11 +12,13 @@ from collections.abc import Iterable
 __all__ = [
     "CnnfeatError",
     "ConfigError",
+    "HealedStoreWarning",
     "ImageDecodeError",
     "ImageError",
     "ImageTooLargeError",
     "InputListError",
     "SkippedImageWarning",
+    "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
     "StoreMismatchError",
@@ -25,6 +27,7 @@ __all__ = [
     "UnsafePickleError",
     "WeightsError",
     "did_you_mean",
+    "row_spans",
 ]
 
 
@@ -92,8 +95,48 @@ class StoreLockedError(StoreError):
     """Another live process is writing to the same feature store."""
 
 
+class StoreCorruptError(StoreError):
+    """Data in a feature store no longer matches its checksum: the file changed on disk after it was written.
+
+    Attributes
+    ----------
+    path : str
+        The store file.
+    dataset : str
+        The HDF5 dataset holding the damage, e.g. ``"features/pool"`` or ``"keys"``.
+    rows : list of int
+        The rows whose data is damaged (every row of each damaged chunk); empty when the
+        damage cannot be placed on rows (a string column's digest).
+    """
+
+    def __init__(self, path: str, dataset: str, rows: list[int]) -> None:
+        where = f"rows {row_spans(rows)}" if rows else "a string column (rows unknown)"
+        super().__init__(
+            f"{path}: damaged data in /{dataset}, {where}: a checksum does not match, so the file changed on disk "
+            "after it was written. Nothing was read from it. Extracting again heals it (the damaged rows are dropped "
+            f"and recomputed from the images; the default); `cnnfeat info {path} --check` lists all damage"
+        )
+        self.path, self.dataset, self.rows = str(path), dataset, list(rows)
+
+
+def row_spans(rows: list[int], most: int = 4) -> str:
+    """``"0-203, 408-611 (408 rows)"``: consecutive rows as ranges."""
+    spans: list[list[int]] = []
+    for r in sorted(rows):
+        if spans and r == spans[-1][1] + 1:
+            spans[-1][1] = r
+        else:
+            spans.append([r, r])
+    text = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans[:most]) + (", ..." if len(spans) > most else "")
+    return f"{text} ({len(rows)} rows)"
+
+
 class StoreMismatchError(StoreError):
     """A store file was made by a different extractor configuration or format version."""
+
+
+class HealedStoreWarning(UserWarning):
+    """Cached rows failed their checksum and were dropped and recomputed (``heal=True``)."""
 
 
 class SkippedImageWarning(UserWarning):

@@ -78,29 +78,21 @@ def feature_table(
     ConfigError
         A requested tap is not in the store (the message lists those it has).
     """
-    import h5py
-
     path = Path(path)
     with FeatureStore(path, mode="r") as store:
         wanted = list(taps) if taps else store.taps
         unknown = [t for t in wanted if t not in store.dims]
         if unknown:
             raise ConfigError(f"{path}: no tap {unknown[0]!r}; the store holds {', '.join(store.taps)}")
-        with h5py.File(path, "r") as f:
-            if "index" in f:
-                index = f["index"]
-                rows = index["row"][:]
-                kept = np.flatnonzero(rows >= 0)
-                columns = {name: [_text(v) for v in index[name][:][kept]] for name in _TEXT_COLUMNS if name in index}
-            else:
-                keys = store.keys()
-                columns = {"path": [_text(v) for v in f["paths"][: len(keys)]], "key": keys}
+        index = store.read_index()
+        if index is not None:
+            kept = [i for i, row in enumerate(index["row"]) if row >= 0]
+            columns = {name: [index[name][i] for i in kept] for name in _TEXT_COLUMNS if name in index}
+        else:
+            keys = store.keys()
+            columns = {"path": store.paths_of(keys), "key": keys}
         features = store.get(columns["key"], wanted)
     return columns, features
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def export_features(

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="fail",
         help="stop at the first unreadable image, or skip and list it (default: %(default)s)",
     )
+    parser.add_argument(
+        "--heal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="drop cached rows that fail their checksum and recompute them (default); --no-heal stops with an error",
+    )
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images declaring more pixels (default: 178,956,970)")
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
@@ -181,7 +187,7 @@ def _extract(args: argparse.Namespace) -> int:
 
     from cnnfeat.config import cache_dir
     from cnnfeat.datasets import load_inputs, sample_images
-    from cnnfeat.exceptions import ConfigError, SkippedImageWarning
+    from cnnfeat.exceptions import ConfigError, HealedStoreWarning, SkippedImageWarning
     from cnnfeat.extractors.cnn import CNNFeatures
     from cnnfeat.images import DEFAULT_MAX_PIXELS
     from cnnfeat.store import FeatureStore
@@ -206,6 +212,7 @@ def _extract(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         cache=args.output or Path(args.cache_dir or cache_dir()) / "features",
         on_error=args.on_error,
+        heal=args.heal,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         n_jobs=args.workers,
     )
@@ -218,6 +225,7 @@ def _extract(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SkippedImageWarning)  # the summary lists them
+            warnings.simplefilter("ignore", HealedStoreWarning)  # the store's log line and the summary say it
             _, report = extractor.extract(
                 manifest.paths,
                 return_features=False,

@@ -13,12 +13,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "CorpusCase",
+    "FlipTrial",
     "KillTrial",
+    "bit_flip_trials",
     "kill_and_resume_trial",
     "make_bad_input_corpus",
     "make_photos",
@@ -26,6 +29,7 @@ __all__ = [
     "make_unsafe_pickles",
     "peak_rss_mb",
     "png_declaring",
+    "store_chunks",
 ]
 
 
@@ -329,3 +333,134 @@ def kill_and_resume_trial(
         wrong_values=int((values != np.asarray(keys, np.float32)).sum()),
         killed_during_merge=during_merge,
     )
+
+
+# ---------------------------------------------------------------------------- bit flips at rest
+
+
+def store_chunks(path: str | os.PathLike[str]) -> list[tuple[str, int, int]]:
+    """``(dataset, byte offset, size)`` of every stored chunk of every chunked dataset of an HDF5 file."""
+    import h5py
+
+    found: list[tuple[str, int, int]] = []
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.chunks:
+            for i in range(obj.id.get_num_chunks()):
+                info = obj.id.get_chunk_info(i)
+                found.append((name, int(info.byte_offset), int(info.size)))
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return found
+
+
+@dataclass
+class FlipTrial:
+    """One bit flipped in a finished store, and what every read path then did."""
+
+    where: str  # the dataset whose chunk holds the bit, or "outside the chunks"
+    offset: int
+    bit: int
+    changed_value: bool  # the flipped dataset no longer reads back as the clean one (or not at all)
+    detected: bool  # check_store or a read path reported it
+    served_wrong: bool  # a read path returned a value that differs from the clean store's
+    healed_identical: bool | None  # after healing: features bit-identical to the clean ones (None: not healable)
+    outcome: str
+
+
+def bit_flip_trials(
+    store: str | os.PathLike[str], sources: list[str], make_extractor: Any, *, trials: int, inside: bool = True, seed: int = 0
+) -> list[FlipTrial]:
+    """Flip one random bit per trial in a finished store and try every read path on it.
+
+    ``make_extractor(heal=...)`` returns the extractor that wrote ``store`` (caching into it).
+    ``inside=True`` flips bits inside stored chunks (the data, and their checksums);
+    ``inside=False`` anywhere else in the file (HDF5's metadata, headers, free space).
+    Each trial starts again from the clean file. Read paths tried: :func:`check_store`,
+    a cached extraction without healing, :func:`cnnfeat.export.feature_table`, and an
+    extraction with healing, compared bit for bit with the clean features.
+    """
+    import shutil
+
+    from cnnfeat.exceptions import CnnfeatError, StoreCorruptError
+    from cnnfeat.export import feature_table
+    from cnnfeat.store import check_store
+
+    store = Path(store)
+    clean_copy = store.with_name(store.name + ".clean")
+    shutil.copyfile(store, clean_copy)
+    clean, _ = make_extractor(heal=False).extract(sources)
+    chunks = store_chunks(store)
+    size = store.stat().st_size
+    rng = np.random.default_rng(seed)
+    results = []
+    for _ in range(trials):
+        shutil.copyfile(clean_copy, store)
+        if inside:
+            where, start, length = chunks[int(rng.integers(len(chunks)))]
+            offset = start + int(rng.integers(length))
+        else:
+            inside_chunks = [(a, a + n) for _, a, n in chunks]
+            while True:
+                offset = int(rng.integers(size))
+                if not any(a <= offset < b for a, b in inside_chunks):
+                    break
+            where = "outside the chunks"
+        bit = int(rng.integers(8))
+        with open(store, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([byte ^ (1 << bit)]))
+        changed = _reads_differently(store, clean_copy, where) if inside else False
+        detected, served_wrong, notes = False, False, []
+        try:
+            damage = check_store(store)
+            detected = bool(damage)
+            notes.append(f"check: {', '.join(damage) or 'intact'}")
+        except CnnfeatError as exc:
+            detected = True
+            notes.append(f"check: {type(exc).__name__}")
+        for name, read in (("extract", lambda: make_extractor(heal=False).extract(sources)[0]),
+                           ("export", lambda: feature_table(store)[1])):  # fmt: skip
+            try:
+                got = read()
+                same = all(np.array_equal(got[t], clean[t][: len(got[t])]) for t in got) if name == "extract" else None
+                if name == "export":
+                    with_keys = feature_table(clean_copy)[1]
+                    same = all(np.array_equal(got[t], with_keys[t]) for t in got)
+                served_wrong = served_wrong or not same
+                notes.append(f"{name}: {'same values' if same else 'DIFFERENT VALUES'}")
+            except CnnfeatError as exc:
+                detected = True
+                notes.append(f"{name}: {type(exc).__name__}")
+        try:
+            healed, _ = make_extractor(heal=True).extract(sources)
+            healed_identical: bool | None = all(np.array_equal(healed[t], clean[t]) for t in clean)
+            notes.append(f"healed: {'identical' if healed_identical else 'DIFFERENT'}")
+        except StoreCorruptError:
+            healed_identical = False
+            notes.append("healed: still damaged")
+        except CnnfeatError as exc:  # a file that no longer opens: reported, not healable in place
+            healed_identical = None
+            notes.append(f"healed: not possible ({type(exc).__name__})")
+        results.append(FlipTrial(where, offset, bit, changed, detected, served_wrong, healed_identical, "; ".join(notes)))
+    shutil.copyfile(clean_copy, store)
+    clean_copy.unlink()
+    return results
+
+
+def _reads_differently(path: Path, clean: Path, dataset: str) -> bool:
+    """Whether ``dataset`` of ``path`` fails to read or reads other values than in ``clean`` (its valid rows)."""
+    import h5py
+
+    with h5py.File(clean, "r") as f:
+        n = int(f.attrs["n_rows"]) if not dataset.startswith("index/") else len(f[dataset])
+        expected = f[dataset][:n]
+    try:
+        with h5py.File(path, "r") as f:
+            found = f[dataset][:n]
+    except (OSError, ValueError, KeyError):
+        return True
+    return not np.array_equal(found, expected)

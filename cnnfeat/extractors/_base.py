@@ -24,9 +24,16 @@ from typing import Any, cast
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from cnnfeat.exceptions import ConfigError, ImageError, SkippedImageWarning, StoreError
+from cnnfeat.exceptions import (
+    ConfigError,
+    HealedStoreWarning,
+    ImageError,
+    SkippedImageWarning,
+    StoreCorruptError,
+    StoreError,
+)
 from cnnfeat.images import read_image_file
-from cnnfeat.store import FeatureStore, fingerprint_of
+from cnnfeat.store import FeatureStore, fingerprint_of, repair_store
 
 __all__ = ["CachedImageFeatures", "ExtractionReport", "as_sources", "default_workers", "run_extraction", "source_name"]
 
@@ -46,6 +53,7 @@ class ExtractionReport:
     n_cached: int = 0
     n_computed: int = 0
     n_duplicates: int = 0
+    n_healed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     store_path: str | None = None
@@ -74,6 +82,8 @@ class ExtractionReport:
             lines.append(f"device: {self.device}")
         if self.store_path:
             lines.append(f"output: {self.store_path}")
+        if self.n_healed:
+            lines.append(f"healed: {self.n_healed} cached rows failed their checksum; they were dropped and recomputed")
         for path, reason in self.skipped:
             lines.append(f"skipped {path}: {reason}")
         return "\n".join(lines)
@@ -240,7 +250,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
     A subclass supplies the hooks; the base does input checking, the FeatureStore
     (``cache=``), the parallel decode-and-compute loop, the error policy, the
     report, and ``transform`` (taps concatenated, float32). Subclasses must have
-    the parameters ``cache``, ``dtype``, ``on_error``, ``n_jobs`` and ``batch_size``.
+    the parameters ``cache``, ``dtype``, ``on_error``, ``heal``, ``n_jobs`` and ``batch_size``.
 
     Hooks
     -----
@@ -295,10 +305,35 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         With ``return_features=False`` only the store is filled (for very large sets).
         ``index_columns`` (e.g. ``{"label": [...]}``) are written with the inputs' paths and
         rows as the store's ``/index`` (see :meth:`FeatureStore.set_index`).
+
+        Every cached row served is read back through its checksum. A damaged one, with
+        ``heal=True``, is dropped from the store and recomputed (``report.n_healed``).
         """
         sources = as_sources(X)
         config = self._store_config()
         path = self.store_path(config)
+        try:
+            return self._extract(sources, config, path, return_features, progress, index_columns)
+        except StoreCorruptError as exc:
+            if not self.heal or path is None:
+                raise
+            logger.debug("healing after: %s", exc)
+            dropped = repair_store(path)
+        message = f"{path}: {dropped} cached rows failed their checksum; they were dropped and are recomputed"
+        warnings.warn(message, HealedStoreWarning, stacklevel=2)
+        features, report = self._extract(sources, config, path, return_features, progress, index_columns)
+        report.n_healed = dropped
+        return features, report
+
+    def _extract(
+        self,
+        sources: list[Any],
+        config: dict[str, Any],
+        path: Path | None,
+        return_features: bool,
+        progress: Callable[[int], None] | None,
+        index_columns: Mapping[str, Sequence[str]] | None,
+    ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
         if path is not None and index_columns is None:
             cached = _read_if_all_cached(sources, path, config, return_features=return_features)
             if cached is not None:
@@ -333,6 +368,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
                     names = [source_name(s, i) for i, s in enumerate(sources)]
                     store.set_index(names, report.keys, **index_columns)
                 if not return_features:
+                    _verify(store, report.keys)
                     return None, report
                 store.compact()  # merge now (close would anyway), so the rows are read from HDF5 in bulk
                 return _gather(store, report.keys), report
@@ -386,9 +422,16 @@ def _read_if_all_cached(
             device="none (all features from the cache)",
             keys=keys,
         )
-        features = _gather(store, keys) if return_features else None
+        features = _gather(store, keys) if return_features else _verify(store, keys)
     report.seconds = time.perf_counter() - started
     return features, report
+
+
+def _verify(store: FeatureStore, keys: Sequence[str | None], block: int = 4096) -> None:
+    """Read the rows of ``keys`` through their checksums without keeping them (a damaged one raises)."""
+    wanted = [k for k in dict.fromkeys(keys) if k is not None]
+    for start in range(0, len(wanted), block):
+        store.get(wanted[start : start + block])
 
 
 def _gather(store: FeatureStore, keys: Sequence[str | None]) -> dict[str, np.ndarray]:

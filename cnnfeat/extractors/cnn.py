@@ -69,6 +69,10 @@ class CNNFeatures(CachedImageFeatures):
         ``None`` caches only for the duration of one call.
     on_error : {"fail", "skip"}
         ``"skip"`` warns and returns a row of NaN for an unreadable image.
+    heal : bool
+        When cached rows fail their checksum, drop them from the store and recompute them
+        from the images (with a warning); ``False`` raises
+        :class:`~cnnfeat.exceptions.StoreCorruptError` instead.
     max_pixels : int or None
         Refuse images that declare more pixels (decompression bombs).
     n_jobs : int or None
@@ -102,6 +106,7 @@ class CNNFeatures(CachedImageFeatures):
         dtype: str = "float32",
         cache: str | os.PathLike[str] | None = None,
         on_error: str = "fail",
+        heal: bool = True,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         n_jobs: int | None = None,
         seed: int = 0,
@@ -119,6 +124,7 @@ class CNNFeatures(CachedImageFeatures):
         self.dtype = dtype
         self.cache = cache
         self.on_error = on_error
+        self.heal = heal
         self.max_pixels = max_pixels
         self.n_jobs = n_jobs
         self.seed = seed

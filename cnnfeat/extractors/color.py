@@ -25,7 +25,7 @@ class ColorHistogram(CachedImageFeatures):
         Bins for hue, saturation and value.
     max_side : int
         Images are shrunk to at most this side first (a histogram needs no more).
-    batch_size, dtype, cache, on_error, max_pixels, n_jobs
+    batch_size, dtype, cache, on_error, heal, max_pixels, n_jobs
         As in :class:`cnnfeat.CNNFeatures`.
     """
 
@@ -38,6 +38,7 @@ class ColorHistogram(CachedImageFeatures):
         dtype: str = "float32",
         cache: str | os.PathLike[str] | None = None,
         on_error: str = "fail",
+        heal: bool = True,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         n_jobs: int | None = None,
     ) -> None:
@@ -47,6 +48,7 @@ class ColorHistogram(CachedImageFeatures):
         self.dtype = dtype
         self.cache = cache
         self.on_error = on_error
+        self.heal = heal
         self.max_pixels = max_pixels
         self.n_jobs = n_jobs
 

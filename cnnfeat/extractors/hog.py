@@ -38,7 +38,7 @@ class HOGFeatures(CachedImageFeatures):
         Block stride in cells.
     bins : int
         Orientation bins (unsigned gradients, 0-180 degrees).
-    batch_size, dtype, cache, on_error, max_pixels, n_jobs
+    batch_size, dtype, cache, on_error, heal, max_pixels, n_jobs
         As in :class:`cnnfeat.CNNFeatures`.
     """
 
@@ -54,6 +54,7 @@ class HOGFeatures(CachedImageFeatures):
         dtype: str = "float32",
         cache: str | os.PathLike[str] | None = None,
         on_error: str = "fail",
+        heal: bool = True,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         n_jobs: int | None = None,
     ) -> None:
@@ -66,6 +67,7 @@ class HOGFeatures(CachedImageFeatures):
         self.dtype = dtype
         self.cache = cache
         self.on_error = on_error
+        self.heal = heal
         self.max_pixels = max_pixels
         self.n_jobs = n_jobs
 

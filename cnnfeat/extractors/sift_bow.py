@@ -159,7 +159,7 @@ class SIFTBoVW(CachedImageFeatures):
         How many training images and descriptors the codebook is learned from.
     random_state : int
         Seeds image sampling and k-means.
-    batch_size, dtype, cache, on_error, max_pixels, n_jobs
+    batch_size, dtype, cache, on_error, heal, max_pixels, n_jobs
         As in :class:`cnnfeat.CNNFeatures`. The cache is keyed by the learned codebook too.
 
     Attributes
@@ -189,6 +189,7 @@ class SIFTBoVW(CachedImageFeatures):
         dtype: str = "float32",
         cache: str | os.PathLike[str] | None = None,
         on_error: str = "fail",
+        heal: bool = True,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         n_jobs: int | None = None,
     ) -> None:
@@ -209,6 +210,7 @@ class SIFTBoVW(CachedImageFeatures):
         self.dtype = dtype
         self.cache = cache
         self.on_error = on_error
+        self.heal = heal
         self.max_pixels = max_pixels
         self.n_jobs = n_jobs
 
