@@ -54,7 +54,7 @@ def test_every_fixed_size_dataset_carries_a_checksum(finished: tuple[Path, list[
 def test_a_flipped_feature_bit_is_never_served_and_is_healed(finished: tuple[Path, list[str]], tmp_path: Path) -> None:
     store, paths = finished
     clean, _ = _extractor(store)(False).extract(paths)
-    name, offset, size = next(c for c in store_chunks(store) if c[0] == "features/pool")
+    _, offset, size = next(c for c in store_chunks(store) if c[0] == "features/pool")
     _flip(store, offset + size // 3)
     assert list(check_store(store)) == ["features/pool"]
     with pytest.raises(StoreCorruptError) as caught:
@@ -73,7 +73,7 @@ def test_the_cli_heals_by_default_and_stops_with_no_heal(finished: tuple[Path, l
     from cnnfeat.cli import main
 
     store, _ = finished
-    name, offset, size = next(c for c in store_chunks(store) if c[0] == "keys")
+    _, offset, _ = next(c for c in store_chunks(store) if c[0] == "keys")
     _flip(store, offset + 5)
     assert main(["info", str(store), "--check"]) == 1
     out = capsys.readouterr().out
