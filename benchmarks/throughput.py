@@ -51,8 +51,13 @@ import numpy as np
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "office31" / "webcam" / "images"
 CONTENDERS = ("cnnfeat", "keras_dataset", "keras_generator", "bare_model", "torch_dataloader")
+#: cnnfeat on each runtime, end to end, and each runtime's bare exported graph on tensors in memory
+RUNTIME_CONTENDERS = (
+    "cnnfeat_auto", "cnnfeat_onnxruntime", "cnnfeat_openvino", "cnnfeat_openvino_bf16",
+    "bare_onnxruntime", "bare_openvino", "bare_openvino_bf16",
+)  # fmt: skip
 #: not a contender: the input side alone, for the profile of (a) against (c)
-EXTRA = ("decode_only",)
+EXTRA = ("decode_only", *RUNTIME_CONTENDERS)
 #: images per network: VGG16 is 38x the multiply-adds of Lite0
 DEFAULT_LIMITS = {"efficientnet_lite0": 480, "resnet50": 192, "vgg16": 64}
 
@@ -67,14 +72,23 @@ def _keras_model(network: str):  # type: ignore[no-untyped-def]
     return build_backbone(network, weights=weights, taps=("pool",))
 
 
-def worker_cnnfeat(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+def _extractor(network: str, batch: int, cache: Path | None, runtime: str = "keras", precision: str = "float32") -> Any:
     from cnnfeat import CNNFeatures
 
     weights = "imagenet" if network.startswith("efficientnet_lite") else None
-    extractor = CNNFeatures(backbone=network, weights=weights, batch_size=batch, cache=tmp / "features.h5")
-    model = extractor._built().model  # built (and traced) outside the timing, like the other contenders
+    return CNNFeatures(backbone=network, weights=weights, batch_size=batch, cache=cache, runtime=runtime, precision=precision)
+
+
+def worker_cnnfeat(
+    paths: list[str], network: str, batch: int, tmp: Path, runtime: str = "keras", precision: str = "float32"
+) -> float:
+    extractor = _extractor(network, batch, tmp / "features.h5", runtime, precision)
     size = extractor.image_transform().size
-    model.predict_on_batch(np.zeros((batch, size, size, 3), np.uint8))
+    warm = np.zeros((batch, size, size, 3), np.uint8)
+    if extractor._runtime()[0] == "keras":  # built (and traced) outside the timing, like the other contenders
+        extractor._built().model.predict_on_batch(warm)
+    else:  # the exported graph loaded (or made, once per machine) and run once, outside the timing
+        extractor._session()[1].run(warm)
     started = time.perf_counter()
     _, report = extractor.extract(paths, return_features=False)
     seconds = time.perf_counter() - started
@@ -137,6 +151,48 @@ def worker_bare_model(paths: list[str], network: str, batch: int, tmp: Path) -> 
     for _ in range(n_batches):
         built.model.predict_on_batch(x)
     return (time.perf_counter() - started) * len(paths) / (n_batches * batch)
+
+
+def worker_cnnfeat_auto(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return worker_cnnfeat(paths, network, batch, tmp, "auto")
+
+
+def worker_cnnfeat_onnxruntime(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return worker_cnnfeat(paths, network, batch, tmp, "onnxruntime")
+
+
+def worker_cnnfeat_openvino(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return worker_cnnfeat(paths, network, batch, tmp, "openvino")
+
+
+def worker_cnnfeat_openvino_bf16(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return worker_cnnfeat(paths, network, batch, tmp, "openvino", "bf16")
+
+
+def _bare_graph(paths: list[str], network: str, batch: int, runtime: str, precision: str = "float32") -> float:
+    """The exported graph in one runtime, on one batch of tensors in memory, as ``bare_model`` runs Keras."""
+    extractor = _extractor(network, batch, None, runtime, precision)
+    session = extractor._session()[1]
+    size = extractor.image_transform().size
+    x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype(np.uint8)
+    session.run(x)
+    n_batches = max(1, len(paths) // batch)
+    started = time.perf_counter()
+    for _ in range(n_batches):
+        session.run(x)
+    return (time.perf_counter() - started) * len(paths) / (n_batches * batch)
+
+
+def worker_bare_onnxruntime(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return _bare_graph(paths, network, batch, "onnxruntime")
+
+
+def worker_bare_openvino(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return _bare_graph(paths, network, batch, "openvino")
+
+
+def worker_bare_openvino_bf16(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return _bare_graph(paths, network, batch, "openvino", "bf16")
 
 
 def worker_decode_only(paths: list[str], network: str, batch: int, tmp: Path) -> float:
@@ -358,6 +414,13 @@ def table(results: dict[str, dict[str, float | None]]) -> str:
         a, b1, b2, c, d = (r.get(k) for k in CONTENDERS)
         cells = [rate(v) for v in (a, b1, b2, c, d)] + [ratio(a, other) for other in (c, b1, b2, d)]
         lines.append(f"| {network} | {r['n_images']} | " + " | ".join(cells) + " |")
+    measured = [k for k in ("cnnfeat", *RUNTIME_CONTENDERS) if any(r.get(k) for r in results.values())]
+    if any(k in RUNTIME_CONTENDERS for k in measured):
+        lines += ["", "| network | (c) bare Keras model | " + " | ".join(measured) + " |"]
+        lines.append("|---|---|" + "---|" * len(measured))
+        for network, r in results.items():
+            cells = [f"{rate(r.get(k))} ({ratio(r.get(k), r.get('bare_model'))}×)" for k in measured]
+            lines.append(f"| {network} | {rate(r.get('bare_model'))} | " + " | ".join(cells) + " |")
     profiled = {network: r for network, r in results.items() if r.get("decode_only") and r.get("bare_model")}
     if profiled:
         lines += ["", "| network | (c) bare model | decode only | bound 1/(1/c + 1/decode) | (a) cnnfeat | a/bound |"]

@@ -9,6 +9,7 @@ outside the target, no device files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -37,7 +38,14 @@ class UnsafeArchiveError(CnnfeatError):
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a file, read in chunks; remembered while the file's size and mtime stay the same."""
+    path = Path(path)
+    found = path.stat()
+    return _remembered_sha256(str(path.resolve()), found.st_size, found.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_sha256(path: str, size: int, mtime_ns: int) -> str:
     return _digest_of(Path(path), "sha256")
 
 

@@ -24,6 +24,9 @@ examples:
   # VGG16 fc6/fc7 analogues (DeCAF6/7) and an early block, from a CSV of path,label[,split,domain]
   python -m cnnfeat.extract images.csv --backbone vgg16 --layers fc1,fc2,block4_pool --output vgg.h5
 
+  # the same features from Keras itself (the reference; auto picks the fastest exact runtime)
+  python -m cnnfeat.extract images.csv --runtime keras --output ref.h5
+
   # Razavian-style 10 crops, float16 storage, keep going past unreadable files
   python -m cnnfeat.extract paths.txt --views 10crop --dtype float16 --on-error skip --output f.h5
 
@@ -98,10 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="decode threads (default: one per core)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type (default: %(default)s)")
     parser.add_argument(
+        "--runtime",
+        choices=("auto", "keras", "onnxruntime", "openvino"),
+        default="auto",
+        help="what runs the network: the fastest installed runtime whose features match Keras, measured once on "
+        "this machine (auto), Keras itself, or its exported graph in ONNX Runtime or OpenVINO (default: %(default)s)",
+    )
+    parser.add_argument(
         "--precision",
-        choices=("float32", "mixed"),
+        choices=("float32", "mixed", "bf16"),
         default="float32",
-        help="'mixed' = float16 compute, for GPUs (default: %(default)s)",
+        help="'mixed' = float16 compute in Keras, for GPUs; 'bf16' = OpenVINO's bf16 on CPUs with AVX512_BF16 or AMX; "
+        "both change the features (default: %(default)s)",
     )
     parser.add_argument(
         "--on-error",
@@ -208,6 +219,7 @@ def _extract(args: argparse.Namespace) -> int:
         crop_pct=args.crop_pct,
         interpolation=args.interpolation,
         precision=args.precision,
+        runtime=args.runtime,
         batch_size=args.batch_size,
         dtype=args.dtype,
         cache=args.output or Path(args.cache_dir or cache_dir()) / "features",

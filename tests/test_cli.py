@@ -65,7 +65,7 @@ def test_no_command_prints_tensorflow_start_up_noise(tmp_path: Path, image_tree:
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     store, tiny, out = tmp_path / "s.h5", str(tmp_path / "t.h5"), str(tmp_path / "b")
     runs = [
-        ("-m", "cnnfeat.extract", "--samples", "--output", str(store)),  # real Lite0: TensorFlow starts
+        ("-m", "cnnfeat.extract", "--samples", "--runtime", "keras", "--output", str(store)),  # real Lite0 in TensorFlow
         ("-m", "cnnfeat", "info", str(store)),
         ("-m", "cnnfeat", "export", str(store), "--output", str(tmp_path / "s.npz")),
         ("-m", "cnnfeat", "data", "list"),
@@ -77,7 +77,8 @@ def test_no_command_prints_tensorflow_start_up_noise(tmp_path: Path, image_tree:
         assert done.returncode == 0, (args, done.stderr)
         assert _noise(done.stderr) == [], args
     # the same command with -v shows what TensorFlow says (the filter, not TensorFlow, made the quiet run quiet)
-    verbose = _run("-m", "cnnfeat.extract", "--samples", "--output", str(tmp_path / "v.h5"), "-v", cwd=tmp_path, env=env)
+    verbose_args = ["-m", "cnnfeat.extract", "--samples", "--runtime", "keras", "-v", "--output", str(tmp_path / "v.h5")]
+    verbose = _run(*verbose_args, cwd=tmp_path, env=env)
     assert verbose.returncode == 0
     if not _noise(verbose.stderr):
         pytest.skip("this TensorFlow prints no start-up lines, so the quiet run proves nothing here")

@@ -26,6 +26,7 @@ def finished(tmp_path: Path) -> tuple[Path, list[str]]:
     paths = make_photos(tmp_path / "photos", 30, size=(64, 48))
     store = tmp_path / "f.h5"
     argv = [str(tmp_path / "photos"), "--backbone", "tiny_test", "--weights", "none", "-l", "pool,block2_conv"]
+    argv += ["--runtime", "keras"]
     assert main([*argv, "--batch-size", "4", "--output", str(store), "--no-progress"]) == 0
     return store, sorted(paths)
 
@@ -79,6 +80,7 @@ def test_the_cli_heals_by_default_and_stops_with_no_heal(finished: tuple[Path, l
     out = capsys.readouterr().out
     assert "/keys damaged: rows 0-29 (30 rows)" in out
     argv = ["extract", str(store.parent / "photos"), "--backbone", "tiny_test", "--weights", "none", "-l", "pool,block2_conv"]
+    argv += ["--runtime", "keras"]
     argv += ["--batch-size", "4", "--output", str(store), "--no-progress"]
     assert main([*argv, "--no-heal"]) == 1
     assert "damaged data in /keys, rows 0-29" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from cnnfeat.backbones import BuiltBackbone, build_backbone, compute_device, get
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.extractors._base import CachedImageFeatures, ExtractionReport
 from cnnfeat.images import DEFAULT_MAX_PIXELS, ImageTransform
+from cnnfeat.runtimes import PRECISIONS, require
 from cnnfeat.store import FEATURE_CODE_VERSION
 
 __all__ = ["CNNFeatures", "extract_features"]
@@ -58,8 +59,14 @@ class CNNFeatures(CachedImageFeatures):
         Keep the aspect and centre-crop, or stretch to a square (DeCAF).
     crop_pct, interpolation : optional
         Override the backbone's own values.
-    precision : {"float32", "mixed"}
-        ``"mixed"`` runs the network in float16 (for GPUs).
+    precision : {"float32", "mixed", "bf16"}
+        ``"mixed"`` runs the network in float16 in Keras (for GPUs); ``"bf16"`` in OpenVINO's
+        bf16 mode (CPUs with AVX512_BF16 or AMX). Either changes the features (and the fingerprint).
+    runtime : {"keras", "auto", "onnxruntime", "openvino"}
+        What runs the network: Keras (the reference), or the ONNX graph exported from it (made once
+        and cached), whose float32 features match Keras' within 1e-4 of their largest value.
+        ``"auto"``: the fastest installed runtime measured on this machine (see
+        :mod:`cnnfeat.runtimes.auto`). The resolved runtime is part of the fingerprint.
     batch_size : int
         Images per forward pass.
     dtype : {"float32", "float16"}
@@ -102,6 +109,7 @@ class CNNFeatures(CachedImageFeatures):
         crop_pct: float | None = None,
         interpolation: str | None = None,
         precision: str = "float32",
+        runtime: str = "keras",
         batch_size: int = 32,
         dtype: str = "float32",
         cache: str | os.PathLike[str] | None = None,
@@ -120,6 +128,7 @@ class CNNFeatures(CachedImageFeatures):
         self.crop_pct = crop_pct
         self.interpolation = interpolation
         self.precision = precision
+        self.runtime = runtime
         self.batch_size = batch_size
         self.dtype = dtype
         self.cache = cache
@@ -148,8 +157,8 @@ class CNNFeatures(CachedImageFeatures):
         spec = get_backbone(self.backbone)
         if self.pooling not in ("avg", "max", "flatten"):
             raise ConfigError(f"pooling must be 'avg', 'max' or 'flatten'; got {self.pooling!r}")
-        if self.precision not in ("float32", "mixed"):
-            raise ConfigError(f"precision must be 'float32' or 'mixed'; got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.dtype not in ("float32", "float16"):
             raise ConfigError(f"dtype must be 'float32' or 'float16'; got {self.dtype!r}")
         if not isinstance(self.batch_size, int | np.integer) or self.batch_size < 1:
@@ -167,10 +176,59 @@ class CNNFeatures(CachedImageFeatures):
         }
         if self.weights is None:  # seeded random weights: record which backend drew them
             config["keras_backend"] = keras_backend_name()
+        runtime = self._runtime()[0]
+        if runtime != "keras":  # absent means Keras, so stores made before runtimes keep their fingerprint
+            config["runtime"] = runtime
         return config
 
+    def _model_config(self) -> dict[str, Any]:
+        """What the network (and so its exported graph) depends on."""
+        spec = get_backbone(self.backbone)
+        config = {"backbone": spec.data_config(), "weights": weights_identity(spec, self.weights, self.seed)}
+        config |= {"taps": list(_as_layers(self.layers)), "pooling": self.pooling}
+        if self.weights is None:
+            config["keras_backend"] = keras_backend_name()
+        return config
+
+    def _runtime(self) -> tuple[str, str]:
+        """The runtime that computes (``auto`` resolved) and why; measured once per machine for ``auto``."""
+        wanted = (self.runtime, self.precision, json_key(self._model_config()))
+        cached = self.__dict__.get("_resolved_runtime")
+        if cached is not None and cached[0] == wanted:
+            return cached[1]
+        require(self.runtime)
+        if self.runtime == "auto":
+            from cnnfeat.runtimes.auto import choose_runtime
+            from cnnfeat.runtimes.graphs import load_or_export
+
+            model = self._model_config()
+            resolved = choose_runtime(model, self.precision, self._built, lambda: load_or_export(model, self._built))
+        else:
+            resolved = (self.runtime, "asked for")
+        runtime = resolved[0]
+        if self.precision == "bf16" and runtime != "openvino":
+            raise ConfigError(f"precision 'bf16' runs in OpenVINO; use runtime='openvino' or 'auto' (not {runtime!r})")
+        if self.precision == "mixed" and runtime != "keras":
+            raise ConfigError(f"precision 'mixed' runs in Keras; use runtime='keras' or 'auto' (not {runtime!r})")
+        self.__dict__["_resolved_runtime"] = (wanted, resolved)
+        return resolved
+
+    def _session(self) -> Any:
+        """The exported graph's session of the resolved runtime (built once, not pickled)."""
+        from cnnfeat.runtimes.auto import open_session
+        from cnnfeat.runtimes.graphs import load_or_export
+
+        runtime = self._runtime()[0]
+        wanted = (runtime, self.precision, json_key(self._model_config()))
+        cached = self.__dict__.get("_runtime_session")
+        if cached is None or cached[0] != wanted:
+            graph = load_or_export(self._model_config(), self._built)
+            self.__dict__["_runtime_session"] = cached = (wanted, (graph, open_session(runtime, graph, self.precision)))
+        return cached[1]
+
     def _built(self) -> BuiltBackbone:
-        wanted = (self.backbone, str(self.weights), _as_layers(self.layers), self.pooling, self.precision, self.seed)
+        precision = "mixed" if self.precision == "mixed" else "float32"  # bf16 is applied by OpenVINO, not Keras
+        wanted = (self.backbone, str(self.weights), _as_layers(self.layers), self.pooling, precision, self.seed)
         cached = self.__dict__.get("_built_backbone")
         if cached is None or cached[0] != wanted:
             if self.precision == "mixed" and compute_device().startswith("cpu"):
@@ -180,7 +238,7 @@ class CNNFeatures(CachedImageFeatures):
                 weights=self.weights,
                 taps=_as_layers(self.layers),
                 pooling=self.pooling,
-                precision=self.precision,
+                precision=precision,
                 seed=self.seed,
             )
             self.__dict__["_built_backbone"] = cached = (wanted, built)
@@ -188,7 +246,8 @@ class CNNFeatures(CachedImageFeatures):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_built_backbone", None)  # the Keras model is rebuilt lazily, not pickled
+        for name in ("_built_backbone", "_runtime_session", "_resolved_runtime"):
+            state.pop(name, None)  # the model and sessions are rebuilt lazily, not pickled
         return state
 
     def __sklearn_tags__(self) -> Any:
@@ -223,6 +282,8 @@ class CNNFeatures(CachedImageFeatures):
         return _as_layers(self.layers)
 
     def _dims(self) -> dict[str, int]:
+        if self._runtime()[0] != "keras":
+            return dict(self._session()[0].dims)  # a cached graph knows them: no TensorFlow
         return self._built().feature_dims()
 
     def _loader(self) -> Callable[[Any, str], np.ndarray]:
@@ -230,10 +291,19 @@ class CNNFeatures(CachedImageFeatures):
         return lambda data, name: transform(data) if isinstance(data, np.ndarray) else transform.load(data, name)
 
     def _compute(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return _forward(self._built(), items, self.batch_size, self.image_transform().n_views)
+        n_views = self.image_transform().n_views
+        if self._runtime()[0] != "keras":
+            graph, session = self._session()
+            outputs = session.run(np.concatenate(items, axis=0))
+            return _average_views(graph.taps, outputs, len(items), n_views)
+        return _forward(self._built(), items, self.batch_size, n_views)
 
     def _device(self) -> str:
-        return compute_device()
+        runtime, reason = self._runtime()
+        if runtime == "keras" and self.runtime == "keras":
+            return compute_device()
+        where = "cpu" if runtime != "keras" else compute_device()
+        return f"{where} ({os.cpu_count()} cores, {runtime} {self.precision}; {self.runtime}: {reason})"
 
 
 def _forward(built: BuiltBackbone, items: list[np.ndarray], batch_size: int, n_views: int) -> dict[str, np.ndarray]:
@@ -250,10 +320,19 @@ def _forward(built: BuiltBackbone, items: list[np.ndarray], batch_size: int, n_v
     outputs = built.model.predict_on_batch(x)
     if not isinstance(outputs, list | tuple):
         outputs = [outputs]
-    return {
-        tap: np.asarray(out, dtype=np.float32)[:rows].reshape(len(items), n_views, -1).mean(axis=1)
-        for tap, out in zip(built.taps, outputs)
-    }
+    return _average_views(built.taps, [o[:rows] for o in outputs], len(items), n_views)
+
+
+def _average_views(taps: Sequence[str], outputs: Sequence[Any], n_images: int, n_views: int) -> dict[str, np.ndarray]:
+    """``{tap: (n_images, d) float32}`` from outputs of ``n_images * n_views`` rows (each image's views averaged)."""
+    return {tap: np.asarray(out, dtype=np.float32).reshape(n_images, n_views, -1).mean(axis=1) for tap, out in zip(taps, outputs)}
+
+
+def json_key(value: Any) -> str:
+    """A hashable, canonical text of a JSON-able value."""
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def extract_features(

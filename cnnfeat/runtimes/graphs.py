@@ -1,0 +1,106 @@
+"""Exported graphs of a backbone, made once and cached: ONNX files keyed by everything that determines them.
+
+The key is the sha256 of the canonical JSON of the backbone's data config, the
+weights' identity, the taps, the pooling, the exporter's and the frameworks'
+versions and the ONNX opset; the file is written atomically into
+``<cnnfeat cache>/graphs/<key>.onnx`` with a JSON sidecar holding its sha256,
+which is checked every time the graph is loaded: a corrupt or truncated file is
+rebuilt (with a warning), never run. A graph that is cached loads without
+importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnfeat.config import cache_dir
+
+__all__ = ["ExportedGraph", "exporter_versions", "graph_key", "load_or_export"]
+
+logger = logging.getLogger(__name__)
+
+#: what an exported graph's values depend on beyond the model itself
+_EXPORTER_PACKAGES = ("keras", "tensorflow", "tf2onnx", "onnx")
+
+
+def exporter_versions() -> dict[str, str]:
+    """Installed versions of the packages that write the graph (read without importing them)."""
+    found = {}
+    for name in _EXPORTER_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def graph_key(model_config: Mapping[str, Any]) -> str:
+    """The cache key of the graph of ``model_config`` (backbone, weights, taps, pooling, ...) with today's exporter."""
+    text = json.dumps({"model": model_config, "exporter": exporter_versions(), "format": "onnx"}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ExportedGraph:
+    """An ONNX file of a backbone, its verified bytes, and what its outputs are."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.meta = meta
+        self.taps: list[str] = list(meta["taps"])
+        self.dims: dict[str, int] = {t: int(d) for t, d in meta["dims"].items()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_or_export(
+    model_config: Mapping[str, Any], build: Callable[[], Any], *, folder: str | os.PathLike[str] | None = None
+) -> ExportedGraph:
+    """The cached graph of ``model_config``, exported from ``build()`` (a BuiltBackbone) when missing or damaged."""
+    key = graph_key(model_config)
+    folder = Path(folder) if folder is not None else cache_dir() / "graphs"
+    onnx_path, meta_path = folder / f"{key}.onnx", folder / f"{key}.json"
+    if onnx_path.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if _sha256(onnx_path) == meta["sha256"]:
+                return ExportedGraph(onnx_path, meta)
+            logger.warning("%s: the cached graph does not match its sha256 (damaged or truncated); exporting it again", onnx_path)
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("%s: cannot read the cached graph's record (%s); exporting it again", meta_path, exc)
+    folder.mkdir(parents=True, exist_ok=True)
+    built = build()
+    tmp = folder / f".{key}.{os.getpid()}.onnx.tmp"
+    try:
+        size = int(built.model.inputs[0].shape[1])
+        built.model.predict_on_batch(np.zeros((1, size, size, 3), np.uint8))  # Keras exports only a model that has run
+        built.model.export(str(tmp), format="onnx", verbose=False)
+        meta = {
+            "sha256": _sha256(tmp),
+            "taps": list(built.taps),
+            "dims": built.feature_dims(),
+            "model": dict(model_config),
+            "exporter": exporter_versions(),
+        }
+        os.replace(tmp, onnx_path)
+        meta_tmp = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
+        meta_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+        os.replace(meta_tmp, meta_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("exported %s to %s", model_config.get("backbone", {}).get("name", "the backbone"), onnx_path)
+    return ExportedGraph(onnx_path, meta)
