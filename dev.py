@@ -3,6 +3,7 @@
 
     python3 dev.py main    # create .venv, install, run the built-in benchmark (digits, offline)
     python3 dev.py test    # create .venv, install, run ruff (lint and format check) and the whole test suite
+    python3 dev.py test --fast    # the inner loop: the same without the tests marked slow
 
 The virtual environment is made once in .venv and reused; it is reinstalled
 when pyproject.toml changes.
@@ -56,7 +57,9 @@ def main() -> int:
         else:
             run(PYTHON, "-m", "ruff", "check", "cnnfeat", "tests", "benchmarks", "dev.py")
             run(PYTHON, "-m", "ruff", "format", "--check", "cnnfeat", "tests", "benchmarks", "dev.py")
-            run(PYTHON, "-m", "pytest", *env_args)
+            fast = "--fast" in env_args
+            args = [a for a in env_args if a != "--fast"] + (["-m", "not slow"] if fast else [])
+            run(PYTHON, "-m", "pytest", *args)
     except subprocess.CalledProcessError as exc:
         return exc.returncode or 1
     return 0

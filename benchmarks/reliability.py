@@ -255,8 +255,8 @@ def check_bit_flips(tmp: Path, trials: int) -> bool:
 
 def check_untrusted(tmp: Path) -> bool:
     from cnnfeat.datasets import Manifest
-    from cnnfeat.download import DownloadError, UnsafeArchiveError, download, safe_extract
-    from cnnfeat.exceptions import InputListError, UnsafePickleError
+    from cnnfeat.download import download, safe_extract
+    from cnnfeat.exceptions import DownloadError, InputListError, UnsafeArchiveError, UnsafePickleError
     from cnnfeat.testing import make_unsafe_archives, make_unsafe_pickles
     from cnnfeat.weights.torch_pickle import load_state_dict
 

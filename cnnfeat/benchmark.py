@@ -118,7 +118,8 @@ def _layer_figures(
     import numpy as np
 
     from cnnfeat import plots
-    from cnnfeat.catalog import DatasetError, load_dataset
+    from cnnfeat.catalog import load_dataset
+    from cnnfeat.exceptions import DatasetError
     from cnnfeat.runner import default_cache, make_features
 
     groups: dict[tuple[str, str], dict[str, Any]] = {}

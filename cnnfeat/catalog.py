@@ -39,11 +39,10 @@ import numpy as np
 
 from cnnfeat.config import cache_dir
 from cnnfeat.datasets import IMAGE_EXTENSIONS, Manifest
-from cnnfeat.exceptions import CnnfeatError
+from cnnfeat.exceptions import DatasetError
 
 __all__ = [
     "Dataset",
-    "DatasetError",
     "check_dataset",
     "content_digest",
     "dataset_from_inputs",
@@ -60,10 +59,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST_DIR = Path(__file__).parent / "data_manifests"
-
-
-class DatasetError(CnnfeatError):
-    """A dataset is missing, incomplete or not in its official layout."""
 
 
 @dataclass

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 from cnnfeat.catalog import (
-    DatasetError,
     check_dataset,
     dataset_spec,
     layouts_of,
@@ -27,7 +26,8 @@ from cnnfeat.catalog import (
     resolve_data_root,
 )
 from cnnfeat.console import setup
-from cnnfeat.download import DownloadError, UnsafeArchiveError, download, safe_extract
+from cnnfeat.download import download, safe_extract
+from cnnfeat.exceptions import DatasetError, DownloadError, UnsafeArchiveError
 
 
 def _list(root: Path) -> int:

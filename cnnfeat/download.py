@@ -22,19 +22,11 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from cnnfeat.exceptions import CnnfeatError
+from cnnfeat.exceptions import DownloadError, UnsafeArchiveError
 
-__all__ = ["DownloadError", "UnsafeArchiveError", "download", "safe_extract", "sha256_of"]
+__all__ = ["download", "safe_extract", "sha256_of"]
 
 logger = logging.getLogger(__name__)
-
-
-class DownloadError(CnnfeatError):
-    """A download failed or its content does not match the expected checksum."""
-
-
-class UnsafeArchiveError(CnnfeatError):
-    """An archive member would land outside the target folder (zip-slip / tar-slip) or is not a plain file."""
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:

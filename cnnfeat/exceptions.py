@@ -12,6 +12,8 @@ from collections.abc import Iterable
 __all__ = [
     "CnnfeatError",
     "ConfigError",
+    "DatasetError",
+    "DownloadError",
     "HealedStoreWarning",
     "ImageDecodeError",
     "ImageError",
@@ -24,6 +26,7 @@ __all__ = [
     "StoreMismatchError",
     "UnknownBackboneError",
     "UnknownLayerError",
+    "UnsafeArchiveError",
     "UnsafePickleError",
     "WeightsError",
     "did_you_mean",
@@ -37,6 +40,18 @@ class CnnfeatError(Exception):
 
 class ConfigError(CnnfeatError, ValueError):
     """An argument or option has a value cnnfeat cannot use."""
+
+
+class DatasetError(CnnfeatError):
+    """A dataset is missing, incomplete or not in a layout cnnfeat knows."""
+
+
+class DownloadError(CnnfeatError):
+    """A download failed or its content does not match the expected checksum."""
+
+
+class UnsafeArchiveError(CnnfeatError):
+    """An archive member would land outside the target folder (zip-slip / tar-slip) or is not a plain file."""
 
 
 class UnknownBackboneError(CnnfeatError, KeyError):

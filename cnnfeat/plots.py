@@ -18,22 +18,21 @@ from cnnfeat.tables import pivot
 __all__ = ["bar_chart", "few_shot_curve", "layer_curve", "tsne_map"]
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """A figure and its axes drawn by Agg, without pyplot: the caller's matplotlib backend is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figsize = kwargs.pop("figsize", None)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def bar_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Grouped bars: one group per column (dataset or shift), one bar per method, std over seeds as error bars."""
-    plt = _pyplot()
     table = pivot(records)
     n_rows = max(len(table.rows), 1)
     width = 0.8 / n_rows
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(table.columns) * max(1, n_rows / 2)) + 3.0, 4.2))
+    fig, ax = _subplots(figsize=(max(6.0, 1.2 * len(table.columns) * max(1, n_rows / 2)) + 3.0, 4.2))
     x = np.arange(len(table.columns))
     for i, row in enumerate(table.rows):
         stats = [table.mean_std(row, c) for c in table.columns]
@@ -51,12 +50,11 @@ def bar_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, ti
 
 def few_shot_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Accuracy against training images per class (records of ``n_per_class:<k>`` protocols), one line per method."""
-    plt = _pyplot()
     curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if r.get("status") == "ok" and r["protocol"].startswith("n_per_class:"):
             curves[f"{r['dataset']}: {r['row']}"][int(r["protocol"].split(":")[1])].append(100 * r["mean_per_class_accuracy"])
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = _subplots(figsize=(6, 4.2))
     for label, points in curves.items():
         ks = sorted(points)
         means = np.array([np.mean(points[k]) for k in ks])
@@ -69,13 +67,12 @@ def few_shot_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], 
 
 def layer_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], taps: list[str], *, title: str = "") -> Path:
     """Probe accuracy of each tap of a CNN, from early to late layers (``taps`` in network order)."""
-    plt = _pyplot()
     by_tap: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         match = re.match(r"cnn:([^/]+)/([^@?]+)", r.get("method", ""))
         if r.get("status") == "ok" and match and match.group(2) in taps:
             by_tap[f"{r['dataset']}, {match.group(1)}, {r['probe']}"][match.group(2)].append(100 * r["mean_per_class_accuracy"])
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(taps)), 4.2))
+    fig, ax = _subplots(figsize=(max(6.0, 0.7 * len(taps)), 4.2))
     for label, values in by_tap.items():
         present = [t for t in taps if t in values]
         x = [taps.index(t) for t in present]
@@ -93,11 +90,12 @@ def tsne_map(
     from sklearn.manifold import TSNE
     from sklearn.preprocessing import StandardScaler
 
-    plt = _pyplot()
     labels = np.asarray(labels)
     classes = sorted(set(labels.tolist()))
-    colours = plt.get_cmap("tab20", len(classes))
-    fig, axes = plt.subplots(1, len(features), figsize=(5.2 * len(features), 5), squeeze=False)
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"].resampled(len(classes))
+    fig, axes = _subplots(1, len(features), figsize=(5.2 * len(features), 5), squeeze=False)
     for ax, (name, X) in zip(axes[0], features.items()):
         X = StandardScaler().fit_transform(X)
         if X.shape[1] > 50:
@@ -130,7 +128,4 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return path

@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnfeat.catalog import Dataset, DatasetError, dataset_spec, load_dataset
-from cnnfeat.exceptions import ConfigError
+from cnnfeat.catalog import Dataset, dataset_spec, load_dataset
+from cnnfeat.exceptions import ConfigError, DatasetError
 from cnnfeat.protocols import FEW_SHOT, Split, domain_shift_full, domain_shift_sampled, k_fold, n_per_class, official
 from cnnfeat.store import fingerprint_of
 from cnnfeat.tables import column_name

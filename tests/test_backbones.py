@@ -40,6 +40,7 @@ def test_specs_carry_their_data_config() -> None:
     ("mode", "module"),
     [("caffe", "vgg16"), ("tf", "mobilenet_v2"), ("torch", "densenet")],
 )
+@pytest.mark.slow
 def test_preprocess_matches_keras_and_does_not_mutate(mode: str, module: str) -> None:
     import importlib
 
@@ -109,6 +110,7 @@ def test_list_layers_is_stable_and_starts_with_pool_taps() -> None:
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3small", "efficientnetb0"])
+@pytest.mark.slow
 def test_pool_is_the_last_conv_map_even_with_the_top_loaded(name: str) -> None:
     """Squeeze-excite blocks have global pools of their own; `pool` must not pick one of them."""
     spec = get_backbone(name)

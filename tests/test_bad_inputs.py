@@ -51,6 +51,7 @@ def test_library_skip_returns_rows_for_good_and_nan_for_bad(corpus: list) -> Non
     np.testing.assert_array_equal(X[a], X[b])
 
 
+@pytest.mark.slow
 def test_cli_skip_completes_lists_reasons_and_exits_3(corpus: list, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     listing = tmp_path / "corpus" / "all.txt"
     listing.write_text("\n".join(Path(c.path).name for c in corpus) + "\n", encoding="utf-8")

@@ -70,6 +70,7 @@ def test_splits_follow_the_protocols(office_root: Path) -> None:
     assert np.array_equal(st.train, again.train) and not np.array_equal(st.train, other.train)
 
 
+@pytest.mark.slow
 def test_runner_records_isolates_failures_resumes_and_tables(office_root: Path, tmp_path: Path) -> None:
     runs = expand([TINY, "color_hist", "cnn:no_such_net/pool"], ["logreg"], ["office31"], ["full"], [0], adapt=["none", "coral"])
     runs = [r for r in runs if r.protocol in ("full:amazon->webcam", "full:dslr->webcam")]
@@ -184,6 +185,7 @@ def test_plots_write_png_files(tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
 
 
+@pytest.mark.slow
 def test_cli_default_runs_digits_offline_and_rebuilds_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cnnfeat.benchmark import main
 
@@ -200,6 +202,7 @@ def test_cli_default_runs_digits_offline_and_rebuilds_tables(tmp_path: Path, cap
     assert main(["--list-datasets"]) == 0 and "office31" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_taps_of_one_network_come_from_one_forward_pass(office_root: Path, tmp_path: Path) -> None:
     methods = [TINY, TINY.replace("/pool?", "/block2_pool?")]
     runs = expand(methods, ["logreg"], ["office31"], ["full"], [0])[:2]
@@ -210,6 +213,7 @@ def test_taps_of_one_network_come_from_one_forward_pass(office_root: Path, tmp_p
 
 
 @pytest.mark.filterwarnings("error::UserWarning")  # e.g. a curve with no line in it
+@pytest.mark.slow
 def test_cli_draws_accuracy_per_layer_and_tsne_when_a_network_is_probed_at_several_taps(tmp_path: Path) -> None:
     from cnnfeat.benchmark import main
 

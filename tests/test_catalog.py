@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from cnnfeat.catalog import (
-    DatasetError,
     content_digest,
     dataset_spec,
     list_datasets,
@@ -22,6 +21,7 @@ from cnnfeat.catalog import (
     resolve_data_root,
     verify_dataset,
 )
+from cnnfeat.exceptions import DatasetError
 
 ALL = [
     "caltech101",
@@ -309,6 +309,7 @@ def _domainbed_pacs(data_root: Path, per_domain: dict[str, int], image: Any = No
     return data_root / "PACS"
 
 
+@pytest.mark.slow
 def test_a_domainbed_copy_of_pacs_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cnnfeat.data import main
 

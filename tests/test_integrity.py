@@ -89,6 +89,7 @@ def test_the_cli_heals_by_default_and_stops_with_no_heal(finished: tuple[Path, l
     assert main(["info", str(store), "--check"]) == 0 and "intact" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_random_bit_flips_inside_the_data_are_detected_and_healed(finished: tuple[Path, list[str]]) -> None:
     store, paths = finished
     trials = bit_flip_trials(store, paths, _extractor(store), trials=30, seed=1)

@@ -9,6 +9,8 @@ import pytest
 
 from cnnfeat.testing import make_photos, peak_rss_mb
 
+pytestmark = pytest.mark.slow  # subprocesses on hundreds of photos
+
 
 @pytest.mark.skipif(sys.platform == "win32", reason="os.wait4 is POSIX")
 def test_peak_rss_at_10x_images_grows_less_than_20_percent(tmp_path: Path) -> None:

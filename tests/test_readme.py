@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_pipeline_example_runs(image_tree: Path, tmp_path: Path, monkeypatch) -> None:
     block = re.search(r"## Library\n\n```python\n(.*?)```", README.read_text(), re.S)
     assert block, "the README lost its library example"

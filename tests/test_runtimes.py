@@ -79,13 +79,12 @@ def test_a_run_whose_graph_is_cached_does_not_import_tensorflow(image_paths: lis
 
 @needs_runtimes
 def test_auto_measures_once_and_records_its_choice_and_reason(image_paths: list[str]) -> None:
-    from cnnfeat.config import cache_dir
+    from cnnfeat.runtimes.auto import measurement_path
 
     extractor = tiny(runtime="auto")
     runtime, reason = extractor._runtime()
     assert runtime in ("keras", *EXACT) and "img/s" in reason
-    record_file = max((cache_dir() / "runtimes").glob("auto-*.json"), key=lambda p: p.stat().st_mtime_ns)
-    record = json.loads(record_file.read_text())
+    record = json.loads(measurement_path(extractor._model_config()).read_text())
     assert record["choice"] == runtime and set(record["images_per_second"]) >= {"keras"}
     assert all(d <= EXACT_TOLERANCE for r, d in record["max_relative_difference"].items() if r in record["images_per_second"])
     _, report = extractor.extract(image_paths)

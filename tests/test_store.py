@@ -157,6 +157,7 @@ def test_write_error_keeps_committed_rows(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize("trial", range(int(os.environ.get("CNNFEAT_KILL_TRIALS", "6"))))
+@pytest.mark.slow
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, trial: int) -> None:
     """Kill a writer at a random moment (appends and merges both run), then resume and audit every row."""
     result = kill_and_resume_trial(tmp_path, seed=trial)

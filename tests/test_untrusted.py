@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cnnfeat.datasets import Manifest, load_inputs
-from cnnfeat.download import DownloadError, UnsafeArchiveError, download, safe_extract
-from cnnfeat.exceptions import InputListError
+from cnnfeat.download import download, safe_extract
+from cnnfeat.exceptions import DownloadError, InputListError, UnsafeArchiveError
 from cnnfeat.testing import make_unsafe_archives
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnfeat.catalog import DatasetError, dataset_from_inputs
+from cnnfeat.catalog import dataset_from_inputs
 from cnnfeat.datasets import Manifest
-from cnnfeat.exceptions import ConfigError
+from cnnfeat.exceptions import ConfigError, DatasetError
 from cnnfeat.runner import expand
 
 TINY = "cnn:tiny_test/pool?weights=none&batch_size=8"
@@ -106,6 +106,7 @@ def test_protocols_the_data_cannot_serve_are_refused_with_the_reason(tmp_path: P
         dataset_from_inputs(tmp_path / "nolabel.csv")
 
 
+@pytest.mark.slow
 def test_benchmark_cli_runs_on_a_domain_tree(tmp_path: Path, domain_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cnnfeat.cli import main
 

@@ -19,6 +19,9 @@ TORCH_REFERENCE = {
 }
 
 
+pytestmark = pytest.mark.slow  # real ImageNet weights, 224-px networks
+
+
 @pytest.mark.parametrize("variant", sorted(TORCH_REFERENCE))
 def test_matches_the_pytorch_reference(variant: str, tmp_path: Path) -> None:
     model = lite.build_efficientnet_lite(variant)

@@ -27,7 +27,7 @@ from cnnfeat.exceptions import ConfigError
 from cnnfeat.runtimes import EXACT_TOLERANCE, has_gpu, installed
 from cnnfeat.runtimes.graphs import ExportedGraph, exporter_versions, graph_key
 
-__all__ = ["choose_runtime", "cpu_model", "open_session"]
+__all__ = ["choose_runtime", "cpu_model", "measurement_path", "open_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,7 @@ def choose_runtime(
     if not candidates:
         return "keras", "no other runtime is installed (pip install onnxruntime tf2onnx onnx)"
     versions = {r: _version(r) for r in candidates}
-    key = hashlib.sha256(json.dumps([graph_key(model_config), cpu_model(), versions], sort_keys=True).encode()).hexdigest()
-    record_path = Path(folder) if folder is not None else cache_dir() / "runtimes"
-    record_path = record_path / f"auto-{key[:32]}.json"
+    record_path = measurement_path(model_config, folder=folder)
     try:
         record = json.loads(record_path.read_text())
         return record["choice"], record["reason"]
@@ -102,6 +100,13 @@ def choose_runtime(
     os.replace(tmp, record_path)
     logger.info("runtime auto -> %s: %s", record["choice"], record["reason"])
     return record["choice"], record["reason"]
+
+
+def measurement_path(model_config: Mapping[str, Any], *, folder: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``auto``'s measurement for this graph, CPU and installed runtimes is kept."""
+    versions = {r: _version(r) for r in ("onnxruntime", "openvino") if installed(r)}
+    key = hashlib.sha256(json.dumps([graph_key(model_config), cpu_model(), versions], sort_keys=True).encode()).hexdigest()
+    return (Path(folder) if folder is not None else cache_dir() / "runtimes") / f"auto-{key[:32]}.json"
 
 
 def _version(runtime: str) -> str:
