@@ -113,20 +113,19 @@ def _layer_figures(
     records: list[dict[str, Any]], out: Path, data_root: Path | None, cache: Path | None, loaded: dict[str, Any]
 ) -> None:
     """Accuracy per tap, and t-SNE maps of the earliest and latest tap, where a network was probed at 3+ taps."""
-    import re
-
     import numpy as np
 
     from cnnfeat import plots
     from cnnfeat.catalog import load_dataset
     from cnnfeat.exceptions import DatasetError
-    from cnnfeat.runner import default_cache, make_features
+    from cnnfeat.methods import Method
+    from cnnfeat.runner import default_cache
 
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
-        match = re.match(r"cnn:([^/]+)/", r.get("method", ""))
-        if r.get("status") == "ok" and match:
-            groups.setdefault((r["dataset"], match.group(1)), r)
+        method = Method.parse(r.get("method", "")) if r.get("status") == "ok" else None
+        if method is not None and method.kind == "cnn":
+            groups.setdefault((r["dataset"], method.backbone), r)
     for (dataset, backbone), record in groups.items():
         taps = record["features"]["extractor"]["taps"]  # in the order the suite listed them (early to late)
         if len(taps) < 3:
@@ -138,7 +137,7 @@ def _layer_figures(
         except DatasetError:  # the images are not here (e.g. tables rebuilt elsewhere): the curve only
             continue
         rows = np.random.default_rng(0).permutation(len(ds.manifest))[:1500]
-        extractor = make_features(record["method"], cache or default_cache(), layers=",".join(taps))
+        extractor = Method.parse(record["method"]).make_features(cache or default_cache(), layers=",".join(taps))
         blocks, _ = extractor.extract([ds.manifest.paths[i] for i in rows])  # read from the cache the runs filled
         labels = [ds.manifest.labels[i] for i in rows]
         chosen = {f"{backbone} {taps[0]}": blocks[taps[0]], f"{backbone} {taps[-1]}": blocks[taps[-1]]}
@@ -149,6 +148,7 @@ def _layer_figures(
 
 def _write_outputs(records: list[dict[str, Any]], out: Path) -> str:
     from cnnfeat import plots
+    from cnnfeat.protocols import Protocol
     from cnnfeat.tables import pivot, results_markdown, to_csv, to_json
 
     table = pivot(records)
@@ -160,7 +160,7 @@ def _write_outputs(records: list[dict[str, Any]], out: Path) -> str:
     for dataset in sorted({r["dataset"] for r in ok}):
         mine = [r for r in ok if r["dataset"] == dataset]
         plots.bar_chart(mine, out / f"bars_{dataset}.png", title=dataset)
-    shots = {r["protocol"] for r in ok if r["protocol"].startswith("n_per_class:")}
+    shots = {r["protocol"] for r in ok if Protocol.parse(r["protocol"]).shots is not None}
     if len(shots) >= 3:
         plots.few_shot_curve(ok, out / "few_shot.png", title="accuracy against training images per class")
     return markdown
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     setup(args.verbose)
     from cnnfeat.catalog import dataset_spec, list_datasets, present_folder
-    from cnnfeat.runner import PROBES, expand, load_records, method_names, run_all
+    from cnnfeat.methods import METHOD_PATTERNS
+    from cnnfeat.runner import PROBES, expand, load_records, run_all
 
     if args.list_datasets:
         for name in list_datasets():
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             print(f"{name:<18} {spec['task']:<34} {spec['title']}")
         return 0
     if args.list_methods:
-        print("methods: " + ", ".join(method_names()) + "\nprobes: " + ", ".join(PROBES))
+        print("methods: " + ", ".join(METHOD_PATTERNS) + "\nprobes: " + ", ".join(PROBES))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     data_root = args.data_root or (Path(os.environ["CNNFEAT_DATA"]) if os.environ.get("CNNFEAT_DATA") else None)

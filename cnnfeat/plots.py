@@ -6,13 +6,14 @@ Every function writes one file and returns its path.
 from __future__ import annotations
 
 import os
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnfeat.methods import Method
+from cnnfeat.protocols import Protocol
 from cnnfeat.tables import pivot
 
 __all__ = ["bar_chart", "few_shot_curve", "layer_curve", "tsne_map"]
@@ -52,8 +53,9 @@ def few_shot_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], 
     """Accuracy against training images per class (records of ``n_per_class:<k>`` protocols), one line per method."""
     curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if r.get("status") == "ok" and r["protocol"].startswith("n_per_class:"):
-            curves[f"{r['dataset']}: {r['row']}"][int(r["protocol"].split(":")[1])].append(100 * r["mean_per_class_accuracy"])
+        shots = Protocol.parse(r["protocol"]).shots if r.get("status") == "ok" else None
+        if shots is not None:
+            curves[f"{r['dataset']}: {r['row']}"][shots].append(100 * r["mean_per_class_accuracy"])
     fig, ax = _subplots(figsize=(6, 4.2))
     for label, points in curves.items():
         ks = sorted(points)
@@ -69,9 +71,9 @@ def layer_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], tap
     """Probe accuracy of each tap of a CNN, from early to late layers (``taps`` in network order)."""
     by_tap: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        match = re.match(r"cnn:([^/]+)/([^@?]+)", r.get("method", ""))
-        if r.get("status") == "ok" and match and match.group(2) in taps:
-            by_tap[f"{r['dataset']}, {match.group(1)}, {r['probe']}"][match.group(2)].append(100 * r["mean_per_class_accuracy"])
+        method = Method.parse(r.get("method", "")) if r.get("status") == "ok" else None
+        if method is not None and method.kind == "cnn" and method.tap in taps:
+            by_tap[f"{r['dataset']}, {method.backbone}, {r['probe']}"][method.tap].append(100 * r["mean_per_class_accuracy"])
     fig, ax = _subplots(figsize=(max(6.0, 0.7 * len(taps)), 4.2))
     for label, values in by_tap.items():
         present = [t for t in taps if t in values]

@@ -22,10 +22,88 @@ import numpy as np
 
 from cnnfeat.exceptions import ConfigError
 
-__all__ = ["FEW_SHOT", "Split", "domain_shift_full", "domain_shift_sampled", "k_fold", "n_per_class", "official"]
+__all__ = [
+    "DOMAIN_SHIFT",
+    "FEW_SHOT",
+    "PROTOCOL_PATTERNS",
+    "Protocol",
+    "Split",
+    "domain_shift_full",
+    "domain_shift_sampled",
+    "k_fold",
+    "n_per_class",
+    "official",
+]
 
 #: the shots per class of a few-shot curve
 FEW_SHOT = (1, 2, 5, 10, 20, 30)
+#: the protocols whose runs train on one domain and test on another
+DOMAIN_SHIFT = ("full", "sampled", "sampled_st")
+#: what ``--protocol`` accepts; ``default`` and ``few_shot`` expand to the others per dataset
+PROTOCOL_PATTERNS = ("default", "n_per_class:<n>", "few_shot", "official", "kfold:<k>", "full", "sampled", "sampled_st")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A parsed protocol string: ``n_per_class:30``, ``kfold:5``, ``official``, ``full:amazon->webcam``, ...
+
+    The one owner of the protocol grammar: the runner expands and splits with it, the tables
+    name their columns and pick the published metric with it.
+
+    Examples
+    --------
+    >>> p = Protocol.parse("sampled_st:amazon->webcam")
+    >>> p.is_domain_shift, p.source, p.target, p.column("office31"), p.metric
+    (True, 'amazon', 'webcam', 'office31 amazon->webcam ST', 'accuracy')
+    >>> Protocol.parse("n_per_class:30").shots, Protocol.parse("kfold:5").column("mine")
+    (30, 'mine (5-fold)')
+    """
+
+    name: str
+    detail: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Protocol:
+        name, _, detail = str(text).partition(":")
+        return cls(name, detail)
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}:{self.detail}" if self.detail else self.name
+
+    @property
+    def is_domain_shift(self) -> bool:
+        return self.name in DOMAIN_SHIFT
+
+    @property
+    def source(self) -> str:
+        return self.detail.partition("->")[0] if self.is_domain_shift else ""
+
+    @property
+    def target(self) -> str:
+        return self.detail.partition("->")[2] if self.is_domain_shift else ""
+
+    @property
+    def shots(self) -> int | None:
+        """Training images per class of an ``n_per_class`` protocol."""
+        return int(self.detail) if self.name == "n_per_class" and self.detail.isdigit() else None
+
+    @property
+    def metric(self) -> str:
+        """The published metric: plain accuracy under domain shift (DeCAF, DAN), else mean per-class accuracy."""
+        return "accuracy" if self.is_domain_shift else "mean_per_class_accuracy"
+
+    def column(self, dataset: str) -> str:
+        """A table column: the dataset and what this protocol varies (shots, folds, shift, S or ST)."""
+        if self.name == "n_per_class":
+            return f"{dataset} ({self.detail}/class)"
+        if self.name == "kfold":
+            return f"{dataset} ({self.detail}-fold)"
+        if self.name == "full":
+            return f"{dataset} {self.detail}"
+        if self.name in ("sampled", "sampled_st"):
+            return f"{dataset} {self.detail} {'ST' if self.name == 'sampled_st' else 'S'}"
+        return dataset
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,11 @@ import numpy as np
 
 from cnnfeat.catalog import Dataset, dataset_spec, load_dataset
 from cnnfeat.exceptions import ConfigError, DatasetError
-from cnnfeat.protocols import FEW_SHOT, Split, domain_shift_full, domain_shift_sampled, k_fold, n_per_class, official
+from cnnfeat.methods import Method
+from cnnfeat.protocols import FEW_SHOT, Protocol, Split, domain_shift_full, domain_shift_sampled, k_fold, n_per_class, official
 from cnnfeat.store import fingerprint_of
-from cnnfeat.tables import column_name
 
-__all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "make_features", "method_names", "run_all"]
+__all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "run_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ PROBES: dict[str, dict[str, Any]] = {
     "svm+dropout": {"kind": "svm", "search": "clip", "dropout": 0.5},
 }
 ADAPTATIONS = ("none", "coral", "sa", "augment")
-HANDCRAFTED = {"hog": "chi2", "sift_bovw": "chi2", "color_hist": "chi2"}  # method -> default normalisation
 RECORD_VERSION = 1
 
 
@@ -75,6 +74,8 @@ class RunSpec:
     normalize: str = "none"
     adapt: str = "none"
     data_digest: str = ""  # the content digest of a user's dataset (catalog datasets are named by their name)
+    # ``seed`` is the seed of a random split, and for ``kfold`` the fold, for ``official`` the official split:
+    # the name stays, as it is part of every record's key
 
     def key(self) -> str:
         """A stable name for the run's record (sha256 of the spec)."""
@@ -85,18 +86,13 @@ class RunSpec:
     @property
     def column(self) -> str:
         """The table column: the dataset and what its protocol varies (shots, shift, S or ST)."""
-        return column_name(self.dataset, self.protocol)
+        return Protocol.parse(self.protocol).column(self.dataset)
 
     @property
     def row(self) -> str:
         """The table row: features, normalisation, probe and adaptation."""
         parts = [self.method] + ([self.normalize] if self.normalize != "none" else []) + [self.probe]
         return " + ".join(parts + ([self.adapt] if self.adapt != "none" else []))
-
-
-def method_names() -> list[str]:
-    """Method patterns the runner understands."""
-    return ["cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]", *HANDCRAFTED]
 
 
 def expand(
@@ -123,8 +119,7 @@ def expand(
     for a in adapt:
         if a not in ADAPTATIONS:
             raise ConfigError(f"unknown adaptation {a!r}; choose from {', '.join(ADAPTATIONS)}")
-    for method in methods:
-        _parse_method(method)
+    parsed = {method: Method.parse(method) for method in methods}
     runs = []
     for dataset in datasets:
         if isinstance(dataset, Dataset):
@@ -133,21 +128,22 @@ def expand(
             spec, digest = dataset_spec(dataset), ""
         for protocol in protocols:
             for resolved, seeds_for in _resolve_protocol(protocol, spec, seeds):
-                domain = resolved.split(":")[0] in ("full", "sampled", "sampled_st")
+                shift = Protocol.parse(resolved)
                 for method in methods:
                     for probe in probes:
-                        for a in adapt if domain else ("none",):
-                            if a == "augment" and not resolved.startswith("sampled_st"):
+                        for a in adapt if shift.is_domain_shift else ("none",):
+                            if a == "augment" and shift.name != "sampled_st":
                                 continue  # feature augmentation needs labelled target images
                             for seed in seeds_for:
-                                norm = normalize if normalize is not None else HANDCRAFTED.get(method, "none")
+                                norm = normalize if normalize is not None else parsed[method].default_normalize
                                 runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a, digest))
     return list(dict.fromkeys(runs))
 
 
 def _resolve_protocol(protocol: str, spec: dict[str, Any], seeds: Sequence[int]) -> list[tuple[str, Sequence[int]]]:
     defaults = spec.get("protocols", {})
-    name, _, arg = protocol.partition(":")
+    parsed = Protocol.parse(protocol)
+    name, arg = parsed.name, parsed.detail
     if name == "default":
         name = defaults.get("default", "n_per_class")
         if name == "domain_shift_full":
@@ -205,7 +201,8 @@ def _official_split_count(spec: dict[str, Any]) -> int:
 
 def make_split(spec: RunSpec, dataset: Dataset) -> Split:
     """The train/test (and unlabelled target) rows of one run."""
-    name, _, arg = spec.protocol.partition(":")
+    protocol = Protocol.parse(spec.protocol)
+    name, arg = protocol.name, protocol.detail
     labels, defaults = dataset.manifest.labels, dataset.spec.get("protocols", {})
     if name == "n_per_class":
         n = int(arg)
@@ -226,7 +223,7 @@ def make_split(spec: RunSpec, dataset: Dataset) -> Split:
                 "official protocol reads; use a copy that has them (see `cnnfeat data layouts`) or another protocol"
             )
         return official(dataset.official_splits, spec.seed)
-    source, _, target = arg.partition("->")
+    source, target = protocol.source, protocol.target
     if name == "full":
         return domain_shift_full(dataset.manifest.domains, source, target)
     if name in ("sampled", "sampled_st"):
@@ -236,46 +233,6 @@ def make_split(spec: RunSpec, dataset: Dataset) -> Split:
         # the transductive adaptation methods see the unlabelled target (test) images
         return Split(train=split.train, test=split.test, unlabelled=split.test, description=split.description)
     raise ConfigError(f"unknown protocol {spec.protocol!r}")
-
-
-def _parse_method(method: str) -> tuple[str, dict[str, Any]]:
-    if method in HANDCRAFTED:
-        return method, {}
-    if method.startswith("cnn:"):
-        body, _, query = method[4:].partition("?")
-        body, _, views = body.partition("@")
-        backbone, _, tap = body.partition("/")
-        if not backbone or not tap:
-            raise ConfigError(f"method {method!r}: write cnn:<backbone>/<tap>, e.g. cnn:efficientnet_lite0/pool")
-        params: dict[str, Any] = {"backbone": backbone, "layers": tap, **({"views": views} if views else {})}
-        for item in filter(None, query.split("&")):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"method {method!r}: write ?<param>=<value>&..., got {item!r}")
-            params[key] = None if value.lower() == "none" else int(value) if value.isdigit() else value
-        return "cnn", params
-    raise ConfigError(f"unknown method {method!r}; choose from {', '.join(method_names())}")
-
-
-def make_features(method: str, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
-    """The (unfitted) feature transformer a method names, caching into ``cache``."""
-    kind, params = _parse_method(method)
-    params = {**params, **overrides, "cache": cache}
-    if kind == "cnn":
-        from cnnfeat.extractors.cnn import CNNFeatures
-
-        return CNNFeatures(**params)
-    if kind == "hog":
-        from cnnfeat.extractors.hog import HOGFeatures
-
-        return HOGFeatures(**params)
-    if kind == "sift_bovw":
-        from cnnfeat.extractors.sift_bow import SIFTBoVW
-
-        return SIFTBoVW(**params)
-    from cnnfeat.extractors.color import ColorHistogram
-
-    return ColorHistogram(**params)
 
 
 def _make_probe(spec: RunSpec) -> Any:
@@ -315,7 +272,7 @@ def _fit_predict(spec: RunSpec, X: np.ndarray, labels: np.ndarray, domains: np.n
     fit_params: dict[str, Any] = {}
     Xtr, ytr = X[split.train], labels[split.train]
     if spec.adapt != "none":
-        source = spec.protocol.partition(":")[2].partition("->")[0]
+        source = Protocol.parse(spec.protocol).source
         rows = np.r_[split.train, split.unlabelled]
         Xtr = X[rows]
         ytr = np.r_[labels[split.train], np.full(len(split.unlabelled), -1, dtype=object)]
@@ -370,7 +327,7 @@ def _features(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The method's features of the dataset's images (all rows, or ``rows``), per tap, and their provenance."""
     paths = dataset.manifest.paths
-    extractor = make_features(method, cache, **overrides)
+    extractor = Method.parse(method).make_features(cache, **overrides)
     started = time.perf_counter()
     if fit_rows is not None:
         extractor.fit([paths[i] for i in fit_rows])
@@ -395,16 +352,15 @@ def _features(
 
 def _cnn_tap(spec: RunSpec) -> tuple[str, tuple[str, str]]:
     """A CNN run's tap, and its (dataset, CNN configuration): the taps of one configuration share a forward pass."""
-    _, params = _parse_method(spec.method)
-    tap = params.pop("layers")
-    return tap, (spec.dataset, json.dumps(params, sort_keys=True))
+    method = Method.parse(spec.method)
+    return method.tap, (spec.dataset, method.network)
 
 
 def _cnn_taps(runs: Sequence[RunSpec]) -> dict[tuple[str, str], list[str]]:
     """Taps wanted per (dataset, CNN configuration): they are extracted together, in one forward pass each."""
     groups: dict[tuple[str, str], list[str]] = {}
     for spec in runs:
-        if _parse_method(spec.method)[0] == "cnn":
+        if Method.parse(spec.method).kind == "cnn":
             tap, group = _cnn_tap(spec)
             taps = groups.setdefault(group, [])
             if tap not in taps:
@@ -493,7 +449,7 @@ def _execute(
     dataset: Dataset = _memo(datasets, spec.dataset, lambda: load_dataset(spec.dataset, data_root, strict=strict))
     split = make_split(spec, dataset)
     labels, domains = np.asarray(dataset.manifest.labels, dtype=object), np.asarray(dataset.manifest.domains)
-    kind = _parse_method(spec.method)[0]
+    kind = Method.parse(spec.method).kind
     if kind == "sift_bovw":  # the codebook is learned on the split's training images
         needed = np.unique(np.r_[split.train, split.val, split.test, split.unlabelled]).astype(int)
         key = (spec.method, spec.dataset, spec.protocol, str(spec.seed))
@@ -559,7 +515,8 @@ def load_records(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _record_order(record: dict[str, Any]) -> tuple[Any, ...]:
     """Dataset, protocol (shifts in the catalog's order, shots by number), method, probe, seed."""
-    name, _, detail = str(record.get("protocol", "")).partition(":")
+    protocol = Protocol.parse(str(record.get("protocol", "")))
+    name, detail = protocol.name, protocol.detail
     try:
         shifts = dataset_spec(record["dataset"]).get("protocols", {}).get("shifts", [])
     except DatasetError:  # a record of a dataset no longer in the catalog still sorts
@@ -575,8 +532,12 @@ def _record_order(record: dict[str, Any]) -> tuple[Any, ...]:
 def _method_order(record: dict[str, Any]) -> tuple[str, int, str]:
     """Methods by name, except that the taps of one network keep their extraction order (early to late)."""
     method = str(record.get("method", ""))
-    network, _, tap = method.partition("/")
     taps = ((record.get("features") or {}).get("extractor") or {}).get("taps") or []
-    if method.startswith("cnn:") and tap in taps:
-        return network, taps.index(tap), method
+    try:
+        parsed = Method.parse(method)
+    except ConfigError:  # a record of a method this version no longer knows still sorts
+        return method, -1, ""
+    if parsed.kind == "cnn" and parsed.tap in taps:
+        network = method.replace(f"/{parsed.tap}", "/", 1)  # the method without its tap: cnn:<backbone>/[@views][?...]
+        return network, taps.index(parsed.tap), method
     return method, -1, ""

@@ -28,21 +28,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Table", "column_name", "footer_for", "pivot", "results_markdown", "to_csv", "to_json", "to_markdown"]
+from cnnfeat.protocols import Protocol
 
-
-def column_name(dataset: str, protocol: str) -> str:
-    """A table column: the dataset and what its protocol varies (shots, shift, S or ST)."""
-    name, _, detail = protocol.partition(":")
-    if name == "n_per_class":
-        return f"{dataset} ({detail}/class)"
-    if name == "kfold":
-        return f"{dataset} ({detail}-fold)"
-    if name == "full":
-        return f"{dataset} {detail}"
-    if name in ("sampled", "sampled_st"):
-        return f"{dataset} {detail} {'ST' if name == 'sampled_st' else 'S'}"
-    return dataset
+__all__ = ["Table", "footer_for", "pivot", "results_markdown", "to_csv", "to_json", "to_markdown"]
 
 
 @dataclass
@@ -64,11 +52,6 @@ class Table:
         return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, len(arr)
 
 
-def _metric_for(record: dict[str, Any]) -> str:
-    # domain shift: plain accuracy (DeCAF, DAN...); elsewhere mean per-class accuracy (Lazebnik, Kornblith)
-    return "accuracy" if record["protocol"].split(":")[0] in ("full", "sampled", "sampled_st") else "mean_per_class_accuracy"
-
-
 def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
     """Group successful records by (row, column); ``metric="auto"`` uses each protocol's published metric."""
     table = Table(metric=metric)
@@ -77,14 +60,15 @@ def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
         if record.get("status") != "ok":
             table.failed.append(f"{record.get('row')} on {record.get('column')} seed {record.get('seed')}: {record.get('error')}")
             continue
-        row, column = record["row"], column_name(record["dataset"], record["protocol"])
+        protocol = Protocol.parse(record["protocol"])
+        row, column = record["row"], protocol.column(record["dataset"])
         if row not in table.rows:
             table.rows.append(row)
         if column not in table.columns:
             table.columns.append(column)
-        name = _metric_for(record) if metric == "auto" else metric
+        name = protocol.metric if metric == "auto" else metric
         table.cells.setdefault((row, column), []).append(100 * float(record[name]))
-        protocols[column].add(f"{record['protocol'].split(':')[0]} ({name.replace('_', ' ')})")
+        protocols[column].add(f"{protocol.name} ({name.replace('_', ' ')})")
     table.protocols = dict(protocols)
     return table
 

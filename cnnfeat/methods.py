@@ -1,0 +1,102 @@
+"""The method grammar, parsed in one place: ``cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]``, ``hog``, ...
+
+A :class:`Method` is the parsed value the runner, the tables, the figures and the
+CLIs share; :meth:`Method.make_features` builds the (unfitted) feature transformer it names.
+
+Examples
+--------
+>>> m = Method.parse("cnn:vgg16/fc1@10crop?weights=none&batch_size=8")
+>>> m.kind, m.backbone, m.tap, m.views, m.params["batch_size"], m.params["weights"]
+('cnn', 'vgg16', 'fc1', '10crop', 8, None)
+>>> m.network == Method.parse("cnn:vgg16/fc2@10crop?weights=none&batch_size=8").network  # one forward pass
+True
+>>> Method.parse("hog").default_normalize
+'chi2'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnfeat.exceptions import ConfigError, did_you_mean
+
+__all__ = ["HANDCRAFTED", "METHOD_PATTERNS", "Method"]
+
+#: the hand-crafted baselines, and the normalisation each gets by default (the χ² map for histograms)
+HANDCRAFTED = {"hog": "chi2", "sift_bovw": "chi2", "color_hist": "chi2"}
+#: what ``--methods`` accepts, for help texts
+METHOD_PATTERNS = ["cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]", *HANDCRAFTED]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A parsed method: its kind (``cnn`` or a baseline's name) and the extractor parameters it sets."""
+
+    text: str
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def parse(cls, text: str) -> Method:
+        """Parse a method string; a malformed one is a :class:`ConfigError` that says how to write it."""
+        if text in HANDCRAFTED:
+            return cls(text, text)
+        if not text.startswith("cnn:"):
+            raise ConfigError(
+                f"unknown method {text!r}{did_you_mean(text, HANDCRAFTED)}; choose from {', '.join(METHOD_PATTERNS)}"
+            )
+        body, _, query = text[4:].partition("?")
+        body, _, views = body.partition("@")
+        backbone, _, tap = body.partition("/")
+        if not backbone or not tap:
+            raise ConfigError(f"method {text!r}: write cnn:<backbone>/<tap>, e.g. cnn:efficientnet_lite0/pool")
+        params: dict[str, Any] = {"backbone": backbone, "layers": tap, **({"views": views} if views else {})}
+        for item in filter(None, query.split("&")):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"method {text!r}: write ?<param>=<value>&..., got {item!r}")
+            params[key] = None if value.lower() == "none" else int(value) if value.isdigit() else value
+        return cls(text, "cnn", params)
+
+    @property
+    def backbone(self) -> str:
+        return str(self.params.get("backbone", ""))
+
+    @property
+    def tap(self) -> str:
+        return str(self.params.get("layers", ""))
+
+    @property
+    def views(self) -> str:
+        return str(self.params.get("views", ""))
+
+    @property
+    def network(self) -> str:
+        """The CNN configuration without the tap: methods that share it share one forward pass."""
+        return json.dumps({k: v for k, v in self.params.items() if k != "layers"}, sort_keys=True)
+
+    @property
+    def default_normalize(self) -> str:
+        return HANDCRAFTED.get(self.kind, "none")
+
+    def make_features(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
+        """The (unfitted) feature transformer this method names, caching into ``cache``."""
+        params = {**self.params, **overrides, "cache": cache}
+        if self.kind == "cnn":
+            from cnnfeat.extractors.cnn import CNNFeatures
+
+            return CNNFeatures(**params)
+        if self.kind == "hog":
+            from cnnfeat.extractors.hog import HOGFeatures
+
+            return HOGFeatures(**params)
+        if self.kind == "sift_bovw":
+            from cnnfeat.extractors.sift_bow import SIFTBoVW
+
+            return SIFTBoVW(**params)
+        from cnnfeat.extractors.color import ColorHistogram
+
+        return ColorHistogram(**params)
