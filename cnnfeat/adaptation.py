@@ -24,11 +24,13 @@ Examples
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -118,15 +120,18 @@ class CORAL(_Adapted):
     """
 
     MAX_DIMENSIONS = 8192
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "regularization": [Interval(Real, 0, None, closed="neither")],
+    }
 
     def __init__(self, estimator: Any = None, *, regularization: float = 1.0) -> None:
         self.estimator = estimator
         self.regularization = regularization
 
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any, domain: Any = None) -> CORAL:
         X, y = validate_data(self, X, y)
-        if not self.regularization > 0:
-            raise ConfigError(f"regularization must be positive; got {self.regularization}")
         if X.shape[1] > self.MAX_DIMENSIONS:
             raise ConfigError(
                 f"CORAL on {X.shape[1]} dimensions needs two {X.shape[1]}x{X.shape[1]} covariances and their "
@@ -156,19 +161,22 @@ class SubspaceAlignment(_Adapted):
         on deep features).
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+    }
+
     def __init__(self, estimator: Any = None, *, n_components: int = 100) -> None:
         self.estimator = estimator
         self.n_components = n_components
 
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any, domain: Any = None) -> SubspaceAlignment:
         from sklearn.decomposition import PCA
 
         X, y = validate_data(self, X, y)
         source, target_labelled, target = split_domains(y, domain, len(X))
-        k = int(self.n_components)
-        if k < 1:
-            raise ConfigError(f"n_components must be >= 1; got {self.n_components}")
-        k = min(k, X.shape[1], int((~target).sum()), int(target.sum()) if target.any() else X.shape[0])
+        k = min(int(self.n_components), X.shape[1], int((~target).sum()), int(target.sum()) if target.any() else X.shape[0])
         self.source_pca_ = PCA(n_components=k, random_state=0).fit(X[~target])
         self.target_pca_ = PCA(n_components=k, random_state=0).fit(X[target]) if target.any() else self.source_pca_
         ps, pt = self.source_pca_.components_.T, self.target_pca_.components_.T
@@ -189,9 +197,14 @@ class FeatureAugmentation(_Adapted):
     trained on ``[x, x, 0]``.
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        "estimator": [HasMethods(["fit", "predict"]), None],
+    }
+
     def __init__(self, estimator: Any = None) -> None:
         self.estimator = estimator
 
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any, domain: Any = None) -> FeatureAugmentation:
         X, y = validate_data(self, X, y)
         source, target_labelled, _ = split_domains(y, domain, len(X))

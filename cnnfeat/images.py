@@ -30,6 +30,7 @@ from cnnfeat.exceptions import ConfigError, ImageDecodeError, ImageTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "INTERPOLATIONS",
     "VIEWS",
     "ImageTransform",
     "decode_image",
@@ -41,7 +42,7 @@ __all__ = [
 VIEWS = {"center": 1, "center+flip": 2, "10crop": 10}
 #: refuse images declaring more pixels than this (about 16k x 11k); configurable
 DEFAULT_MAX_PIXELS = 178_956_970
-_INTERPOLATION = {"bilinear": 1, "bicubic": 2, "area": 3}  # cv2.INTER_LINEAR, INTER_CUBIC, INTER_AREA
+INTERPOLATIONS = {"bilinear": 1, "bicubic": 2, "area": 3}  # cv2.INTER_LINEAR, INTER_CUBIC, INTER_AREA
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -245,8 +246,8 @@ class ImageTransform:
             raise ConfigError(f"size must be a positive number of pixels; got {self.size}")
         if not 0 < self.crop_pct <= 1:
             raise ConfigError(f"crop_pct must be in (0, 1]; got {self.crop_pct}")
-        if self.interpolation not in _INTERPOLATION:
-            raise ConfigError(f"interpolation must be one of {sorted(_INTERPOLATION)}; got {self.interpolation!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation must be one of {sorted(INTERPOLATIONS)}; got {self.interpolation!r}")
         if self.resize not in ("crop", "warp"):
             raise ConfigError(f"resize must be 'crop' or 'warp'; got {self.resize!r}")
         if self.views not in VIEWS:
@@ -280,7 +281,7 @@ class ImageTransform:
         else:
             scale = self.resize_to / min(h, w)
             target = (max(size, round(w * scale)), max(size, round(h * scale)))
-        interpolation = _INTERPOLATION[self.interpolation]
+        interpolation = INTERPOLATIONS[self.interpolation]
         if (target[0] < w or target[1] < h) and self.interpolation != "area" and min(h, w) > 2 * self.resize_to:
             # large downscales alias with bilinear/bicubic: pre-shrink with area averaging
             half = (max(target[0], w // 2), max(target[1], h // 2))

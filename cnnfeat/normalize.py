@@ -21,11 +21,13 @@ Pipeline(steps=[('power', SignedPower()), ('l2', Normalizer())])
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
 from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cnnfeat.exceptions import ConfigError
@@ -42,12 +44,13 @@ class SignedPower(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Exponent in (0, 1]; 0.5 is the usual signed square root.
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {"alpha": [Interval(Real, 0, 1, closed="right")]}  # noqa: RUF012
+
     def __init__(self, alpha: float = 0.5) -> None:
         self.alpha = alpha
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> SignedPower:
-        if not 0 < self.alpha <= 1:
-            raise ConfigError(f"alpha must be in (0, 1]; got {self.alpha}")
         validate_data(self, X, accept_sparse=False, dtype=[np.float64, np.float32])
         return self
 

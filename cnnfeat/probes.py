@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import time
 import warnings
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -132,6 +134,20 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         Solver iterations of the final fit.
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        "kind": [StrOptions({"logreg", "svm"})],
+        "search": [StrOptions({"kornblith", "clip", "fixed"})],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "penalties": ["array-like", None],
+        "val_size": [Interval(Real, 0, 1, closed="neither")],
+        "warm_start": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "dropout_copies": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         *,
@@ -158,18 +174,6 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
-
-    def _validate_params(self) -> None:
-        if self.kind not in ("logreg", "svm"):
-            raise ConfigError(f"kind must be 'logreg' or 'svm'; got {self.kind!r}")
-        if self.search not in ("kornblith", "clip", "fixed"):
-            raise ConfigError(f"search must be 'kornblith', 'clip' or 'fixed'; got {self.search!r}")
-        if not 0 < self.val_size < 1:
-            raise ConfigError(f"val_size must be in (0, 1); got {self.val_size}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
-        if self.search == "fixed" and not self.C > 0:
-            raise ConfigError(f"C must be positive; got {self.C}")
 
     def _training_set(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The rows the solver sees (dropout copies, in the row span when wide; float64) and the span basis."""
@@ -229,9 +233,13 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
                 step /= 2
         return _best(scores), scores
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> SweptLinearClassifier:
-        """Choose C on a validation split of ``(X, y)``, then fit on all of it."""
-        self._validate_params()
+        """Choose C on a validation split of ``(X, y)``, then fit on all of it.
+
+        Parameters are checked by scikit-learn's ``_parameter_constraints`` (an
+        ``InvalidParameterError`` names the parameter, what it accepts and what it got).
+        """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         started = time.perf_counter()

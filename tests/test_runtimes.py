@@ -102,8 +102,8 @@ def test_unknown_or_missing_runtimes_and_impossible_precisions_are_clear_errors(
         tiny(runtime="openvino").extractor_config()
     with pytest.raises(ConfigError, match="bf16' runs in OpenVINO"):
         tiny(runtime="keras", precision="bf16").extractor_config()
-    with pytest.raises(ConfigError, match="precision must be one of"):
-        tiny(precision="int4").extractor_config()
+    with pytest.raises(ValueError, match=r"'precision' parameter of CNNFeatures must be a str among .*Got 'int4'"):
+        tiny(precision="int4").fit()
 
 
 @pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")

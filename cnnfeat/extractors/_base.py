@@ -18,11 +18,13 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from cnnfeat.exceptions import (
     ConfigError,
@@ -40,6 +42,16 @@ __all__ = ["CachedImageFeatures", "ExtractionReport", "as_sources", "default_wor
 logger = logging.getLogger(__name__)
 
 ON_ERROR = ("fail", "skip")
+#: the constraints of the parameters every cached extractor has (scikit-learn's ``_parameter_constraints``)
+COMMON_CONSTRAINTS: dict[str, list[Any]] = {
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "dtype": [StrOptions({"float32", "float16"})],
+    "cache": [str, os.PathLike, None],
+    "on_error": [StrOptions(set(ON_ERROR))],
+    "heal": ["boolean"],
+    "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
+    "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+}
 
 
 @dataclass
@@ -272,8 +284,17 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         return type(self).__name__.lower()
 
     def _store_config(self) -> dict[str, Any]:
-        """``extractor_config()`` with the taps: what the store is fingerprinted by."""
+        """``extractor_config()`` with the taps: what the store is fingerprinted by (parameters validated first)."""
+        self._validate_params()
         return {**self.extractor_config(), "taps": list(self._taps())}
+
+    @property
+    def last_report_(self) -> ExtractionReport:
+        """What the last ``transform`` did. Not fitted state: ``check_is_fitted`` does not count it."""
+        try:
+            return self.__dict__["_last_report"]
+        except KeyError:
+            raise AttributeError("last_report_ is set by transform; nothing was transformed yet") from None
 
     def store_path(self, config: Mapping[str, Any] | None = None) -> Path | None:
         """The cache file these parameters use (``None`` without a cache).
@@ -376,7 +397,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Features of each image, taps concatenated: float32 of shape (n, n_features)."""
         features, report = self.extract(X)
-        self.last_report_ = report
+        self.__dict__["_last_report"] = report
         blocks = cast(dict[str, np.ndarray], features)  # return_features=True: never None
         return np.concatenate([blocks[t] for t in self._taps()], axis=1)
 

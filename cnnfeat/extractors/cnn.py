@@ -14,15 +14,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.backbones import BuiltBackbone, build_backbone, compute_device, get_backbone, keras_backend_name, weights_identity
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.extractors._base import CachedImageFeatures, ExtractionReport
-from cnnfeat.images import DEFAULT_MAX_PIXELS, ImageTransform
-from cnnfeat.runtimes import PRECISIONS, require
+from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures, ExtractionReport
+from cnnfeat.images import DEFAULT_MAX_PIXELS, INTERPOLATIONS, VIEWS, ImageTransform
+from cnnfeat.runtimes import PRECISIONS, RUNTIMES, require
 from cnnfeat.store import FEATURE_CODE_VERSION
 
 __all__ = ["CNNFeatures", "extract_features"]
@@ -97,6 +100,21 @@ class CNNFeatures(CachedImageFeatures):
         What the last ``transform`` did.
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        **COMMON_CONSTRAINTS,
+        "backbone": [str],
+        "weights": [str, os.PathLike, None],
+        "layers": [str, list, tuple],
+        "pooling": [StrOptions({"avg", "max", "flatten"})],
+        "views": [StrOptions(set(VIEWS))],
+        "resize": [StrOptions({"crop", "warp"})],
+        "crop_pct": [Interval(Real, 0, 1, closed="right"), None],
+        "interpolation": [StrOptions(set(INTERPOLATIONS)), None],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "runtime": [StrOptions(set(RUNTIMES))],
+        "seed": [Integral],
+    }
+
     def __init__(
         self,
         *,
@@ -155,14 +173,6 @@ class CNNFeatures(CachedImageFeatures):
     def extractor_config(self) -> dict[str, Any]:
         """Everything that determines the feature values; its hash names the cache file."""
         spec = get_backbone(self.backbone)
-        if self.pooling not in ("avg", "max", "flatten"):
-            raise ConfigError(f"pooling must be 'avg', 'max' or 'flatten'; got {self.pooling!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if self.dtype not in ("float32", "float16"):
-            raise ConfigError(f"dtype must be 'float32' or 'float16'; got {self.dtype!r}")
-        if not isinstance(self.batch_size, int | np.integer) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer; got {self.batch_size!r}")
         config: dict[str, Any] = {
             "extractor": "cnn",
             "backbone": spec.data_config(),
@@ -259,16 +269,15 @@ class CNNFeatures(CachedImageFeatures):
 
     def fit(self, X: Any = None, y: Any = None) -> CNNFeatures:
         """Validate the parameters and build the network; learns nothing from ``X``."""
-        self.extractor_config()
+        self._store_config()
         built = self._built()
         self.feature_dims_ = built.feature_dims()
         self.n_features_out_ = int(sum(self.feature_dims_.values()))
         return self
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``<backbone>_<tap>_<i>`` for every output column."""
-        if not hasattr(self, "feature_dims_"):
-            self.fit()
+        """``<backbone>_<tap>_<i>`` for every output column (after ``fit``, as for every transformer)."""
+        check_is_fitted(self, "feature_dims_")
         return np.asarray([f"{self.backbone}_{tap}_{i}" for tap, d in self.feature_dims_.items() for i in range(d)], dtype=object)
 
     # ------------------------------------------------------------------ extraction

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.extractors._base import CachedImageFeatures
+from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures
 from cnnfeat.images import DEFAULT_MAX_PIXELS, decode_image
 from cnnfeat.store import FEATURE_CODE_VERSION
 
@@ -28,6 +30,12 @@ class ColorHistogram(CachedImageFeatures):
     batch_size, dtype, cache, on_error, heal, max_pixels, n_jobs
         As in :class:`cnnfeat.CNNFeatures`.
     """
+
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        **COMMON_CONSTRAINTS,
+        "bins": [tuple, list],
+        "max_side": [Interval(Integral, 8, None, closed="left")],
+    }
 
     def __init__(
         self,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.extractors._base import CachedImageFeatures
+from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures
 from cnnfeat.images import DEFAULT_MAX_PIXELS, decode_image, to_gray
 from cnnfeat.store import FEATURE_CODE_VERSION
 
@@ -41,6 +43,15 @@ class HOGFeatures(CachedImageFeatures):
     batch_size, dtype, cache, on_error, heal, max_pixels, n_jobs
         As in :class:`cnnfeat.CNNFeatures`.
     """
+
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        **COMMON_CONSTRAINTS,
+        "window": [tuple, list],
+        "cell": [Interval(Integral, 1, None, closed="left")],
+        "block": [Interval(Integral, 1, None, closed="left")],
+        "stride": [Interval(Integral, 1, None, closed="left")],
+        "bins": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(
         self,

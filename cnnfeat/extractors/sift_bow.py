@@ -24,13 +24,15 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Callable
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.extractors._base import CachedImageFeatures, as_sources, default_workers, source_name
+from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures, as_sources, default_workers, source_name
 from cnnfeat.images import DEFAULT_MAX_PIXELS, decode_image, map_ordered, read_image_file, to_gray
 from cnnfeat.store import FEATURE_CODE_VERSION
 
@@ -169,6 +171,23 @@ class SIFTBoVW(CachedImageFeatures):
         ``n_words * sum(4**l for l in 0..L)``.
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        **COMMON_CONSTRAINTS,
+        "n_words": [Interval(Integral, 2, 100_000, closed="both")],
+        "detector": [StrOptions({"dense", "sift"})],
+        "step": [Interval(Integral, 1, None, closed="left")],
+        "patch_sizes": [tuple, list],
+        "max_keypoints": [Interval(Integral, 1, None, closed="left")],
+        "max_side": [Interval(Integral, 16, None, closed="left")],
+        "assignment": [StrOptions({"hard", "soft"})],
+        "soft_sigma": [Interval(Real, 0, None, closed="neither")],
+        "pyramid_levels": [Interval(Integral, 0, 4, closed="both")],
+        "normalize": [StrOptions({"l1", "l2"}), None],
+        "max_fit_images": [Interval(Integral, 1, None, closed="left")],
+        "max_fit_descriptors": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         *,
@@ -215,18 +234,10 @@ class SIFTBoVW(CachedImageFeatures):
         self.n_jobs = n_jobs
 
     def _validate(self) -> None:
-        if not 2 <= int(self.n_words) <= 100_000:
-            raise ConfigError(f"n_words must be between 2 and 100000; got {self.n_words}")
-        if self.detector not in ("dense", "sift"):
-            raise ConfigError(f"detector must be 'dense' or 'sift'; got {self.detector!r}")
-        if self.assignment not in ("hard", "soft"):
-            raise ConfigError(f"assignment must be 'hard' or 'soft'; got {self.assignment!r}")
-        if self.normalize not in ("l1", "l2", None):
-            raise ConfigError(f"normalize must be 'l1', 'l2' or None; got {self.normalize!r}")
-        if not 0 <= int(self.pyramid_levels) <= 4:
-            raise ConfigError(f"pyramid_levels must be between 0 and 4; got {self.pyramid_levels}")
-        if int(self.step) < 1 or not self.patch_sizes or min(self.patch_sizes) < 4:
-            raise ConfigError(f"step must be >= 1 and patch_sizes >= 4 pixels; got {self.step}, {self.patch_sizes}")
+        """scikit-learn's parameter constraints, and what they cannot say: patch sizes of 4 pixels or more."""
+        self._validate_params()
+        if not self.patch_sizes or min(self.patch_sizes) < 4:
+            raise ConfigError(f"patch_sizes must be 4 pixels or more; got {self.patch_sizes}")
 
     def _descriptors(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         gray = to_gray(image, max_side=int(self.max_side))
