@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' support module, which is not shipped
+
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "office31" / "webcam"
 
 
@@ -43,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from cnnfeat import CNNFeatures
-    from cnnfeat.datasets import Manifest
-    from cnnfeat.testing import make_photos
+    from cnnfeat.inputs import Manifest
+    from tests.support import make_photos
 
     with tempfile.TemporaryDirectory(prefix="cnnfeat-speed-") as tmp:
         if args.images.is_dir():
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = paths[: args.limit]
         weights = None if args.weights == "none" else args.weights
         extractor = CNNFeatures(backbone=args.backbone, weights=weights, batch_size=args.batch_size)
-        model = extractor._built().model  # built once, outside every timing
+        model = extractor.network().model  # built once, outside every timing
         size = extractor.image_transform().size
         x = np.random.default_rng(0).integers(0, 256, (args.batch_size, size, size, 3)).astype(np.uint8)
         model.predict_on_batch(x)  # warm-up: graph tracing

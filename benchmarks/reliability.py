@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnfeat.testing import make_photos, peak_rss_mb
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' support module, which is not shipped
+from tests.support import make_photos, peak_rss_mb
 
 CLI = [sys.executable, "-m", "cnnfeat.extract"]
 TINY = ["--backbone", "tiny_test", "--weights", "none", "--no-progress"]
@@ -40,7 +41,7 @@ def line(ok: bool, name: str, detail: str) -> bool:
 def check_bad_inputs(tmp: Path) -> bool:
     from cnnfeat import CNNFeatures
     from cnnfeat.extract import main
-    from cnnfeat.testing import make_bad_input_corpus
+    from tests.support import make_bad_input_corpus
 
     corpus = make_bad_input_corpus(tmp / "corpus")
     est = CNNFeatures(backbone="tiny_test", weights=None, on_error="skip")
@@ -75,7 +76,7 @@ def check_bad_inputs(tmp: Path) -> bool:
 
 
 def check_writer_kills(tmp: Path, trials: int) -> bool:
-    from cnnfeat.testing import kill_and_resume_trial
+    from tests.support import kill_and_resume_trial
 
     results = [kill_and_resume_trial(tmp / f"writer{t}", seed=t) for t in range(trials)]
     results += [kill_and_resume_trial(tmp / f"merge{t}", seed=t, in_merge=True) for t in range(3)]
@@ -224,7 +225,7 @@ def check_bit_flips(tmp: Path, trials: int) -> bool:
     from collections import Counter
 
     from cnnfeat import CNNFeatures
-    from cnnfeat.testing import bit_flip_trials
+    from tests.support import bit_flip_trials
 
     paths = sorted(make_photos(tmp / "photos", 30, size=(64, 48)))
     store = tmp / "flips.h5"
@@ -254,11 +255,11 @@ def check_bit_flips(tmp: Path, trials: int) -> bool:
 
 
 def check_untrusted(tmp: Path) -> bool:
-    from cnnfeat.datasets import Manifest
     from cnnfeat.download import download, safe_extract
     from cnnfeat.exceptions import DownloadError, InputListError, UnsafeArchiveError, UnsafePickleError
-    from cnnfeat.testing import make_unsafe_archives, make_unsafe_pickles
+    from cnnfeat.inputs import Manifest
     from cnnfeat.weights.torch_pickle import load_state_dict
+    from tests.support import make_unsafe_archives, make_unsafe_pickles
 
     marker = tmp / "pwned"
     pickles = make_unsafe_pickles(tmp / "pickles", marker)

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' support module, which is not shipped
+
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "office31" / "webcam" / "images"
 CONTENDERS = ("cnnfeat", "keras_dataset", "keras_generator", "bare_model", "torch_dataloader")
 #: cnnfeat on each runtime, end to end, and each runtime's bare exported graph on tensors in memory
@@ -85,10 +87,10 @@ def worker_cnnfeat(
     extractor = _extractor(network, batch, tmp / "features.h5", runtime, precision)
     size = extractor.image_transform().size
     warm = np.zeros((batch, size, size, 3), np.uint8)
-    if extractor._runtime()[0] == "keras":  # built (and traced) outside the timing, like the other contenders
-        extractor._built().model.predict_on_batch(warm)
+    if extractor.resolved_runtime()[0] == "keras":  # built (and traced) outside the timing, like the other contenders
+        extractor.network().model.predict_on_batch(warm)
     else:  # the exported graph loaded (or made, once per machine) and run once, outside the timing
-        extractor._session()[1].run(warm)
+        extractor.session()[1].run(warm)
     started = time.perf_counter()
     _, report = extractor.extract(paths, return_features=False)
     seconds = time.perf_counter() - started
@@ -172,7 +174,7 @@ def worker_cnnfeat_openvino_bf16(paths: list[str], network: str, batch: int, tmp
 def _bare_graph(paths: list[str], network: str, batch: int, runtime: str, precision: str = "float32") -> float:
     """The exported graph in one runtime, on one batch of tensors in memory, as ``bare_model`` runs Keras."""
     extractor = _extractor(network, batch, None, runtime, precision)
-    session = extractor._session()[1]
+    session = extractor.session()[1]
     size = extractor.image_transform().size
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype(np.uint8)
     session.run(x)
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float | None]] = {}
     with tempfile.TemporaryDirectory(prefix="cnnfeat-throughput-") as tmp:
         if args.generate or not args.images.is_dir():
-            from cnnfeat.testing import make_photos
+            from tests.support import make_photos
 
             n = args.generate or max(DEFAULT_LIMITS.values())
             print(f"{args.images} not used: writing {n} photo-like JPEGs of 300-800 px", file=sys.stderr)

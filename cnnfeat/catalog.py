@@ -4,7 +4,7 @@ Each entry of ``cnnfeat/data_manifests/`` names the official download(s) and
 checksum(s), the licence and citation, the expected image and class counts, the
 layout the official archive unpacks to, and how labels, domains and official
 splits are read from it. :func:`load_dataset` turns a dataset folder into a
-:class:`~cnnfeat.datasets.Manifest` plus its official splits, and checks the
+:class:`~cnnfeat.inputs.Manifest` plus its official splits, and checks the
 counts; :func:`verify_dataset` lists everything that does not match.
 
 The data root is ``data_root=``, else ``$CNNFEAT_DATA``, else
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.config import cache_dir
-from cnnfeat.datasets import IMAGE_EXTENSIONS, Manifest
 from cnnfeat.exceptions import DatasetError
+from cnnfeat.inputs import IMAGE_EXTENSIONS, Manifest
 
 __all__ = [
     "Dataset",
@@ -211,7 +211,7 @@ def dataset_from_inputs(
 ) -> Dataset:
     """A user's own images as a benchmark dataset: a folder tree, a domain or split tree, or a CSV.
 
-    The inputs are read by :func:`cnnfeat.datasets.load_inputs`, as ``cnnfeat extract``
+    The inputs are read by :func:`cnnfeat.inputs.load_inputs`, as ``cnnfeat extract``
     reads them. Domains come from a domain tree or a ``domain`` column; an official split
     from a split tree or a ``split`` column (``train``, ``val``, ``test``). The dataset's
     default protocol is that split where there is one, else the shifts between its domains,
@@ -223,7 +223,7 @@ def dataset_from_inputs(
     DatasetError
         An image has no label, a ``split`` value is not a split name, or fewer than two classes.
     """
-    from cnnfeat.datasets import SPLIT_NAMES, load_inputs
+    from cnnfeat.inputs import SPLIT_NAMES, load_inputs
 
     manifest = load_inputs(source, root=root, allow_outside=allow_outside)
     name = name or Path(source).stem

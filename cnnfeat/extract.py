@@ -197,10 +197,10 @@ def _extract(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cnnfeat.config import cache_dir
-    from cnnfeat.datasets import load_inputs, sample_images
     from cnnfeat.exceptions import ConfigError, HealedStoreWarning, SkippedImageWarning
     from cnnfeat.extractors.cnn import CNNFeatures
     from cnnfeat.images import DEFAULT_MAX_PIXELS
+    from cnnfeat.inputs import load_inputs, sample_images
     from cnnfeat.store import FeatureStore
 
     manifest = (

@@ -4,7 +4,7 @@ Decoding reads the header first (Pillow, lazily) so that the declared size is
 checked against a pixel limit before any pixel memory is allocated. JPEGs are
 decoded by OpenCV, which applies EXIF orientation, handles CMYK, and can
 decode at 1/2, 1/4 or 1/8 scale in the DCT domain when the image is much
-larger than needed (measured 1.9x faster than a full decode on 1000 px photos);
+larger than needed (faster than a full decode; see benchmarks/README.md);
 everything else (PNG, GIF first frame, BMP, TIFF, WebP; palette, alpha,
 16-bit) goes through Pillow. The result is always RGB uint8.
 

@@ -333,7 +333,7 @@ def _features(
         extractor.fit([paths[i] for i in fit_rows])
     wanted = range(len(paths)) if rows is None else rows
     blocks, report = extractor.extract([paths[i] for i in wanted])
-    config = extractor._store_config()  # the extractor's configuration and taps (hashing a weights file once)
+    config = extractor.store_config()  # the extractor's configuration and taps (hashing a weights file once)
     info = {
         "extractor": config,
         "fingerprint": fingerprint_of(config),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from tests.support import make_image
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -15,21 +16,6 @@ SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datas
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep converted weights in one session-wide temp folder, never in the user's cache."""
     monkeypatch.setenv("CNNFEAT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnfeat-cache"))
-
-
-def make_image(path: Path, seed: int, size: tuple[int, int] = (48, 40), fmt: str | None = None) -> Path:
-    """Write a random-but-smooth RGB image (a colour gradient plus noise)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = rng.integers(0, 255, 3)
-    gx = np.linspace(0, 1, w)[None, :, None] * rng.integers(-120, 120, 3)
-    gy = np.linspace(0, 1, h)[:, None, None] * rng.integers(-120, 120, 3)
-    pixels = np.clip(base + gx + gy + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, format=fmt)
-    return path
 
 
 @pytest.fixture
@@ -53,15 +39,6 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATASETS} (they sit beside the repository in CI)")
     return SHARED_DATASETS
-
-
-def tiny(**params: object) -> object:
-    """A CNNFeatures on the registered tiny test backbone (random seeded weights)."""
-    from cnnfeat import CNNFeatures
-
-    defaults: dict[str, object] = {"backbone": "tiny_test", "weights": None, "batch_size": 4}
-    defaults.update(params)
-    return CNNFeatures(**defaults)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -11,8 +11,7 @@ import pytest
 from cnnfeat.exceptions import ImageError, SkippedImageWarning
 from cnnfeat.extract import EXIT_ERROR, EXIT_SKIPPED, main
 from cnnfeat.images import decode_image, read_image_file
-from cnnfeat.testing import make_bad_input_corpus
-from tests.conftest import tiny
+from tests.support import make_bad_input_corpus, tiny
 
 
 @pytest.fixture

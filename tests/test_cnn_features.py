@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from cnnfeat import CNNFeatures, extract_features
 from cnnfeat.exceptions import ConfigError, ImageDecodeError, SkippedImageWarning, StoreLockedError
 from cnnfeat.store import FeatureStore
-from tests.conftest import make_image, tiny
+from tests.support import make_image, tiny
 
 
 def test_transform_shape_dtype_and_names(image_paths: list[str]) -> None:

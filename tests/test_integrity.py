@@ -14,8 +14,7 @@ import pytest
 
 from cnnfeat.exceptions import HealedStoreWarning, StoreCorruptError
 from cnnfeat.store import FORMAT_VERSION, FeatureStore, check_store
-from cnnfeat.testing import bit_flip_trials, make_photos, store_chunks
-from tests.conftest import tiny
+from tests.support import bit_flip_trials, make_photos, store_chunks, tiny
 
 
 @pytest.fixture
@@ -108,8 +107,8 @@ def test_flips_outside_the_data_never_crash_and_never_serve_wrong_values(finishe
     script = textwrap.dedent(
         f"""
         import json, dataclasses
-        from cnnfeat.testing import bit_flip_trials
-        from tests.conftest import tiny
+        from tests.support import bit_flip_trials
+        from tests.support import tiny
         make = lambda heal: tiny(layers=["pool", "block2_conv"], cache={str(store)!r}, heal=heal)
         trials = bit_flip_trials({str(store)!r}, {paths!r}, make, trials=24, inside=False, seed=2)
         print(json.dumps([dataclasses.asdict(t) for t in trials]))

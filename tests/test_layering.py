@@ -10,9 +10,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnfeat"
 #: bottom to top; README's "Layout" section describes the same rooms
 LAYERS: list[set[str]] = [
     {"exceptions", "config"},
-    {"weights", "backbones", "images", "store", "datasets", "download", "catalog"},
+    {"weights", "backbones", "images", "store", "inputs", "download", "catalog"},
     {"runtimes", "protocols", "methods", "normalize", "probes", "adaptation", "extractors", "export"},
-    {"runner", "tables", "plots", "testing"},
+    {"runner", "tables", "plots"},
     {"console", "cli", "extract", "benchmark", "data", "__main__"},
 ]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnfeat.testing import make_photos, peak_rss_mb
+from tests.support import make_photos, peak_rss_mb
 
 pytestmark = pytest.mark.slow  # subprocesses on hundreds of photos
 

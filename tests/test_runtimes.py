@@ -12,7 +12,7 @@ import pytest
 
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.runtimes import EXACT_TOLERANCE, installed
-from tests.conftest import tiny
+from tests.support import tiny
 
 EXACT = [r for r in ("onnxruntime", "openvino") if installed(r)]
 needs_runtimes = pytest.mark.skipif(not EXACT, reason="neither onnxruntime nor openvino is installed")
@@ -67,7 +67,7 @@ def test_the_graph_is_cached_verified_and_rebuilt_when_damaged(
 def test_a_run_whose_graph_is_cached_does_not_import_tensorflow(image_paths: list[str], tmp_path: Path) -> None:
     tiny(runtime=EXACT[0]).extract(image_paths[:2])  # exports the graph into the (test-isolated) cache
     script = (
-        "import sys\nfrom tests.conftest import tiny\n"
+        "import sys\nfrom tests.support import tiny\n"
         f"features, _ = tiny(runtime={EXACT[0]!r}).extract({image_paths!r})\n"
         "print(features['pool'].shape, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
@@ -82,14 +82,14 @@ def test_auto_measures_once_and_records_its_choice_and_reason(image_paths: list[
     from cnnfeat.runtimes.auto import measurement_path
 
     extractor = tiny(runtime="auto")
-    runtime, reason = extractor._runtime()
+    runtime, reason = extractor.resolved_runtime()
     assert runtime in ("keras", *EXACT) and "img/s" in reason
     record = json.loads(measurement_path(extractor._model_config()).read_text())
     assert record["choice"] == runtime and set(record["images_per_second"]) >= {"keras"}
     assert all(d <= EXACT_TOLERANCE for r, d in record["max_relative_difference"].items() if r in record["images_per_second"])
     _, report = extractor.extract(image_paths)
     assert f"{runtime} float32; auto: fastest exact runtime" in report.device
-    assert tiny(runtime="auto")._runtime() == (runtime, reason)  # read back, not measured again
+    assert tiny(runtime="auto").resolved_runtime() == (runtime, reason)  # read back, not measured again
 
 
 def test_unknown_or_missing_runtimes_and_impossible_precisions_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +128,7 @@ def test_bf16_is_refused_on_a_cpu_without_it_and_differs_from_float32_where_it_r
 def test_lite0_through_onnxruntime_matches_keras_on_the_layer_taps_and_classifies_the_samples() -> None:
     from cnnfeat import CNNFeatures
     from cnnfeat.benchmark import LITE0_TAPS
-    from cnnfeat.datasets import sample_images
+    from cnnfeat.inputs import sample_images
 
     photos = sample_images().paths  # china.jpg, flower.jpg
     reference, _ = CNNFeatures(layers=LITE0_TAPS).extract(photos)

@@ -15,7 +15,7 @@ import pytest
 
 from cnnfeat.exceptions import StoreLockedError, StoreMismatchError
 from cnnfeat.store import FEATURE_CODE_VERSION, FeatureStore, fingerprint_of
-from cnnfeat.testing import kill_and_resume_trial
+from tests.support import kill_and_resume_trial
 
 CONFIG = {"extractor": "test", "taps": ["a", "b"], "feature_code_version": FEATURE_CODE_VERSION}
 DIMS = {"a": 3, "b": 2}

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from cnnfeat.exceptions import UnsafePickleError, WeightsError
-from cnnfeat.testing import make_unsafe_pickles
 from cnnfeat.weights.efficientnet_lite import packaged_weights_path
 from cnnfeat.weights.torch_pickle import load_state_dict
+from tests.support import make_unsafe_pickles
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 

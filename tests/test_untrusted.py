@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnfeat.datasets import Manifest, load_inputs
 from cnnfeat.download import download, safe_extract
 from cnnfeat.exceptions import DownloadError, InputListError, UnsafeArchiveError
-from cnnfeat.testing import make_unsafe_archives
+from cnnfeat.inputs import Manifest, load_inputs
+from tests.support import make_unsafe_archives
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> Path:

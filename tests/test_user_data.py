@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cnnfeat.catalog import dataset_from_inputs
-from cnnfeat.datasets import Manifest
 from cnnfeat.exceptions import ConfigError, DatasetError
+from cnnfeat.inputs import Manifest
 from cnnfeat.runner import expand
 
 TINY = "cnn:tiny_test/pool?weights=none&batch_size=8"

@@ -36,7 +36,7 @@ def test_matches_the_pytorch_reference(variant: str, tmp_path: Path) -> None:
 
 def test_sample_images_classify_correctly() -> None:
     """scikit-learn's china.jpg is a palace (698) and flower.jpg a daisy (985), through the full pipeline."""
-    from cnnfeat.datasets import sample_images
+    from cnnfeat.inputs import sample_images
 
     samples = sample_images()
     probs = CNNFeatures(layers="predictions").transform(samples.paths)

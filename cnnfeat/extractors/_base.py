@@ -283,7 +283,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
     def _cache_prefix(self) -> str:
         return type(self).__name__.lower()
 
-    def _store_config(self) -> dict[str, Any]:
+    def store_config(self) -> dict[str, Any]:
         """``extractor_config()`` with the taps: what the store is fingerprinted by (parameters validated first)."""
         self._validate_params()
         return {**self.extractor_config(), "taps": list(self._taps())}
@@ -299,7 +299,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
     def store_path(self, config: Mapping[str, Any] | None = None) -> Path | None:
         """The cache file these parameters use (``None`` without a cache).
 
-        ``config`` is ``_store_config()`` when the caller already has it (computing it may
+        ``config`` is ``store_config()`` when the caller already has it (computing it may
         hash a weights file).
         """
         if self.cache is None:
@@ -307,7 +307,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         cache = Path(self.cache)
         if cache.suffix.lower() in (".h5", ".hdf5"):
             return cache
-        return cache / f"{self._cache_prefix()}-{fingerprint_of(config or self._store_config())[:16]}.h5"
+        return cache / f"{self._cache_prefix()}-{fingerprint_of(config or self.store_config())[:16]}.h5"
 
     def _device(self) -> str:
         return "cpu"
@@ -331,7 +331,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         ``heal=True``, is dropped from the store and recomputed (``report.n_healed``).
         """
         sources = as_sources(X)
-        config = self._store_config()
+        config = self.store_config()
         path = self.store_path(config)
         try:
             return self._extract(sources, config, path, return_features, progress, index_columns)

@@ -186,7 +186,7 @@ class CNNFeatures(CachedImageFeatures):
         }
         if self.weights is None:  # seeded random weights: record which backend drew them
             config["keras_backend"] = keras_backend_name()
-        runtime = self._runtime()[0]
+        runtime = self.resolved_runtime()[0]
         if runtime != "keras":  # absent means Keras, so stores made before runtimes keep their fingerprint
             config["runtime"] = runtime
         return config
@@ -200,7 +200,7 @@ class CNNFeatures(CachedImageFeatures):
             config["keras_backend"] = keras_backend_name()
         return config
 
-    def _runtime(self) -> tuple[str, str]:
+    def resolved_runtime(self) -> tuple[str, str]:
         """The runtime that computes (``auto`` resolved) and why; measured once per machine for ``auto``."""
         wanted = (self.runtime, self.precision, json_key(self._model_config()))
         cached = self.__dict__.get("_resolved_runtime")
@@ -212,7 +212,7 @@ class CNNFeatures(CachedImageFeatures):
             from cnnfeat.runtimes.graphs import load_or_export
 
             model = self._model_config()
-            resolved = choose_runtime(model, self.precision, self._built, lambda: load_or_export(model, self._built))
+            resolved = choose_runtime(model, self.precision, self.network, lambda: load_or_export(model, self.network))
         else:
             resolved = (self.runtime, "asked for")
         runtime = resolved[0]
@@ -223,20 +223,21 @@ class CNNFeatures(CachedImageFeatures):
         self.__dict__["_resolved_runtime"] = (wanted, resolved)
         return resolved
 
-    def _session(self) -> Any:
+    def session(self) -> Any:
         """The exported graph's session of the resolved runtime (built once, not pickled)."""
         from cnnfeat.runtimes.auto import open_session
         from cnnfeat.runtimes.graphs import load_or_export
 
-        runtime = self._runtime()[0]
+        runtime = self.resolved_runtime()[0]
         wanted = (runtime, self.precision, json_key(self._model_config()))
         cached = self.__dict__.get("_runtime_session")
         if cached is None or cached[0] != wanted:
-            graph = load_or_export(self._model_config(), self._built)
+            graph = load_or_export(self._model_config(), self.network)
             self.__dict__["_runtime_session"] = cached = (wanted, (graph, open_session(runtime, graph, self.precision)))
         return cached[1]
 
-    def _built(self) -> BuiltBackbone:
+    def network(self) -> BuiltBackbone:
+        """The Keras model of these parameters (the reference for every runtime), built once and not pickled."""
         precision = "mixed" if self.precision == "mixed" else "float32"  # bf16 is applied by OpenVINO, not Keras
         wanted = (self.backbone, str(self.weights), _as_layers(self.layers), self.pooling, precision, self.seed)
         cached = self.__dict__.get("_built_backbone")
@@ -269,8 +270,8 @@ class CNNFeatures(CachedImageFeatures):
 
     def fit(self, X: Any = None, y: Any = None) -> CNNFeatures:
         """Validate the parameters and build the network; learns nothing from ``X``."""
-        self._store_config()
-        built = self._built()
+        self.store_config()
+        built = self.network()
         self.feature_dims_ = built.feature_dims()
         self.n_features_out_ = int(sum(self.feature_dims_.values()))
         return self
@@ -291,9 +292,9 @@ class CNNFeatures(CachedImageFeatures):
         return _as_layers(self.layers)
 
     def _dims(self) -> dict[str, int]:
-        if self._runtime()[0] != "keras":
-            return dict(self._session()[0].dims)  # a cached graph knows them: no TensorFlow
-        return self._built().feature_dims()
+        if self.resolved_runtime()[0] != "keras":
+            return dict(self.session()[0].dims)  # a cached graph knows them: no TensorFlow
+        return self.network().feature_dims()
 
     def _loader(self) -> Callable[[Any, str], np.ndarray]:
         transform = self.image_transform()
@@ -301,14 +302,14 @@ class CNNFeatures(CachedImageFeatures):
 
     def _compute(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         n_views = self.image_transform().n_views
-        if self._runtime()[0] != "keras":
-            graph, session = self._session()
+        if self.resolved_runtime()[0] != "keras":
+            graph, session = self.session()
             outputs = session.run(np.concatenate(items, axis=0))
             return _average_views(graph.taps, outputs, len(items), n_views)
-        return _forward(self._built(), items, self.batch_size, n_views)
+        return _forward(self.network(), items, self.batch_size, n_views)
 
     def _device(self) -> str:
-        runtime, reason = self._runtime()
+        runtime, reason = self.resolved_runtime()
         if runtime == "keras" and self.runtime == "keras":
             return compute_device()
         where = "cpu" if runtime != "keras" else compute_device()

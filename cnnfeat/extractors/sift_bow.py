@@ -86,7 +86,7 @@ def _octave_of(size: float, n_octave_layers: int = 3, sigma: float = 1.6) -> int
     """SIFT's packed octave/layer code for a keypoint of diameter ``size`` (as its detector would set it).
 
     Without it OpenCV describes every patch on the full-resolution layer with a
-    window far too wide: 9x slower at 16 px, 39x at 32 px, and at the wrong blur.
+    window far too wide: much slower, and at the wrong blur.
     """
     level = np.log2(size / (2 * sigma))
     octave = int(np.floor(level))

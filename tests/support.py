@@ -1,8 +1,11 @@
-"""Test inputs made on the fly: the bad-input corpus every reader of image folders meets.
+"""The tests' support module (not shipped): inputs made on the fly and the trials the tests and benchmarks share.
 
 :func:`make_bad_input_corpus` writes one file (or link, or folder) per kind of
 trouble into a folder and returns, for each, the outcome cnnfeat promises:
-decoded correctly, or refused with a reason naming the path.
+decoded correctly, or refused with a reason naming the path. Also: photo-like
+JPEGs, unsafe archives and pickles, SIGKILL trials of the store's writer,
+bit-flip trials of a finished store, and the tiny-network extractor.
+``benchmarks/`` imports it too (with the repository root on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ __all__ = [
     "bit_flip_trials",
     "kill_and_resume_trial",
     "make_bad_input_corpus",
+    "make_image",
     "make_photos",
     "make_unsafe_archives",
     "make_unsafe_pickles",
     "peak_rss_mb",
     "png_declaring",
     "store_chunks",
+    "tiny",
 ]
 
 
@@ -464,3 +469,30 @@ def _reads_differently(path: Path, clean: Path, dataset: str) -> bool:
     except (OSError, ValueError, KeyError):
         return True
     return not np.array_equal(found, expected)
+
+
+# ---------------------------------------------------------------------------- small helpers of the tests
+
+
+def make_image(path: Path, seed: int, size: tuple[int, int] = (48, 40), fmt: str | None = None) -> Path:
+    """Write a random-but-smooth RGB image (a colour gradient plus noise)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.integers(0, 255, 3)
+    gx = np.linspace(0, 1, w)[None, :, None] * rng.integers(-120, 120, 3)
+    gy = np.linspace(0, 1, h)[:, None, None] * rng.integers(-120, 120, 3)
+    pixels = np.clip(base + gx + gy + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def tiny(**params: object) -> object:
+    """A CNNFeatures on the registered tiny test backbone (random seeded weights)."""
+    from cnnfeat import CNNFeatures
+
+    defaults: dict[str, object] = {"backbone": "tiny_test", "weights": None, "batch_size": 4}
+    defaults.update(params)
+    return CNNFeatures(**defaults)
