@@ -35,36 +35,7 @@ from typing import Any
 
 from cnnfeat.console import setup
 from cnnfeat.exceptions import CnnfeatError
-
-LITE0 = "cnn:efficientnet_lite0/pool"
-#: the end of each stage of EfficientNet-Lite0, early to late, for the accuracy-per-layer curve
-LITE0_TAPS = ["stem_activation", "block1a_project_bn", "block2b_add", "block3b_add", "block4c_add"]
-LITE0_TAPS += ["block5c_add", "block6d_add", "block7a_project_bn", "pool"]
-SUITES: dict[str, dict[str, Any]] = {
-    "default": {
-        "datasets": ["digits"],
-        "methods": [LITE0, "hog"],
-        "probes": ["logreg"],
-        "protocols": ["default"],
-        "seeds": [0, 1, 2],
-    },
-    "quick": {"datasets": ["digits"], "methods": [LITE0, "hog"], "probes": ["logreg"], "protocols": ["default"], "seeds": [0]},
-    "layers": {
-        "datasets": ["scene15"],
-        "methods": [f"cnn:efficientnet_lite0/{tap}" for tap in LITE0_TAPS],
-        "probes": ["logreg"],
-        "protocols": ["default"],
-        "seeds": [0, 1, 2],
-    },
-    "decaf": {
-        "datasets": ["caltech101", "office31", "scene15", "flowers17"],
-        "methods": [LITE0, "hog", "sift_bovw"],
-        "probes": ["logreg", "svm"],
-        "protocols": ["default", "sampled", "sampled_st"],
-        "adapt": ["none", "coral", "sa"],
-        "seeds": [0, 1, 2, 3, 4],
-    },
-}
+from cnnfeat.suites import SUITES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,63 +80,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _layer_figures(
-    records: list[dict[str, Any]], out: Path, data_root: Path | None, cache: Path | None, loaded: dict[str, Any]
-) -> None:
-    """Accuracy per tap, and t-SNE maps of the earliest and latest tap, where a network was probed at 3+ taps."""
-    import numpy as np
-
-    from cnnfeat import plots
-    from cnnfeat.catalog import load_dataset
-    from cnnfeat.exceptions import DatasetError
-    from cnnfeat.methods import Method
-    from cnnfeat.runner import default_cache
-
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in records:
-        method = Method.parse(r.get("method", "")) if r.get("status") == "ok" else None
-        if method is not None and method.kind == "cnn":
-            groups.setdefault((r["dataset"], method.backbone), r)
-    for (dataset, backbone), record in groups.items():
-        taps = record["features"]["extractor"]["taps"]  # in the order the suite listed them (early to late)
-        if len(taps) < 3:
-            continue
-        mine = [r for r in records if r.get("dataset") == dataset and r.get("method", "").startswith(f"cnn:{backbone}/")]
-        plots.layer_curve(mine, out / f"layers_{dataset}_{backbone}.png", taps, title=f"{dataset}: probe accuracy per tap")
-        try:
-            ds = loaded[dataset] if dataset in loaded else load_dataset(dataset, data_root, strict=False)
-        except DatasetError:  # the images are not here (e.g. tables rebuilt elsewhere): the curve only
-            continue
-        rows = np.random.default_rng(0).permutation(len(ds.manifest))[:1500]
-        extractor = Method.parse(record["method"]).make_features(cache or default_cache(), layers=",".join(taps))
-        blocks, _ = extractor.extract([ds.manifest.paths[i] for i in rows])  # read from the cache the runs filled
-        labels = [ds.manifest.labels[i] for i in rows]
-        chosen = {f"{backbone} {taps[0]}": blocks[taps[0]], f"{backbone} {taps[-1]}": blocks[taps[-1]]}
-        plots.tsne_map(
-            chosen, labels, out / f"tsne_{dataset}_{backbone}.png", title=f"{dataset}: t-SNE of an early and a late tap"
-        )
-
-
-def _write_outputs(records: list[dict[str, Any]], out: Path) -> str:
-    from cnnfeat import plots
-    from cnnfeat.protocols import Protocol
-    from cnnfeat.tables import pivot, results_markdown, to_csv, to_json
-
-    table = pivot(records)
-    markdown = results_markdown(records)
-    (out / "table.md").write_text(markdown + "\n")
-    (out / "table.csv").write_text(to_csv(table))
-    (out / "table.json").write_text(to_json(table))
-    ok = [r for r in records if r.get("status") == "ok"]
-    for dataset in sorted({r["dataset"] for r in ok}):
-        mine = [r for r in ok if r["dataset"] == dataset]
-        plots.bar_chart(mine, out / f"bars_{dataset}.png", title=dataset)
-    shots = {r["protocol"] for r in ok if Protocol.parse(r["protocol"]).shots is not None}
-    if len(shots) >= 3:
-        plots.few_shot_curve(ok, out / "few_shot.png", title="accuracy against training images per class")
-    return markdown
-
-
 def _user_datasets(values: list[str]) -> list[Any]:
     """``--data [NAME=]PATH`` values, loaded (a name must not be given twice)."""
     from cnnfeat.catalog import dataset_from_inputs
@@ -196,6 +110,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     setup(args.verbose)
     from cnnfeat.catalog import dataset_spec, list_datasets, present_folder
     from cnnfeat.methods import METHOD_PATTERNS
+    from cnnfeat.report import write_report
     from cnnfeat.runner import PROBES, expand, load_records, run_all
 
     if args.list_datasets:
@@ -213,8 +128,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if not records:
             print(f"no records in {args.out / 'records'}", file=sys.stderr)
             return 1
-        print(_write_outputs(records, args.out))
-        _layer_figures(records, args.out, data_root, args.cache, {})
+        print(write_report(records, args.out, data_root=data_root, cache=args.cache))
         return 0
 
     suite = dict(SUITES[args.suite])
@@ -269,8 +183,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
     bar.close()
     # the tables hold this suite's runs only, not older records left in --out
-    print(_write_outputs(records, args.out))
-    _layer_figures(records, args.out, data_root, args.cache, {d.name: d for d in loaded})
+    print(write_report(records, args.out, data_root=data_root, cache=args.cache, loaded=loaded))
     failed = [r for r in records if r.get("status") != "ok"]
     for r in failed[:10]:
         print(f"FAILED {r['row']} on {r['column']} seed {r['seed']}: {r['error']}", file=sys.stderr)

@@ -127,8 +127,8 @@ def test_bf16_is_refused_on_a_cpu_without_it_and_differs_from_float32_where_it_r
 @pytest.mark.skipif(not installed("onnxruntime"), reason="onnxruntime is not installed")
 def test_lite0_through_onnxruntime_matches_keras_on_the_layer_taps_and_classifies_the_samples() -> None:
     from cnnfeat import CNNFeatures
-    from cnnfeat.benchmark import LITE0_TAPS
     from cnnfeat.inputs import sample_images
+    from cnnfeat.suites import LITE0_TAPS
 
     photos = sample_images().paths  # china.jpg, flower.jpg
     reference, _ = CNNFeatures(layers=LITE0_TAPS).extract(photos)
