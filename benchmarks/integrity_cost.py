@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-import cnnfeat.store as store_module
+import cnnfeat.store.schema as store_schema
 from cnnfeat import CNNFeatures
 from cnnfeat.console import setup
 from cnnfeat.runner import machine_description
@@ -86,7 +86,7 @@ def main() -> int:
             CNNFeatures(layers="pool").extract(images[:2])  # build and convert the weights once, outside the timings
         for _ in range(args.rounds):
             for arm, checksums in (("checksums", True), ("no checksums", False)):
-                store_module._CHECKSUMS = checksums
+                store_schema.CHECKSUMS = checksums
                 written, read = store_round(folder, args.rows, args.dim)
                 found = results[arm]
                 found.setdefault("store_rows_per_s_written", []).append(written)
@@ -95,7 +95,7 @@ def main() -> int:
                     computed, cached = extraction_round(folder, images)
                     found.setdefault("extraction_images_per_s", []).append(computed)
                     found.setdefault("cached_rerun_images_per_s", []).append(cached)
-        store_module._CHECKSUMS = True
+        store_schema.CHECKSUMS = True
     best = {arm: {k: max(v) for k, v in found.items()} for arm, found in results.items()}
     print(f"{'':<28}{'checksums':>12}{'none':>12}{'ratio':>8}")
     for key in best["checksums"]:

@@ -146,7 +146,7 @@ def test_write_error_keeps_committed_rows(tmp_path: Path, monkeypatch: pytest.Mo
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("cnnfeat.store.shutil.copyfile", disk_full)
+    monkeypatch.setattr("cnnfeat.store.feature_store.shutil.copyfile", disk_full)
     from cnnfeat.exceptions import StoreError
 
     with pytest.raises(StoreError, match=r"No space left on device.*kept in"):

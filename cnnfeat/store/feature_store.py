@@ -1,177 +1,47 @@
-"""FeatureStore: a crash-safe, content-addressed HDF5 cache of feature rows.
+"""FeatureStore: the HDF5 store of feature rows, written through a CRC-framed journal.
 
-One HDF5 file holds the features of one extractor configuration (its
-*fingerprint*). A row is keyed by the sha256 of the image file's bytes, so a
-renamed image is a cache hit and an edited one a miss.
-
-Layout, readable with plain h5py or h5dump::
-
-    /keys             (n,)   S64   hex sha256 of each image file's bytes
-    /paths            (n,)   str   the path the row was first computed from
-    /features/<tap>   (n, d) float32 or float16, chunked, resizable
-    attrs: format, format_version, fingerprint, config (JSON), n_rows,
-           feature_code_version, cnnfeat/h5py/numpy versions, description
-
-Integrity at rest (format version 2). Every fixed-size dataset (keys, features,
-the index's rows and keys) is stored with HDF5's ``fletcher32`` filter: each
-chunk carries a checksum that HDF5 verifies whenever the chunk is read, so a
-changed byte is never returned as data. A failed read is turned into a
-:class:`~cnnfeat.exceptions.StoreCorruptError` naming the dataset and the rows
-of the damaged chunks; :func:`repair_store` rewrites the file without them (the
-extractors then recompute those rows from the images). String columns (paths,
-the index's labels) cannot carry a filter in HDF5: their ``sha256`` attribute
-is checked instead. A version-1 store (no checksums) is still read, and is
-rewritten with checksums the next time it is written.
-
-Crash safety. HDF5 is not crash-consistent on its own: a process killed while
-the library flushes metadata can leave a file that no longer opens. So the
-HDF5 file is never modified in place. New rows are appended, batch by batch,
-to a journal beside it (``<file>.journal``); each record ends with a CRC32, so
-a record cut short by a crash is detected and dropped: a row is *committed*
-when its record is complete. The journal is merged into a copy of the HDF5
-file which then atomically replaces the old one (``os.replace``); this happens
-when the writer closes, when a crashed run is resumed, and during long runs
-whenever the journal has grown as large as the file (so the copying stays
-linear in the number of rows). A lock file (``<file>.lock``, held with
-``flock``) refuses a second writer; the kernel releases it when the holder
-dies, so a lock left by a dead process is simply taken over.
+See :mod:`cnnfeat.store` for the layout, the crash safety and the integrity at rest.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import json
 import logging
 import os
 import shutil
-import socket
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from cnnfeat.exceptions import CnnfeatError, ConfigError, StoreCorruptError, StoreError, StoreLockedError, StoreMismatchError
+from cnnfeat.exceptions import CnnfeatError, ConfigError, StoreCorruptError, StoreError, StoreMismatchError
+from cnnfeat.store.integrity import DAMAGED_FILE, UNREADABLE, MissingKeyError, copy_rows, read_checked, reports_damage
+from cnnfeat.store.lock import StoreLock
+from cnnfeat.store.schema import (
+    FEATURE_CODE_VERSION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    READABLE_FORMATS,
+    config_diff,
+    create_datasets,
+    fingerprint_of,
+    strings_digest,
+    text,
+    write_attrs,
+    write_index,
+)
 
-__all__ = ["FEATURE_CODE_VERSION", "FORMAT_VERSION", "FeatureStore", "check_store", "fingerprint_of", "repair_store"]
+__all__ = ["FeatureStore"]
 
 logger = logging.getLogger(__name__)
 
-#: 2: checksums at rest (fletcher32 chunks, sha256 of string columns); 1 is still read
-FORMAT_VERSION = 2
-_READABLE_FORMATS = (1, 2)
-#: what h5py raises for a file whose HDF5 structure (not its checksummed data) is damaged
-_DAMAGED_FILE = (OSError, RuntimeError, KeyError, ValueError, TypeError)
-_UNREADABLE = "its HDF5 structure is damaged; move it aside and extract again to recompute its rows from the images"
-#: fletcher32 on new datasets (a benchmark turns it off to measure what it costs)
-_CHECKSUMS = True
-#: bump when a code change alters feature values for an unchanged configuration
-FEATURE_CODE_VERSION = 1
-_FORMAT = "cnnfeat.FeatureStore"
 _JOURNAL_MAGIC = b"CNNFEAT-JOURNAL-1\n"
 _RECORD_MAGIC = b"CFRB"
-_DESCRIPTION = (
-    "cnnfeat feature store. Row i of every /features/<tap> dataset holds the features of the image "
-    "whose file bytes have sha256 /keys[i]; /paths[i] is the path it was first computed from. Only the "
-    "first n_rows rows are valid. attrs['config'] is the JSON of the extractor configuration whose "
-    "sha256 is attrs['fingerprint']."
-)
-
-
-class _MissingKeyError(KeyError):
-    """A key the store does not hold (the caller's mistake, not damage)."""
-
-
-def _reports_damage(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn what h5py raises on a damaged HDF5 structure into a StoreError naming the file."""
-
-    @functools.wraps(method)
-    def wrapper(self: FeatureStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (CnnfeatError, _MissingKeyError):
-            raise
-        except _DAMAGED_FILE as exc:
-            raise StoreError(f"{self.path}: cannot read the feature store ({exc}); {_UNREADABLE}") from exc
-
-    return wrapper
-
-
-def fingerprint_of(config: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of an extractor configuration."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-class _Lock:
-    """An exclusive, non-blocking lock on ``<store>.lock``; released by the kernel if we die."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    @staticmethod
-    def _try_lock(fd: int) -> bool:
-        """An exclusive, non-blocking OS lock that the kernel drops when the process dies."""
-        try:
-            import fcntl
-        except ImportError:  # Windows: lock one byte far past the holder's note
-            import msvcrt
-
-            os.lseek(fd, 1 << 20, os.SEEK_SET)
-            try:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-            except OSError:
-                return False
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if not self._try_lock(fd):
-                raise StoreLockedError(
-                    f"feature store is being written by another process: lock {self.path} is held "
-                    f"({self._holder(fd)}). Wait for it to finish or write to another --output."
-                )
-            previous = self._holder(fd)
-            if previous != "holder unknown":
-                logger.info("took over lock %s left by a process that has ended (%s)", self.path, previous)
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    @staticmethod
-    def _holder(fd: int) -> str:
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            info = json.loads(os.read(fd, 4096) or b"{}")
-            return f"pid {info['pid']} on {info['host']}"
-        except (ValueError, KeyError, OSError):
-            return "holder unknown"
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, 0)
-        os.close(self._fd)  # closing the descriptor drops the flock
-        self._fd = None
-        with contextlib.suppress(OSError):
-            self.path.unlink()
 
 
 class FeatureStore:
@@ -220,7 +90,7 @@ class FeatureStore:
         self.mode = mode
         self.durable = durable
         self._journal_path = self.path.with_name(self.path.name + ".journal")
-        self._lock = _Lock(self.path.with_name(self.path.name + ".lock")) if mode == "a" else None
+        self._lock = StoreLock(self.path.with_name(self.path.name + ".lock")) if mode == "a" else None
         self._journal: BinaryIO | None = None
         self._h5: Any = None
         self._index: dict[str, int] = {}  # key -> row in the HDF5 file
@@ -238,9 +108,9 @@ class FeatureStore:
         except CnnfeatError:
             self.close(compact=False)
             raise
-        except _DAMAGED_FILE as exc:  # HDF5 metadata that no longer parses: damage, reported as such
+        except DAMAGED_FILE as exc:  # HDF5 metadata that no longer parses: damage, reported as such
             self.close(compact=False)
-            raise StoreError(f"{self.path}: cannot read the feature store ({exc}); {_UNREADABLE}") from exc
+            raise StoreError(f"{self.path}: cannot read the feature store ({exc}); {UNREADABLE}") from exc
         except BaseException:
             self.close(compact=False)
             raise
@@ -264,13 +134,13 @@ class FeatureStore:
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot open as HDF5 ({exc}); it is not a cnnfeat store or is damaged") from exc
         attrs = self._h5.attrs
-        if attrs.get("format") != _FORMAT:
+        if attrs.get("format") != FORMAT_NAME:
             raise StoreMismatchError(f"{self.path}: not a cnnfeat feature store (no format attribute); refusing to write to it")
         self.format_version = int(attrs.get("format_version", -1))
-        if self.format_version not in _READABLE_FORMATS:
+        if self.format_version not in READABLE_FORMATS:
             raise StoreMismatchError(
                 f"{self.path}: store format version {attrs.get('format_version')} is not one this cnnfeat reads "
-                f"({', '.join(map(str, _READABLE_FORMATS))}); extract into a new file"
+                f"({', '.join(map(str, READABLE_FORMATS))}); extract into a new file"
             )
         if self.format_version < FORMAT_VERSION:
             logger.info(
@@ -288,13 +158,13 @@ class FeatureStore:
             raise StoreMismatchError(
                 f"{self.path}: holds features of another extractor configuration "
                 f"(fingerprint {self.fingerprint[:12]}, wanted {fingerprint_of(config)[:12]}; "
-                f"differs in: {', '.join(_diff(self.config, config)) or 'unknown'}). "
+                f"differs in: {', '.join(config_diff(self.config, config)) or 'unknown'}). "
                 "Use another output path, or delete the file to start over."
             )
         self.dims: dict[str, int] = {t: int(self._h5["features"][t].shape[1]) for t in self.config["taps"]}
         self.dtype = np.dtype(self._h5["features"][self.config["taps"][0]].dtype)
         n = int(attrs["n_rows"])
-        keys = _read_checked(self._h5["keys"], slice(0, n), self.path, "keys")
+        keys = read_checked(self._h5["keys"], slice(0, n), self.path, "keys")
         self._index = {k.decode(): i for i, k in enumerate(keys)}
         if self.mode == "a":
             self._recover_journal()
@@ -307,8 +177,8 @@ class FeatureStore:
             raise ConfigError(f"config taps {taps} and dims {sorted(dims)} disagree")
         tmp = self._tmp_path()
         with h5py.File(tmp, "w") as f:
-            _create_datasets(f, taps, dims, dtype)
-            _write_attrs(f, config, n_rows=0)
+            create_datasets(f, taps, dims, dtype)
+            write_attrs(f, config, n_rows=0)
         self._install(tmp)
 
     # ------------------------------------------------------------------ reading
@@ -332,7 +202,7 @@ class FeatureStore:
         """Every committed key, file rows first."""
         return list(self._index) + list(self._pending)
 
-    @_reports_damage
+    @reports_damage
     def get(self, keys: Sequence[str], taps: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Features of ``keys`` (in that order) as float32 arrays, one per tap.
 
@@ -344,14 +214,14 @@ class FeatureStore:
         in_journal = [(i, self._pending[k]) for i, k in enumerate(keys) if k not in self._index and k in self._pending]
         if len(in_file) + len(in_journal) != len(keys):
             missing = next(k for k in keys if k not in self)
-            raise _MissingKeyError(f"key {missing} is not in feature store {self.path}")
+            raise MissingKeyError(f"key {missing} is not in feature store {self.path}")
         if in_file:
             positions = np.array([i for i, _ in in_file])
             rows = np.array([r for _, r in in_file])
             order = np.argsort(rows)
             unique_rows, inverse = np.unique(rows[order], return_inverse=True)
             for t in taps:  # h5py wants increasing indices
-                block = _read_checked(self._h5["features"][t], unique_rows, self.path, f"features/{t}")
+                block = read_checked(self._h5["features"][t], unique_rows, self.path, f"features/{t}")
                 out[t][positions[order]] = block[inverse]
         for i, (record, row) in in_journal:
             for t, vector in self._read_journal_row(record, row, taps).items():
@@ -417,7 +287,7 @@ class FeatureStore:
         rows = [self._index.get(k, -1) if k else -1 for k in self._run_index["key"]]
         pending = {k: len(self._index) + i for i, k in enumerate(self._pending)}
         rows = [pending.get(k, r) if r < 0 and k else r for r, k in zip(rows, self._run_index["key"])]
-        _write_index(group, np.asarray(rows, dtype=np.int64), self._run_index)
+        write_index(group, np.asarray(rows, dtype=np.int64), self._run_index)
         self._run_index = None
 
     def _open_journal(self) -> BinaryIO:
@@ -523,7 +393,7 @@ class FeatureStore:
             logger.info("%s: recovered %d committed rows from the journal", self.path, len(self._pending))
             self.compact()
 
-    @_reports_damage
+    @reports_damage
     def read_index(self) -> dict[str, list[Any]] | None:
         """The last run's ``/index`` as columns (``row`` as ints, the rest as str), checked; None without one.
 
@@ -533,18 +403,18 @@ class FeatureStore:
             return None
         columns: dict[str, list[Any]] = {}
         for name, ds in self._h5["index"].items():
-            values = _read_checked(ds, slice(None), self.path, f"index/{name}")
-            if ds.dtype.kind == "O" and ds.attrs.get("sha256") not in (None, _strings_digest(values)):
+            values = read_checked(ds, slice(None), self.path, f"index/{name}")
+            if ds.dtype.kind == "O" and ds.attrs.get("sha256") not in (None, strings_digest(values)):
                 raise StoreCorruptError(str(self.path), f"index/{name}", [])
-            columns[name] = [int(v) for v in values] if name == "row" else [_text(v) for v in values]
+            columns[name] = [int(v) for v in values] if name == "row" else [text(v) for v in values]
         return columns
 
-    @_reports_damage
+    @reports_damage
     def paths_of(self, keys: Sequence[str]) -> list[str]:
         """The path each key's row was first computed from."""
         rows = [self._index[k] for k in keys]
         paths = self._h5["paths"]
-        return [_text(paths[r]) for r in rows]
+        return [text(paths[r]) for r in rows]
 
     def compact(self) -> None:
         """Merge the journal into the HDF5 file and atomically replace it."""
@@ -566,7 +436,7 @@ class FeatureStore:
                         f[name].resize((end,))
                     f["keys"][start:end] = np.array([k.encode() for k in new_keys], dtype="S64")
                     f["paths"][start:end] = [self._pending_paths[k] for k in new_keys]
-                    f["paths"].attrs["sha256"] = _strings_digest(f["paths"][:end])
+                    f["paths"].attrs["sha256"] = strings_digest(f["paths"][:end])
                 chunk = 8192
                 for c in range(0, len(new_keys), chunk):
                     part = new_keys[c : c + chunk]
@@ -607,7 +477,7 @@ class FeatureStore:
 
         tmp = self._tmp_path()
         try:
-            _copy_rows(self._h5, tmp, list(rows))
+            copy_rows(self._h5, tmp, list(rows))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -663,208 +533,3 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, rows={self.n_rows}, taps={self.taps}, fingerprint={self.fingerprint[:12]})"
-
-
-def _create_datasets(f: Any, taps: Sequence[str], dims: Mapping[str, int], dtype: Any) -> None:
-    """The empty datasets of a store: every fixed-size one with a fletcher32 checksum per chunk."""
-    import h5py
-
-    f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype="S64", chunks=(4096,), fletcher32=_CHECKSUMS)
-    paths = f.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
-    paths.attrs["sha256"] = _strings_digest([])
-    group = f.create_group("features")
-    for tap in taps:
-        d = int(dims[tap])
-        rows_per_chunk = max(1, min(1024, (1 << 20) // max(d * np.dtype(dtype).itemsize, 1)))
-        ds = group.create_dataset(
-            tap, shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(rows_per_chunk, d), fletcher32=_CHECKSUMS
-        )
-        ds.attrs["description"] = f"features of tap {tap!r}, one row per image"
-
-
-def _write_index(group: Any, rows: np.ndarray, columns: Mapping[str, Sequence[str]]) -> None:
-    """``/index``: ``row`` and ``key`` checksummed per chunk, the string columns with their sha256."""
-    import h5py
-
-    group.create_dataset("row", data=rows, chunks=True if len(rows) else None, fletcher32=bool(len(rows)))
-    for name, column in columns.items():
-        if name == "key":
-            group.create_dataset(name, data=np.asarray(column, dtype="S64"), chunks=True if len(column) else None,
-                                 fletcher32=bool(len(column)))  # fmt: skip
-        else:
-            ds = group.create_dataset(name, data=list(column), dtype=h5py.string_dtype())
-            ds.attrs["sha256"] = _strings_digest(ds[:])
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _strings_digest(values: Iterable[Any]) -> str:
-    """sha256 of a string column as stored (each value's UTF-8 bytes, newline-terminated)."""
-    digest = hashlib.sha256()
-    for v in values:
-        digest.update((v if isinstance(v, bytes) else str(v).encode()) + b"\n")
-    return digest.hexdigest()
-
-
-def _read_checked(ds: Any, selection: Any, path: Path | str, name: str) -> np.ndarray:
-    """``ds[selection]``; a chunk whose checksum fails becomes a StoreCorruptError naming its rows."""
-    try:
-        return ds[selection]
-    except (RuntimeError, ValueError, KeyError) as exc:  # the dataset's own metadata is damaged
-        raise StoreError(f"{path}: cannot read /{name} ({exc}); {_UNREADABLE}") from exc
-    except OSError as exc:
-        wanted = set(np.arange(ds.shape[0])[selection].tolist())
-        bad = [r for r in _damaged_rows(ds, len(ds)) if r in wanted]
-        if not bad:  # not a checksum: an I/O error of the file itself
-            raise StoreError(f"{path}: cannot read /{name} ({exc})") from exc
-        raise StoreCorruptError(str(path), name, bad) from exc
-
-
-def _damaged_rows(ds: Any, n: int) -> list[int]:
-    """Rows (below ``n``) of every chunk of ``ds`` that cannot be read back."""
-    step = ds.chunks[0] if ds.chunks else max(n, 1)
-    bad: list[int] = []
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        try:
-            ds[start:stop]
-        except OSError:
-            bad.extend(range(start, stop))
-    return bad
-
-
-def _damage(f: Any) -> dict[str, list[int]]:
-    """Every damaged dataset of an open store, with its damaged rows (see :meth:`FeatureStore.check`)."""
-    n = int(f.attrs["n_rows"])
-    found: dict[str, list[int]] = {}
-    datasets = [("keys", f["keys"], n)] + [(f"features/{t}", ds, n) for t, ds in f["features"].items()]
-    if "index" in f:
-        datasets += [(f"index/{name}", ds, len(ds)) for name, ds in f["index"].items()]
-    datasets.append(("paths", f["paths"], n))
-    for name, ds, rows in datasets:
-        if ds.dtype.kind == "O":  # a string column: its digest
-            expected = ds.attrs.get("sha256")
-            if expected is not None and _strings_digest(ds[:rows]) != expected:
-                found[name] = []
-            continue
-        bad = _damaged_rows(ds, rows)
-        if bad:
-            found[name] = bad
-    return found
-
-
-def _copy_rows(src: Any, tmp: Path, rows: list[int], *, keep_index: bool = True, block: int = 4096) -> None:
-    """Write a fresh store file holding ``rows`` of ``src`` (current format); a kept index follows its keys."""
-    import h5py
-
-    config = json.loads(src.attrs["config"])
-    taps = list(config["taps"])
-    dims = {t: int(src["features"][t].shape[1]) for t in taps}
-    with h5py.File(tmp, "w") as f:
-        _create_datasets(f, taps, dims, src["features"][taps[0]].dtype)
-        _write_attrs(f, config, n_rows=0)
-        for name in ("created", "cnnfeat_version"):
-            if name in src.attrs:
-                f.attrs[name] = src.attrs[name]
-        n = len(rows)
-        for ds in [f["keys"], f["paths"], *f["features"].values()]:
-            ds.resize((n, *ds.shape[1:]))
-        for start in range(0, n, block):
-            part = np.asarray(rows[start : start + block], dtype=np.int64)
-            f["keys"][start : start + len(part)] = src["keys"][part]
-            f["paths"][start : start + len(part)] = src["paths"][part]
-            for t in taps:
-                f["features"][t][start : start + len(part)] = src["features"][t][part]
-        f["paths"].attrs["sha256"] = _strings_digest(f["paths"][:n])
-        if "index" in src and keep_index:
-            new_row = {k.decode(): i for i, k in enumerate(f["keys"][:n])}
-            index = src["index"]
-            keys = [k.decode() for k in index["key"][:]]
-            columns = {name: [v.decode() if isinstance(v, bytes) else str(v) for v in index[name][:]]
-                       for name in index if name not in ("row",)}  # fmt: skip
-            _write_index(f.create_group("index"), np.array([new_row.get(k, -1) for k in keys], dtype=np.int64), columns)
-        f.attrs["n_rows"] = n
-
-
-def check_store(path: str | os.PathLike[str]) -> dict[str, list[int]]:
-    """Read every chunk of every dataset of a store, and each string column's digest: ``{dataset: damaged rows}``.
-
-    Empty when the file is intact. A string column whose digest differs is listed with no
-    rows (its damage cannot be placed on rows). A version-1 store has no checksums, so only
-    what HDF5 itself cannot read is found there.
-
-    Raises
-    ------
-    StoreError
-        The file does not open as HDF5 (damage in its metadata), or is not a cnnfeat store.
-    """
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != _FORMAT:
-                raise StoreMismatchError(f"{path}: not a cnnfeat feature store (no format attribute)")
-            return _damage(f)
-    except _DAMAGED_FILE as exc:
-        raise StoreError(f"{path}: cannot read as a feature store ({exc}); it is damaged or not a cnnfeat store") from exc
-
-
-def repair_store(path: str | os.PathLike[str]) -> int:
-    """Rewrite a damaged store without its damaged rows; returns how many rows were dropped.
-
-    Takes the writer's lock. A row is dropped when its key or any of its features sits in a
-    chunk that fails its checksum; a damaged ``/index`` (the last run's inputs) is dropped
-    whole. A pending journal is left alone (its records carry their own CRC). The dropped
-    rows are simply absent afterwards: the next extraction recomputes them from the images.
-    """
-    import h5py
-
-    path = Path(path)
-    lock = _Lock(path.with_name(path.name + ".lock"))
-    lock.acquire()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(path, "r") as src:
-            n = int(src.attrs["n_rows"])
-            damage = _damage(src)
-            bad = set().union(*(set(rows) for name, rows in damage.items() if name == "keys" or name.startswith("features/")))
-            if not damage:
-                return 0
-            keep_index = not any(name.startswith("index/") for name in damage)
-            _copy_rows(src, tmp, [r for r in range(n) if r not in bad], keep_index=keep_index)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        logger.warning("%s: dropped %d damaged rows (%s)", path, len(bad), ", ".join(sorted(damage)))
-        return len(bad)
-    finally:
-        tmp.unlink(missing_ok=True)
-        lock.release()
-
-
-def _write_attrs(f: Any, config: Mapping[str, Any], n_rows: int) -> None:
-    import h5py
-
-    from cnnfeat import __version__
-
-    f.attrs["format"] = _FORMAT
-    f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["description"] = _DESCRIPTION
-    f.attrs["fingerprint"] = fingerprint_of(config)
-    f.attrs["config"] = json.dumps(config, sort_keys=True, indent=1, default=str)
-    f.attrs["feature_code_version"] = int(config.get("feature_code_version", FEATURE_CODE_VERSION))
-    f.attrs["cnnfeat_version"] = __version__
-    f.attrs["h5py_version"] = h5py.__version__
-    f.attrs["numpy_version"] = np.__version__
-    f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    f.attrs["n_rows"] = n_rows
-
-
-def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    return sorted(
-        k
-        for k in set(a) | set(b)
-        if json.dumps(a.get(k), sort_keys=True, default=str) != json.dumps(b.get(k), sort_keys=True, default=str)
-    )

@@ -1,0 +1,103 @@
+"""The HDF5 schema of a feature store: its format constants, datasets, attributes, and string-column digests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FEATURE_CODE_VERSION", "FORMAT_VERSION", "fingerprint_of"]
+
+#: 2: checksums at rest (fletcher32 chunks, sha256 of string columns); 1 is still read
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+#: bump when a code change alters feature values for an unchanged configuration
+FEATURE_CODE_VERSION = 1
+FORMAT_NAME = "cnnfeat.FeatureStore"
+#: fletcher32 on new datasets (a benchmark turns it off to measure what it costs)
+CHECKSUMS = True
+DESCRIPTION = (
+    "cnnfeat feature store. Row i of every /features/<tap> dataset holds the features of the image "
+    "whose file bytes have sha256 /keys[i]; /paths[i] is the path it was first computed from. Only the "
+    "first n_rows rows are valid. attrs['config'] is the JSON of the extractor configuration whose "
+    "sha256 is attrs['fingerprint']."
+)
+
+
+def fingerprint_of(config: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of an extractor configuration."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_datasets(f: Any, taps: Sequence[str], dims: Mapping[str, int], dtype: Any) -> None:
+    """The empty datasets of a store: every fixed-size one with a fletcher32 checksum per chunk."""
+    import h5py
+
+    f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype="S64", chunks=(4096,), fletcher32=CHECKSUMS)
+    paths = f.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
+    paths.attrs["sha256"] = strings_digest([])
+    group = f.create_group("features")
+    for tap in taps:
+        d = int(dims[tap])
+        rows_per_chunk = max(1, min(1024, (1 << 20) // max(d * np.dtype(dtype).itemsize, 1)))
+        ds = group.create_dataset(
+            tap, shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(rows_per_chunk, d), fletcher32=CHECKSUMS
+        )
+        ds.attrs["description"] = f"features of tap {tap!r}, one row per image"
+
+
+def write_index(group: Any, rows: np.ndarray, columns: Mapping[str, Sequence[str]]) -> None:
+    """``/index``: ``row`` and ``key`` checksummed per chunk, the string columns with their sha256."""
+    import h5py
+
+    group.create_dataset("row", data=rows, chunks=True if len(rows) else None, fletcher32=bool(len(rows)))
+    for name, column in columns.items():
+        if name == "key":
+            group.create_dataset(name, data=np.asarray(column, dtype="S64"), chunks=True if len(column) else None,
+                                 fletcher32=bool(len(column)))  # fmt: skip
+        else:
+            ds = group.create_dataset(name, data=list(column), dtype=h5py.string_dtype())
+            ds.attrs["sha256"] = strings_digest(ds[:])
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def strings_digest(values: Iterable[Any]) -> str:
+    """sha256 of a string column as stored (each value's UTF-8 bytes, newline-terminated)."""
+    digest = hashlib.sha256()
+    for v in values:
+        digest.update((v if isinstance(v, bytes) else str(v).encode()) + b"\n")
+    return digest.hexdigest()
+
+
+def write_attrs(f: Any, config: Mapping[str, Any], n_rows: int) -> None:
+    import h5py
+
+    from cnnfeat import __version__
+
+    f.attrs["format"] = FORMAT_NAME
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["description"] = DESCRIPTION
+    f.attrs["fingerprint"] = fingerprint_of(config)
+    f.attrs["config"] = json.dumps(config, sort_keys=True, indent=1, default=str)
+    f.attrs["feature_code_version"] = int(config.get("feature_code_version", FEATURE_CODE_VERSION))
+    f.attrs["cnnfeat_version"] = __version__
+    f.attrs["h5py_version"] = h5py.__version__
+    f.attrs["numpy_version"] = np.__version__
+    f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    f.attrs["n_rows"] = n_rows
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    return sorted(
+        k
+        for k in set(a) | set(b)
+        if json.dumps(a.get(k), sort_keys=True, default=str) != json.dumps(b.get(k), sort_keys=True, default=str)
+    )
