@@ -46,3 +46,8 @@ LITE2=cnn:efficientnet_lite2/pool
 "${BENCH[@]}" --datasets office31 --protocol sampled_st --methods hog sift_bovw --probes svm --seeds 0 1 2 3 4 \
     --out results/office31_sampled
 "${BENCH[@]}" --tables-only --out results/office31_sampled   # one table from the four commands' records
+# the same Lite0 features from each runtime and precision (Keras, the exported graph in ONNX Runtime and OpenVINO,
+# OpenVINO bf16): 15-Scene, 5 splits, and Office-31 full protocol, 6 shifts (about 15 and 25 minutes)
+RUNTIMES=("$LITE0" "$LITE0?runtime=onnxruntime" "$LITE0?runtime=openvino" "$LITE0?runtime=openvino&precision=bf16")
+"${BENCH[@]}" --datasets scene15 --methods "${RUNTIMES[@]}" --probes logreg --seeds 0 1 2 3 4 --out results/scene15_runtimes
+"${BENCH[@]}" --datasets office31 --protocol full --methods "${RUNTIMES[@]}" --probes logreg --out results/office31_full_runtimes
