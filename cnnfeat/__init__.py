@@ -30,7 +30,7 @@ _EXPORTS = {
     "CNNFeatures": "cnnfeat.extractors.cnn",
     "extract_features": "cnnfeat.extractors.cnn",
     "HOGFeatures": "cnnfeat.extractors.hog",
-    "SIFTBoVW": "cnnfeat.extractors.sift_bow",
+    "SIFTBoVW": "cnnfeat.extractors.sift_bovw",
     "ColorHistogram": "cnnfeat.extractors.color",
     "ExtractionReport": "cnnfeat.extractors._base",
     "CnnfeatError": "cnnfeat.exceptions",

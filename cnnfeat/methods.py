@@ -94,7 +94,7 @@ class Method:
 
             return HOGFeatures(**params)
         if self.kind == "sift_bovw":
-            from cnnfeat.extractors.sift_bow import SIFTBoVW
+            from cnnfeat.extractors.sift_bovw import SIFTBoVW
 
             return SIFTBoVW(**params)
         from cnnfeat.extractors.color import ColorHistogram

@@ -14,7 +14,7 @@ from cnnfeat import CNNFeatures
 from cnnfeat.adaptation import CORAL, FeatureAugmentation, SubspaceAlignment
 from cnnfeat.extractors.color import ColorHistogram
 from cnnfeat.extractors.hog import HOGFeatures
-from cnnfeat.extractors.sift_bow import SIFTBoVW
+from cnnfeat.extractors.sift_bovw import SIFTBoVW
 from cnnfeat.normalize import SignedPower
 from cnnfeat.probes import SweptLinearClassifier
 

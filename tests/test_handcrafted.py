@@ -10,7 +10,7 @@ import pytest
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.extractors.color import ColorHistogram
 from cnnfeat.extractors.hog import HOGFeatures
-from cnnfeat.extractors.sift_bow import SIFTBoVW, _octave_of, dense_sift, pyramid_histogram
+from cnnfeat.extractors.sift_bovw import SIFTBoVW, _octave_of, dense_sift, pyramid_histogram
 
 
 def _stripes(vertical: bool, size: int = 64) -> np.ndarray:

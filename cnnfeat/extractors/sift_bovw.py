@@ -12,7 +12,7 @@ of a codebook learned by MiniBatchKMeans in ``fit`` (hard assignment, or soft
 
 Examples
 --------
->>> from cnnfeat.extractors.sift_bow import SIFTBoVW
+>>> from cnnfeat.extractors.sift_bovw import SIFTBoVW
 >>> bow = SIFTBoVW(n_words=200, pyramid_levels=2)
 >>> bow.fit(train_paths).transform(test_paths).shape  # doctest: +SKIP
 (n_test, 4200)
