@@ -55,8 +55,8 @@ DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "
 CONTENDERS = ("cnnfeat", "keras_dataset", "keras_generator", "bare_model", "torch_dataloader")
 #: cnnfeat on each runtime, end to end, and each runtime's bare exported graph on tensors in memory
 RUNTIME_CONTENDERS = (
-    "cnnfeat_auto", "cnnfeat_onnxruntime", "cnnfeat_openvino", "cnnfeat_openvino_bf16",
-    "bare_onnxruntime", "bare_openvino", "bare_openvino_bf16",
+    "cnnfeat_auto", "cnnfeat_onnxruntime", "cnnfeat_openvino", "cnnfeat_openvino_bf16", "cnnfeat_onnxruntime_int8",
+    "bare_onnxruntime", "bare_openvino", "bare_openvino_bf16", "bare_onnxruntime_int8",
 )  # fmt: skip
 #: not a contender: the input side alone, for the profile of (a) against (c)
 EXTRA = ("decode_only", *RUNTIME_CONTENDERS)
@@ -74,17 +74,23 @@ def _keras_model(network: str):  # type: ignore[no-untyped-def]
     return build_backbone(network, weights=weights, taps=("pool",))
 
 
-def _extractor(network: str, batch: int, cache: Path | None, runtime: str = "keras", precision: str = "float32") -> Any:
+def _extractor(
+    network: str, batch: int, cache: Path | None, runtime: str = "keras", precision: str = "float32", paths: list[str] = ()
+) -> Any:
     from cnnfeat import CNNFeatures
 
     weights = "imagenet" if network.startswith("efficientnet_lite") else None
-    return CNNFeatures(backbone=network, weights=weights, batch_size=batch, cache=cache, runtime=runtime, precision=precision)
+    calibration = os.path.commonpath(paths) if precision == "int8" else None  # int8 calibrates on the timed images' folder
+    return CNNFeatures(
+        backbone=network, weights=weights, batch_size=batch, cache=cache, runtime=runtime, precision=precision,
+        calibration=calibration,
+    )  # fmt: skip
 
 
 def worker_cnnfeat(
     paths: list[str], network: str, batch: int, tmp: Path, runtime: str = "keras", precision: str = "float32"
 ) -> float:
-    extractor = _extractor(network, batch, tmp / "features.h5", runtime, precision)
+    extractor = _extractor(network, batch, tmp / "features.h5", runtime, precision, paths)
     size = extractor.image_transform().size
     warm = np.zeros((batch, size, size, 3), np.uint8)
     if extractor.resolved_runtime()[0] == "keras":  # built (and traced) outside the timing, like the other contenders
@@ -171,9 +177,13 @@ def worker_cnnfeat_openvino_bf16(paths: list[str], network: str, batch: int, tmp
     return worker_cnnfeat(paths, network, batch, tmp, "openvino", "bf16")
 
 
+def worker_cnnfeat_onnxruntime_int8(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return worker_cnnfeat(paths, network, batch, tmp, "onnxruntime", "int8")
+
+
 def _bare_graph(paths: list[str], network: str, batch: int, runtime: str, precision: str = "float32") -> float:
     """The exported graph in one runtime, on one batch of tensors in memory, as ``bare_model`` runs Keras."""
-    extractor = _extractor(network, batch, None, runtime, precision)
+    extractor = _extractor(network, batch, None, runtime, precision, paths)
     session = extractor.session()[1]
     size = extractor.image_transform().size
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype(np.uint8)
@@ -195,6 +205,10 @@ def worker_bare_openvino(paths: list[str], network: str, batch: int, tmp: Path) 
 
 def worker_bare_openvino_bf16(paths: list[str], network: str, batch: int, tmp: Path) -> float:
     return _bare_graph(paths, network, batch, "openvino", "bf16")
+
+
+def worker_bare_onnxruntime_int8(paths: list[str], network: str, batch: int, tmp: Path) -> float:
+    return _bare_graph(paths, network, batch, "onnxruntime", "int8")
 
 
 def worker_decode_only(paths: list[str], network: str, batch: int, tmp: Path) -> float:

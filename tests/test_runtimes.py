@@ -137,3 +137,23 @@ def test_lite0_through_onnxruntime_matches_keras_on_the_layer_taps_and_classifie
         assert _relative(features[tap], reference[tap]) <= EXACT_TOLERANCE, tap
     logits, _ = CNNFeatures(layers="predictions", runtime="onnxruntime").extract(photos)
     assert logits["predictions"].argmax(axis=1).tolist() == [698, 985]  # palace, daisy
+
+
+@pytest.mark.skipif(not installed("onnxruntime"), reason="onnxruntime is not installed")
+def test_int8_is_calibrated_on_the_users_images_and_fingerprinted_by_them(image_tree: Path, tmp_path: Path) -> None:
+    from tests.support import make_photos
+
+    paths = sorted(str(p) for p in image_tree.rglob("*.jpg"))
+    exact, _ = tiny(runtime="onnxruntime").extract(paths)
+    quantized, report = tiny(precision="int8", runtime="auto", calibration=image_tree).extract(paths)
+    assert "onnxruntime int8" in report.device
+    assert not np.array_equal(quantized["pool"], exact["pool"])  # int8 is not exact ...
+    assert np.corrcoef(quantized["pool"].ravel(), exact["pool"].ravel())[0, 1] > 0.95  # ... but close
+    config = tiny(precision="int8", calibration=image_tree, runtime="onnxruntime").store_config()
+    make_photos(tmp_path / "other", 6, size=(64, 48))
+    other = tiny(precision="int8", calibration=tmp_path / "other", runtime="onnxruntime").store_config()
+    assert len(config["calibration"]) == 64 and config["calibration"] != other["calibration"]  # never one store
+    with pytest.raises(ConfigError, match="needs calibration="):
+        tiny(precision="int8", runtime="onnxruntime").store_config()
+    with pytest.raises(ConfigError, match="int8' runs in ONNX Runtime"):
+        tiny(precision="int8", runtime="keras", calibration=image_tree).store_config()

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,9 @@ class CNNFeatures(CachedImageFeatures):
         and cached), whose float32 features match Keras' within 1e-4 of their largest value.
         ``"auto"``: the fastest installed runtime measured on this machine (see
         :mod:`cnnfeat.runtimes.auto`). The resolved runtime is part of the fingerprint.
+    calibration : path or None
+        For ``precision="int8"``: a folder, CSV or list of images like yours, from which 64 are
+        drawn (seed 0) to calibrate the quantisation; their digest is part of the fingerprint.
     batch_size : int
         Images per forward pass.
     dtype : {"float32", "float16"}
@@ -112,6 +116,7 @@ class CNNFeatures(CachedImageFeatures):
         "interpolation": [StrOptions(set(INTERPOLATIONS)), None],
         "precision": [StrOptions(set(PRECISIONS))],
         "runtime": [StrOptions(set(RUNTIMES))],
+        "calibration": [str, os.PathLike, None],
         "seed": [Integral],
     }
 
@@ -128,6 +133,7 @@ class CNNFeatures(CachedImageFeatures):
         interpolation: str | None = None,
         precision: str = "float32",
         runtime: str = "keras",
+        calibration: str | os.PathLike[str] | None = None,
         batch_size: int = 32,
         dtype: str = "float32",
         cache: str | os.PathLike[str] | None = None,
@@ -147,6 +153,7 @@ class CNNFeatures(CachedImageFeatures):
         self.interpolation = interpolation
         self.precision = precision
         self.runtime = runtime
+        self.calibration = calibration
         self.batch_size = batch_size
         self.dtype = dtype
         self.cache = cache
@@ -189,7 +196,23 @@ class CNNFeatures(CachedImageFeatures):
         runtime = self.resolved_runtime()[0]
         if runtime != "keras":  # absent means Keras, so stores made before runtimes keep their fingerprint
             config["runtime"] = runtime
+        if self.precision == "int8":
+            config["calibration"] = self._calibration()[1]
         return config
+
+    def _calibration(self) -> tuple[list[str], str]:
+        """The int8 calibration sample and its digest (drawn once per ``calibration``)."""
+        from cnnfeat.runtimes.quantize import calibration_sample
+
+        if self.calibration is None:
+            raise ConfigError(
+                "precision='int8' needs calibration=<a folder, CSV or list of images like yours>; 64 of them "
+                "calibrate the quantisation (the CLI uses its input unless --calibration names others)"
+            )
+        cached = self.__dict__.get("_calibration_sample")
+        if cached is None or cached[0] != str(self.calibration):
+            self.__dict__["_calibration_sample"] = cached = (str(self.calibration), calibration_sample(self.calibration))
+        return cached[1]
 
     def _model_config(self) -> dict[str, Any]:
         """What the network (and so its exported graph) depends on."""
@@ -218,6 +241,8 @@ class CNNFeatures(CachedImageFeatures):
         runtime = resolved[0]
         if self.precision == "bf16" and runtime != "openvino":
             raise ConfigError(f"precision 'bf16' runs in OpenVINO; use runtime='openvino' or 'auto' (not {runtime!r})")
+        if self.precision == "int8" and runtime != "onnxruntime":
+            raise ConfigError(f"precision 'int8' runs in ONNX Runtime; use runtime='onnxruntime' or 'auto' (not {runtime!r})")
         if self.precision == "mixed" and runtime != "keras":
             raise ConfigError(f"precision 'mixed' runs in Keras; use runtime='keras' or 'auto' (not {runtime!r})")
         self.__dict__["_resolved_runtime"] = (wanted, resolved)
@@ -229,10 +254,16 @@ class CNNFeatures(CachedImageFeatures):
         from cnnfeat.runtimes.graphs import load_or_export
 
         runtime = self.resolved_runtime()[0]
-        wanted = (runtime, self.precision, json_key(self._model_config()))
+        wanted = (runtime, self.precision, str(self.calibration), json_key(self._model_config()))
         cached = self.__dict__.get("_runtime_session")
         if cached is None or cached[0] != wanted:
             graph = load_or_export(self._model_config(), self.network)
+            if self.precision == "int8":
+                from cnnfeat.runtimes.quantize import quantized_graph
+
+                transform = self.image_transform()
+                sample, digest = self._calibration()
+                graph = quantized_graph(graph, sample, digest, lambda path: transform.load(Path(path).read_bytes(), path)[0])
             self.__dict__["_runtime_session"] = cached = (wanted, (graph, open_session(runtime, graph, self.precision)))
         return cached[1]
 
@@ -257,7 +288,7 @@ class CNNFeatures(CachedImageFeatures):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_built_backbone", "_runtime_session", "_resolved_runtime"):
+        for name in ("_built_backbone", "_runtime_session", "_resolved_runtime", "_calibration_sample"):
             state.pop(name, None)  # the model and sessions are rebuilt lazily, not pickled
         return state
 
@@ -313,6 +344,8 @@ class CNNFeatures(CachedImageFeatures):
         if runtime == "keras" and self.runtime == "keras":
             return compute_device()
         where = "cpu" if runtime != "keras" else compute_device()
+        if "CUDAExecutionProvider" in getattr(self.session()[1], "providers", []) if runtime == "onnxruntime" else False:
+            where = "gpu (onnxruntime CUDA provider)"
         return f"{where} ({os.cpu_count()} cores, {runtime} {self.precision}; {self.runtime}: {reason})"
 
 

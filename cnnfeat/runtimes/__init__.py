@@ -3,7 +3,7 @@
 The Keras model is the reference for every feature value. A runtime runs the
 ONNX graph exported from it (:mod:`cnnfeat.runtimes.graphs`, made once and
 cached) and must give Keras' float32 features within ``1e-4 × max|f|``; a
-reduced precision (``bf16``) is never the default and has its own fingerprint.
+reduced precision (``bf16``, ``int8``) is never the default and has its own fingerprint.
 ``auto`` resolves, by device, to a concrete runtime (:func:`resolve_runtime`),
 and the resolved name, never ``auto``, is what the feature store and records carry.
 """
@@ -19,8 +19,9 @@ __all__ = ["EXACT_TOLERANCE", "PRECISIONS", "RUNTIMES", "has_gpu", "installed", 
 
 #: every runtime a user can ask for; ``auto`` picks one of the others
 RUNTIMES = ("auto", "keras", "onnxruntime", "openvino")
-#: ``mixed``: float16 compute in Keras (GPUs); ``bf16``: OpenVINO's bf16 hint (CPUs with AVX512_BF16 or AMX)
-PRECISIONS = ("float32", "mixed", "bf16")
+#: ``mixed``: float16 compute in Keras (GPUs); ``bf16``: OpenVINO's bf16 hint (CPUs with AVX512_BF16 or AMX);
+#: ``int8``: ONNX Runtime on a statically quantised graph, calibrated on the user's images
+PRECISIONS = ("float32", "mixed", "bf16", "int8")
 #: a float32 runtime's features must be within this fraction of max|f| of Keras'
 EXACT_TOLERANCE = 1e-4
 _MODULES = {"keras": "keras", "onnxruntime": "onnxruntime", "openvino": "openvino"}

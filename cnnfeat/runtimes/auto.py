@@ -69,6 +69,10 @@ def choose_runtime(
     """``(runtime, reason)`` for ``runtime="auto"``; ``build()`` gives the Keras model, ``graph()`` its export."""
     if precision == "mixed":
         return "keras", "mixed precision computes in Keras"
+    if precision == "int8":
+        if installed("onnxruntime"):
+            return "onnxruntime", "int8: ONNX Runtime's static quantisation"
+        raise ConfigError("precision 'int8' needs ONNX Runtime (pip install onnxruntime tf2onnx onnx)")
     if precision == "bf16":
         from cnnfeat.runtimes.sessions import cpu_has_bf16
 

@@ -14,7 +14,7 @@ __all__ = ["OnnxRuntimeSession", "OpenVinoSession", "cpu_has_bf16"]
 
 
 class OnnxRuntimeSession:
-    """ONNX Runtime on the CPU provider (or CUDA's, where ``onnxruntime-gpu`` offers it), float32."""
+    """ONNX Runtime on the CPU provider (or CUDA's, where ``onnxruntime-gpu`` offers it), float32 or int8."""
 
     name = "onnxruntime"
 
@@ -23,9 +23,9 @@ class OnnxRuntimeSession:
     ) -> None:
         import onnxruntime as ort
 
-        if precision != "float32":
+        if precision not in ("float32", "int8"):  # int8: ``graph`` is the quantised one
             raise ConfigError(
-                f"onnxruntime runs float32 features here; precision {precision!r} needs --runtime openvino "
+                f"onnxruntime runs float32 or int8 features here; precision {precision!r} needs --runtime openvino "
                 "(bf16) or keras on a GPU (mixed)"
             )
         options = ort.SessionOptions()
