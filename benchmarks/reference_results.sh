@@ -51,3 +51,10 @@ LITE2=cnn:efficientnet_lite2/pool
 RUNTIMES=("$LITE0" "$LITE0?runtime=onnxruntime" "$LITE0?runtime=openvino" "$LITE0?runtime=openvino&precision=bf16")
 "${BENCH[@]}" --datasets scene15 --methods "${RUNTIMES[@]}" --probes logreg --seeds 0 1 2 3 4 --out results/scene15_runtimes
 "${BENCH[@]}" --datasets office31 --protocol full --methods "${RUNTIMES[@]}" --probes logreg --out results/office31_full_runtimes
+# ... and int8 (ONNX Runtime, calibrated on 64 images drawn from the dataset itself), into the same tables
+"${BENCH[@]}" --datasets scene15 --methods "$LITE0?runtime=onnxruntime&precision=int8&calibration=$DATA/scene15" \
+    --probes logreg --seeds 0 1 2 3 4 --out results/scene15_runtimes
+"${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0?runtime=onnxruntime&precision=int8&calibration=$DATA/office31" \
+    --probes logreg --out results/office31_full_runtimes
+"${BENCH[@]}" --tables-only --out results/scene15_runtimes
+"${BENCH[@]}" --tables-only --out results/office31_full_runtimes
