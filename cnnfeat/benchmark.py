@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         "NAME defaults to the folder's or file's name)",
     )
     p.add_argument("--methods", nargs="+", help="cnn:<backbone>/<tap>[@views], hog, sift_bovw, color_hist")
-    p.add_argument("--probes", nargs="+", help="logreg, svm, logreg+dropout, svm+dropout")
+    p.add_argument("--probes", nargs="+", help="logreg, svm, logreg+dropout, svm+dropout, knn (DINOv2's weighted k-NN)")
     p.add_argument(
         "--protocol",
         nargs="+",

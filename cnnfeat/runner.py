@@ -51,12 +51,13 @@ __all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "run_
 
 logger = logging.getLogger(__name__)
 
-#: probe name -> SweptLinearClassifier parameters
+#: probe name -> SweptLinearClassifier parameters (``knn``: :class:`~cnnfeat.probes.KNNProbe`, DINOv2's k-NN)
 PROBES: dict[str, dict[str, Any]] = {
     "logreg": {"kind": "logreg", "search": "kornblith"},
     "logreg+dropout": {"kind": "logreg", "search": "kornblith", "dropout": 0.5},
     "svm": {"kind": "svm", "search": "clip"},
     "svm+dropout": {"kind": "svm", "search": "clip", "dropout": 0.5},
+    "knn": {},
 }
 ADAPTATIONS = ("none", "coral", "sa", "augment")
 RECORD_VERSION = 1
@@ -240,9 +241,9 @@ def _make_probe(spec: RunSpec) -> Any:
 
     from cnnfeat.adaptation import CORAL, FeatureAugmentation, SubspaceAlignment
     from cnnfeat.normalize import make_normalizer
-    from cnnfeat.probes import SweptLinearClassifier
+    from cnnfeat.probes import KNNProbe, SweptLinearClassifier
 
-    probe: Any = SweptLinearClassifier(**PROBES[spec.probe])
+    probe: Any = KNNProbe() if spec.probe == "knn" else SweptLinearClassifier(**PROBES[spec.probe])
     if spec.adapt == "coral":
         probe = CORAL(probe)
     elif spec.adapt == "sa":
@@ -460,7 +461,13 @@ def _execute(
         blocks, info = _memo(features, ("cnn", *group), lambda: _features(spec.method, dataset, cache, layers=layers))
     else:
         blocks, info = _memo(features, (spec.method, spec.dataset), lambda: _features(spec.method, dataset, cache))
-    X = np.concatenate(list(blocks.values()), axis=1) if kind != "cnn" else blocks[tap]
+    if kind != "cnn":
+        X = np.concatenate(list(blocks.values()), axis=1)
+    elif "," in tap:  # several taps of one network: each part L2-normalised, then concatenated
+        parts = [blocks[t] for t in tap.split(",")]
+        X = np.concatenate([b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in parts], axis=1)
+    else:
+        X = blocks[tap]
     train = np.r_[split.train, split.val].astype(int)
     fit_split = Split(train=train, test=split.test, unlabelled=split.unlabelled, description=split.description)
     started = time.perf_counter()
@@ -477,11 +484,21 @@ def _execute(
         "mean_per_class_accuracy": _mean_per_class(truth, predicted),
         "C": None if swept is None else float(swept.C_),
         "val_accuracy_by_C": None if swept is None else {repr(C): s for C, s in sorted(swept.val_scores_.items())},
+        **_knn_choice(model),
         "probe_seconds": time.perf_counter() - started,
         "features": info,
         "data": _data_provenance(dataset),
         **({"dataset_problems": dataset.problems} if dataset.problems else {}),
     }
+
+
+def _knn_choice(model: Any) -> dict[str, Any]:
+    """The k a k-NN probe chose and each k's validation accuracy (nothing for the linear probes)."""
+    while not hasattr(model, "k_"):
+        model = model.steps[-1][1] if hasattr(model, "steps") else getattr(model, "estimator_", None)
+        if model is None:
+            return {}
+    return {"k": int(model.k_), "val_accuracy_by_k": {str(k): s for k, s in sorted(model.val_scores_.items())}}
 
 
 def _data_provenance(dataset: Dataset) -> dict[str, Any]:

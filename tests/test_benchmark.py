@@ -223,3 +223,14 @@ def test_cli_draws_accuracy_per_layer_and_tsne_when_a_network_is_probed_at_sever
     assert main(["--methods", *methods, "--seeds", "0", "--out", str(out), "--no-progress", "--cache", str(tmp_path / "c")]) == 0
     assert (out / "layers_digits_tiny_test.png").stat().st_size > 2000
     assert (out / "tsne_digits_tiny_test.png").stat().st_size > 2000
+
+
+def test_several_taps_of_one_network_are_one_method_and_knn_is_a_probe(office_root: Path, tmp_path: Path) -> None:
+    combined = "cnn:tiny_test/block2_conv,pool?weights=none&batch_size=8"
+    runs = [r for r in expand([combined], ["logreg", "knn"], ["office31"], ["full"], [0]) if r.protocol == "full:amazon->webcam"]
+    records = run_all(runs, tmp_path / "out", data_root=office_root, cache=tmp_path / "cache", strict=False)
+    assert [r["status"] for r in records] == ["ok", "ok"], [r.get("error") for r in records]
+    knn = next(r for r in records if r["probe"] == "knn")
+    assert knn["k"] in (10, 20, 100, 200) and set(knn["val_accuracy_by_k"]) == {"10", "20", "100", "200"}
+    assert knn["C"] is None and knn["accuracy"] > 0.5  # hue separates the two classes in every domain
+    assert records[0]["features"]["extractor"]["taps"] == ["block2_conv", "pool"]  # one forward pass, both taps

@@ -16,7 +16,7 @@ from cnnfeat.extractors.color import ColorHistogram
 from cnnfeat.extractors.hog import HOGFeatures
 from cnnfeat.extractors.sift_bovw import SIFTBoVW
 from cnnfeat.normalize import SignedPower
-from cnnfeat.probes import SweptLinearClassifier
+from cnnfeat.probes import KNNProbe, SweptLinearClassifier
 
 
 @parametrize_with_checks(
@@ -24,6 +24,7 @@ from cnnfeat.probes import SweptLinearClassifier
         SignedPower(),
         SweptLinearClassifier(penalties=[1e-2, 1.0, 1e2]),
         SweptLinearClassifier(kind="svm", search="fixed"),
+        KNNProbe(ks=(1, 3)),
         CORAL(),
         SubspaceAlignment(n_components=2),
         FeatureAugmentation(),

@@ -148,3 +148,31 @@ def test_float32_features_fit_the_same_model_as_float64() -> None:
     single = SweptLinearClassifier(search="fixed", C=1e-4).fit(X.astype(np.float32), y).estimator_.coef_
     double = SweptLinearClassifier(search="fixed", C=1e-4).fit(X, y).estimator_.coef_
     assert np.linalg.norm(single - double) < 1e-3 * np.linalg.norm(double)
+
+
+def test_knn_probe_matches_a_brute_force_reference_and_chooses_k_on_validation() -> None:
+    from cnnfeat.probes import KNNProbe
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (4, 16))
+    y = rng.integers(0, 4, 300)
+    X = centres[y] + rng.normal(0, 1.2, (300, 16))
+    Xq = centres[rng.integers(0, 4, 50)] + rng.normal(0, 1.2, (50, 16))
+    probe = KNNProbe(ks=(5, 20, 100), temperature=0.07).fit(X, y)
+    assert set(probe.val_scores_) == {5, 20, 100} and probe.k_ in (5, 20, 100)
+    assert probe.val_scores_[probe.k_] == max(probe.val_scores_.values())
+
+    # brute force, one query at a time: cosine similarity, the k most similar, exp(sim / T) votes
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    expected = []
+    for q in Xq / np.linalg.norm(Xq, axis=1, keepdims=True):
+        sims = unit @ q
+        nearest = np.argsort(-sims, kind="stable")[: probe.k_]
+        votes = np.zeros(4)
+        for i in nearest:
+            votes[y[i]] += np.exp(sims[i] / 0.07)
+        expected.append(votes / votes.sum())
+    np.testing.assert_allclose(probe.predict_proba(Xq), np.array(expected), rtol=1e-5, atol=1e-9)
+    assert (probe.predict(Xq) == np.array(expected).argmax(axis=1)).all()
+    with pytest.raises(ValueError, match="'temperature' parameter"):
+        KNNProbe(temperature=0).fit(X, y)
