@@ -49,7 +49,7 @@ def test_expand_spells_out_default_protocols_shifts_and_seeds() -> None:
     assert expand(["hog"], ["logreg"], ["scene15"], ["full"], [0]) == []  # no domains: not applicable
     few = expand(["hog"], ["logreg"], ["flowers17"], ["few_shot"], [0])
     assert [r.protocol for r in few] == [f"n_per_class:{k}" for k in (1, 2, 5, 10, 20, 30)]
-    for bad in ({"probes": ["knn"]}, {"methods": ["surf"]}, {"protocols": ["loo"]}, {"methods": ["cnn:vgg16"]}):
+    for bad in ({"probes": ["ridge"]}, {"methods": ["surf"]}, {"protocols": ["loo"]}, {"methods": ["cnn:vgg16"]}):
         kwargs = {"methods": ["hog"], "probes": ["logreg"], "protocols": ["default"]} | bad
         with pytest.raises(ConfigError):
             expand(kwargs["methods"], kwargs["probes"], ["scene15"], kwargs["protocols"], [0])
@@ -198,7 +198,7 @@ def test_cli_default_runs_digits_offline_and_rebuilds_tables(tmp_path: Path, cap
     assert (out / "bars_digits.png").is_file() and len(list((out / "records").glob("*.json"))) == 1
     (out / "table.md").unlink()
     assert main(["--tables-only", "--out", str(out)]) == 0 and (out / "table.md").is_file()
-    assert main(["--datasets", "digits", "--probes", "knn", "--out", str(out)]) == 2
+    assert main(["--datasets", "digits", "--probes", "ridge", "--out", str(out)]) == 2
     assert main(["--list-datasets"]) == 0 and "office31" in capsys.readouterr().out
 
 
