@@ -31,6 +31,7 @@ __all__ = [
     "domain_shift_full",
     "domain_shift_sampled",
     "k_fold",
+    "leave_one_domain_out",
     "n_per_class",
     "official",
 ]
@@ -40,7 +41,7 @@ FEW_SHOT = (1, 2, 5, 10, 20, 30)
 #: the protocols whose runs train on one domain and test on another
 DOMAIN_SHIFT = ("full", "sampled", "sampled_st")
 #: what ``--protocol`` accepts; ``default`` and ``few_shot`` expand to the others per dataset
-PROTOCOL_PATTERNS = ("default", "n_per_class:<n>", "few_shot", "official", "kfold:<k>", "full", "sampled", "sampled_st")
+PROTOCOL_PATTERNS = ("default", "n_per_class:<n>", "few_shot", "official", "kfold:<k>", "full", "sampled", "sampled_st", "lodo")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class Protocol:
 
     @property
     def target(self) -> str:
+        """The target domain of a shift, or the held-out domain of ``lodo``."""
+        if self.name == "lodo":
+            return self.detail
         return self.detail.partition("->")[2] if self.is_domain_shift else ""
 
     @property
@@ -91,7 +95,7 @@ class Protocol:
     @property
     def metric(self) -> str:
         """The published metric: plain accuracy under domain shift (DeCAF, DAN), else mean per-class accuracy."""
-        return "accuracy" if self.is_domain_shift else "mean_per_class_accuracy"
+        return "accuracy" if self.is_domain_shift or self.name == "lodo" else "mean_per_class_accuracy"
 
     def column(self, dataset: str) -> str:
         """A table column: the dataset and what this protocol varies (shots, folds, shift, S or ST)."""
@@ -103,6 +107,8 @@ class Protocol:
             return f"{dataset} {self.detail}"
         if self.name in ("sampled", "sampled_st"):
             return f"{dataset} {self.detail} {'ST' if self.name == 'sampled_st' else 'S'}"
+        if self.name == "lodo":  # every other domain -> this one (the multi-source table: a column per target)
+            return f"{dataset} ->{self.detail}"
         return dataset
 
 
@@ -213,6 +219,34 @@ def k_fold(labels: Sequence[Any], k: int, fold: int, seed: int = 0) -> Split:
     labels = np.asarray(labels)
     train, test = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))[fold]
     return Split(train=train, test=test, description=f"stratified {k}-fold, fold {fold}, seed {seed}")
+
+
+def leave_one_domain_out(
+    domains: Sequence[str], target: str, official_splits: dict[str, dict[str, np.ndarray]] | None = None
+) -> Split:
+    """Multi-source domain generalisation: train on every domain but ``target``, test on all of ``target``.
+
+    Where ``official_splits`` has a split per source domain (PACS' ``*_kfold.txt``), the training rows
+    are each source domain's official train and validation rows; otherwise all of its rows.
+    """
+    d = np.asarray(domains)
+    sources = sorted(set(d.tolist()) - {target})
+    if target not in set(d.tolist()) or not sources:
+        raise ConfigError(
+            f"leave-one-domain-out needs the held-out domain {target!r} and one other; domains are {sorted(set(d.tolist()))}"
+        )
+    splits = official_splits or {}
+    if all(s in splits for s in sources):
+        train = np.concatenate([np.r_[splits[s]["train"], splits[s].get("val", np.zeros(0, int))] for s in sources])
+        how = "their official train+val splits"
+    else:
+        train = np.flatnonzero(d != target)
+        how = "all their images"
+    return Split(
+        train=np.sort(train.astype(int)),
+        test=np.flatnonzero(d == target),
+        description=f"leave one domain out: {', '.join(sources)} ({how}) -> all of {target}",
+    )
 
 
 def official(splits: dict[str, dict[str, np.ndarray]], index: int) -> Split:

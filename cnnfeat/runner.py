@@ -44,7 +44,17 @@ import numpy as np
 from cnnfeat.catalog import Dataset, dataset_spec, load_dataset
 from cnnfeat.exceptions import ConfigError, DatasetError
 from cnnfeat.methods import Method
-from cnnfeat.protocols import FEW_SHOT, Protocol, Split, domain_shift_full, domain_shift_sampled, k_fold, n_per_class, official
+from cnnfeat.protocols import (
+    FEW_SHOT,
+    Protocol,
+    Split,
+    domain_shift_full,
+    domain_shift_sampled,
+    k_fold,
+    leave_one_domain_out,
+    n_per_class,
+    official,
+)
 from cnnfeat.store import fingerprint_of
 
 __all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "run_all"]
@@ -184,6 +194,11 @@ def _resolve_protocol(protocol: str, spec: dict[str, Any], seeds: Sequence[int])
             return []
         # the full protocol has no randomness in its split: one seed
         return [(f"{name}:{shift}", seeds[:1] if name == "full" else seeds) for shift in shifts]
+    if name == "lodo":
+        domains = spec["layout"].get("domains", [])
+        if len(domains) < 2 and spec.get("user_data"):
+            raise ConfigError(f"{spec['name']}: leave-one-domain-out needs two or more domains; this data has {len(domains)}")
+        return [(f"lodo:{d}", seeds[:1]) for d in domains] if len(domains) >= 2 else []  # no randomness: one seed
     raise ConfigError(f"unknown protocol {protocol!r}; see `python -m cnnfeat.benchmark --help`")
 
 
@@ -225,6 +240,8 @@ def make_split(spec: RunSpec, dataset: Dataset) -> Split:
             )
         return official(dataset.official_splits, spec.seed)
     source, target = protocol.source, protocol.target
+    if name == "lodo":
+        return leave_one_domain_out(dataset.manifest.domains, target, dataset.official_splits)
     if name == "full":
         return domain_shift_full(dataset.manifest.domains, source, target)
     if name in ("sampled", "sampled_st"):

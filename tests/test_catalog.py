@@ -371,6 +371,35 @@ def test_benchmark_runs_a_domainbed_pacs_and_says_official_needs_split_files(tmp
     records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
     assert len(records) == 12 and all(r["status"] == "ok" for r in records)
     assert {r["data"]["layout"] for r in records} == {"DomainBed (domainbed/scripts/download.py)"}
+    assert main([*common, "--protocol", "lodo", "--out", str(tmp_path / "lodo")]) == 0
+    table = (tmp_path / "lodo" / "table.md").read_text()
+    assert "| method | pacs ->art_painting | pacs ->cartoon | pacs ->photo | pacs ->sketch | average |" in table
     assert main([*common, "--protocol", "official", "--out", str(tmp_path / "official")]) == 1
     failed = [json.loads(p.read_text()) for p in (tmp_path / "official" / "records").glob("*.json")]
     assert failed and all("has no official split files" in r["error"] for r in failed)
+
+
+def test_leave_one_domain_out_trains_on_the_official_splits_of_the_other_domains(tmp_path: Path) -> None:
+    from cnnfeat.runner import RunSpec, expand, make_split
+
+    root = tmp_path / "pacs"
+    for domain in ("art_painting", "cartoon", "photo", "sketch"):
+        files = [f"{domain}/{cls}/pic_{i:03d}.jpg" for cls in ("dog", "horse") for i in range(1, 4)]
+        for f in files:
+            touch(root / "kfold" / f)
+        (root / f"{domain}_train_kfold.txt").write_text("".join(f"{f} 1\n" for f in files[:2] + files[3:5]))
+        (root / f"{domain}_crossval_kfold.txt").write_text(f"{files[2]} 1\n")  # files[5]: in no official part
+        (root / f"{domain}_test_kfold.txt").write_text("".join(f"{f} 1\n" for f in files))
+    ds = load_dataset("pacs", tmp_path, strict=False)
+    runs = expand(["hog"], ["logreg"], ["pacs"], ["lodo"], [0, 1, 2])
+    assert [r.protocol for r in runs] == ["lodo:art_painting", "lodo:cartoon", "lodo:photo", "lodo:sketch"]  # one seed each
+    assert runs[2].column == "pacs ->photo"
+    split = make_split(runs[2], ds)
+    domains = np.asarray(ds.manifest.domains)
+    assert set(domains[split.test]) == {"photo"} and len(split.test) == 6
+    assert set(domains[split.train]) == {"art_painting", "cartoon", "sketch"} and len(split.train) == 3 * 5  # train+val
+    # without split files (DomainBed's copy), every image of the other domains trains
+    for name in root.glob("*_kfold.txt"):
+        name.unlink()
+    plain = make_split(RunSpec("hog", "logreg", "pacs", "lodo:photo", 0), load_dataset("pacs", tmp_path, strict=False))
+    assert len(plain.train) == 18 and "all their images" in plain.description
