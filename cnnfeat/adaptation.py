@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cnnfeat.exceptions import ConfigError
 
-__all__ = ["CORAL", "FeatureAugmentation", "SubspaceAlignment", "split_domains"]
+__all__ = ["CORAL", "BalancedDistributionAdaptation", "FeatureAugmentation", "SubspaceAlignment", "split_domains"]
 
 
 def split_domains(y: np.ndarray, domain: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,3 +215,111 @@ class FeatureAugmentation(_Adapted):
 
     def _target_view(self, X: np.ndarray) -> np.ndarray:
         return np.c_[X, np.zeros_like(X), X]
+
+
+class BalancedDistributionAdaptation(_Adapted):
+    """Balanced Distribution Adaptation (Wang et al. 2017); with ``mu=None``, Joint Distribution Adaptation (Long et al. 2013).
+
+    A linear projection of source and target rows into ``n_components`` dimensions that
+    shrinks the maximum mean discrepancy between the domains' marginals and, through pseudo
+    labels of the target rows, between their class conditionals, while keeping the data's
+    variance. The class-conditional term is weighted ``mu`` against the marginal one (BDA;
+    JDA weights them equally, which is ``mu = 0.5`` here). Iterated ``n_iter`` times: project,
+    pseudo-label the target with a 1-nearest-neighbour classifier in the subspace (as both
+    papers do), project again; the wrapped classifier is then trained once, on the final
+    projection.
+
+    No hyper-parameter is chosen on target labels: the defaults are fixed in advance, JDA's
+    (``k = 100``, ``lambda = 0.1``, 10 iterations) and ``mu = 0.5`` for BDA (whose paper also
+    estimates ``mu`` from the domains' A-distance; a fixed value needs no target label either).
+
+    Parameters
+    ----------
+    estimator : classifier, optional
+        Default: ``LogisticRegression(max_iter=2000)``.
+    n_components : int
+        Dimension of the shared subspace (capped at the feature width).
+    mu : float or None
+        Weight of the class-conditional discrepancy in [0, 1]; ``None``: JDA.
+    regularization : float
+        The projection's ridge (the papers' lambda).
+    n_iter : int
+        Pseudo-labelling rounds.
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "mu": [Interval(Real, 0, 1, closed="both"), None],
+        "regularization": [Interval(Real, 0, None, closed="neither")],
+        "n_iter": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        estimator: Any = None,
+        *,
+        n_components: int = 100,
+        mu: float | None = 0.5,
+        regularization: float = 0.1,
+        n_iter: int = 10,
+    ) -> None:
+        self.estimator = estimator
+        self.n_components = n_components
+        self.mu = mu
+        self.regularization = regularization
+        self.n_iter = n_iter
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X: Any, y: Any, domain: Any = None) -> BalancedDistributionAdaptation:
+        from scipy.linalg import eigh
+        from sklearn.neighbors import KNeighborsClassifier
+
+        X, y = validate_data(self, X, y)
+        source, target_labelled, target = split_domains(y, domain, len(X))
+        d = X.shape[1]
+        self.mean_ = X[source | target].mean(axis=0)
+        self.projection_ = np.eye(d)
+        if not target.any():  # nothing to adapt to: the plain classifier on the (normalised) source rows
+            return self._finish(self._target_view(X[source]), y[source])
+        Zs, Zt = self._target_view(X[source]), self._target_view(X[target])
+        ns, nt = len(Zs), len(Zt)
+        Z = np.r_[Zs, Zt]
+        ys = y[source]
+        classes = np.unique(ys)
+        centred_sum = Z.sum(axis=0)
+        variance = Z.T @ Z - np.outer(centred_sum, centred_sum) / (ns + nt)  # Z^T H Z, without the n x n H
+        b = variance + 1e-6 * np.trace(variance) / d * np.eye(d)
+        k = min(int(self.n_components), d)
+        pseudo: np.ndarray | None = None
+        for _ in range(int(self.n_iter)):
+            # M = sum_i w_i e_i e_i^T over the marginal term and one term per class (MMD): Z^T M Z and
+            # ||M||_F from the e_i alone, so that no (ns + nt)^2 matrix is ever formed
+            vectors, weights = [np.r_[np.full(ns, 1.0 / ns), np.full(nt, -1.0 / nt)]], [1.0]
+            if pseudo is not None:
+                marginal = 1.0 if self.mu is None else 1.0 - self.mu
+                conditional = 1.0 if self.mu is None else self.mu
+                weights = [marginal]
+                for c in classes:
+                    in_source, in_target = np.flatnonzero(ys == c), np.flatnonzero(pseudo == c)
+                    if len(in_source) and len(in_target):
+                        e = np.zeros(ns + nt)
+                        e[in_source], e[ns + in_target] = 1.0 / len(in_source), -1.0 / len(in_target)
+                        vectors.append(e)
+                        weights.append(conditional)
+            E, w = np.array(vectors), np.array(weights)
+            projected_e = E @ Z  # (m, d): Z^T e_i for each term
+            gram = E @ E.T
+            frobenius = np.sqrt(max(float(w @ (gram**2) @ w), 1e-300))
+            a = (projected_e.T * w) @ projected_e / frobenius + self.regularization * np.eye(d)
+            _, basis = eigh(a, b, subset_by_index=[0, k - 1])
+            projected = Z @ basis
+            pseudo = KNeighborsClassifier(n_neighbors=1).fit(projected[:ns], ys).predict(projected[ns:])
+        self.projection_ = basis
+        labelled = np.r_[projected[:ns], self._target_view(X[target_labelled])]
+        return self._finish(labelled, np.r_[ys, y[target_labelled]])
+
+    def _target_view(self, X: np.ndarray) -> np.ndarray:
+        Z = X - self.mean_
+        Z = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+        return Z @ self.projection_

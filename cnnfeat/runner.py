@@ -69,7 +69,7 @@ PROBES: dict[str, dict[str, Any]] = {
     "svm+dropout": {"kind": "svm", "search": "clip", "dropout": 0.5},
     "knn": {},
 }
-ADAPTATIONS = ("none", "coral", "sa", "augment")
+ADAPTATIONS = ("none", "coral", "sa", "augment", "bda")
 RECORD_VERSION = 1
 
 
@@ -256,7 +256,7 @@ def make_split(spec: RunSpec, dataset: Dataset) -> Split:
 def _make_probe(spec: RunSpec) -> Any:
     from sklearn.pipeline import make_pipeline
 
-    from cnnfeat.adaptation import CORAL, FeatureAugmentation, SubspaceAlignment
+    from cnnfeat.adaptation import CORAL, BalancedDistributionAdaptation, FeatureAugmentation, SubspaceAlignment
     from cnnfeat.normalize import make_normalizer
     from cnnfeat.probes import KNNProbe, SweptLinearClassifier
 
@@ -267,6 +267,8 @@ def _make_probe(spec: RunSpec) -> Any:
         probe = SubspaceAlignment(probe, n_components=100)
     elif spec.adapt == "augment":
         probe = FeatureAugmentation(probe)
+    elif spec.adapt == "bda":
+        probe = BalancedDistributionAdaptation(probe)
     if spec.normalize != "none":
         probe = make_pipeline(make_normalizer(spec.normalize), probe)
     return probe

@@ -93,3 +93,43 @@ def test_coral_refuses_features_too_wide_for_its_covariances() -> None:
     X = np.zeros((6, CORAL.MAX_DIMENSIONS + 1), np.float32)
     with pytest.raises(ConfigError, match="reduce the features"):
         CORAL().fit(X, [0, 1, 0, -1, -1, -1], domain=["source"] * 3 + ["target"] * 3)
+
+
+def _translated(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Three classes around random centres; the target domain is the same, moved by a random offset."""
+    rng = np.random.default_rng(seed)
+    d, n = 10, 300
+    ys, yt = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    centres = rng.normal(0, 3, (3, d))
+    xs = centres[ys] + rng.normal(0, 1, (n, d))
+    xt = centres[yt] + rng.normal(0, 1, (n, d)) + rng.normal(0, 5, d)
+    return xs, ys, xt, yt
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_bda_undoes_a_shift_of_the_marginals_that_defeats_source_only(seed: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from cnnfeat.adaptation import BalancedDistributionAdaptation
+
+    xs, ys, xt, yt = _translated(seed)
+    source_only = LogisticRegression(max_iter=2000).fit(xs, ys).score(xt, yt)
+    model = BalancedDistributionAdaptation(n_components=5)
+    adapted = _fit_score(model, xs, ys, xt, yt)
+    assert source_only < 0.75 and adapted > max(0.85, source_only + 0.15), (source_only, adapted)
+    # in the learned subspace the two domains' means (the marginal MMD) are closer than the classes are apart
+    zs, zt = model._target_view(xs), model._target_view(xt)
+    gap = np.linalg.norm(zs.mean(axis=0) - zt.mean(axis=0))
+    spread = np.linalg.norm(zs[ys == 0].mean(axis=0) - zs[ys == 1].mean(axis=0))
+    assert gap < 0.25 * spread, (gap, spread)
+
+
+def test_bda_is_jda_at_mu_one_half() -> None:
+    from cnnfeat.adaptation import BalancedDistributionAdaptation
+
+    xs, ys, xt, _ = _translated(2)
+    X, y = np.r_[xs, xt], np.r_[ys, -np.ones(len(xt), int)]
+    domain = ["source"] * len(xs) + ["target"] * len(xt)
+    jda = BalancedDistributionAdaptation(n_components=5, mu=None).fit(X, y, domain=domain)
+    bda = BalancedDistributionAdaptation(n_components=5, mu=0.5).fit(X, y, domain=domain)
+    np.testing.assert_array_equal(jda.predict(xt), bda.predict(xt))  # equal weights, up to M's normalisation
