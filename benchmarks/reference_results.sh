@@ -61,6 +61,8 @@ RUNTIMES=("$LITE0" "$LITE0?runtime=onnxruntime" "$LITE0?runtime=openvino" "$LITE
 # recipes (issue 19, first steps): the k-NN probe and two taps of one network concatenated (15-Scene, 5 splits; 8 minutes)
 "${BENCH[@]}" --datasets scene15 --methods "$LITE0" "cnn:efficientnet_lite0/block6d_add,pool" --probes logreg knn \
     --seeds 0 1 2 3 4 --out results/scene15_recipes
+"${BENCH[@]}" --datasets scene15 --methods "cnn:efficientnet_lite0/block6d_add,pool@center+flip" --normalize power+l2 \
+    --probes logreg --seeds 0 1 2 3 4 --out results/scene15_recipes
 "${BENCH[@]}" --tables-only --out results/scene15_recipes
 # Balanced Distribution Adaptation (JDA at mu=0.5) on Lite0, Office-31 full protocol (4 minutes with the features cached)
 "${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0" --probes logreg --adapt none bda --out results/office31_full_bda
