@@ -32,8 +32,8 @@ _NOISE = re.compile(
     rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
     rb")\r?$"
 )
-#: how a noise line starts; a partial line that could still become one is held back until it is complete
-_NOISE_START = re.compile(rb"^(?:W(?:A(?:R(?:N(?:I(?:N(?:G(?::.*)?)?)?)?)?)?)?|[IWE]\d{0,4}( .*)?|T(?:o.*)?)$", re.DOTALL)
+#: the first bytes of every noise line; a partial line that starts so is held back until it is complete
+_NOISE_FIRST = (b"I", b"W", b"E", b"T")
 
 _installed = False
 
@@ -101,7 +101,7 @@ def _pump(read_end: int, out: int) -> None:
         *lines, pending = pending.split(b"\n")
         kept = b"".join(line + b"\n" for line in lines if not is_startup_noise(line))
         # a progress bar redraws with \r and no newline: pass a partial line on unless it may be noise
-        if pending and not _NOISE_START.match(pending):
+        if pending and pending[:1] not in _NOISE_FIRST:
             kept, pending = kept + pending, b""
         if kept:
             _write(out, kept)

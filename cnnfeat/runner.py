@@ -274,17 +274,11 @@ def _make_probe(spec: RunSpec) -> Any:
     return probe
 
 
-def _swept(model: Any) -> Any:
-    """The SweptLinearClassifier inside a pipeline / adaptation wrapper."""
-    while True:
-        if hasattr(model, "C_"):
-            return model
-        if hasattr(model, "steps"):
-            model = model.steps[-1][1]
-        elif hasattr(model, "estimator_"):
-            model = model.estimator_
-        else:
-            return None
+def _innermost(model: Any, attribute: str) -> Any:
+    """The estimator inside a pipeline / adaptation wrapper that has ``attribute`` (``C_``, ``k_``), or None."""
+    while model is not None and not hasattr(model, attribute):
+        model = model.steps[-1][1] if hasattr(model, "steps") else getattr(model, "estimator_", None)
+    return model
 
 
 def _fit_predict(spec: RunSpec, X: np.ndarray, labels: np.ndarray, domains: np.ndarray, split: Split) -> tuple[Any, np.ndarray]:
@@ -492,7 +486,7 @@ def _execute(
     started = time.perf_counter()
     model, predicted = _fit_predict(spec, X, labels, domains, fit_split)
     truth = labels[split.test]
-    swept = _swept(model)
+    swept = _innermost(model, "C_")
     return {
         "status": "ok",
         "split": split.description,
@@ -513,11 +507,10 @@ def _execute(
 
 def _knn_choice(model: Any) -> dict[str, Any]:
     """The k a k-NN probe chose and each k's validation accuracy (nothing for the linear probes)."""
-    while not hasattr(model, "k_"):
-        model = model.steps[-1][1] if hasattr(model, "steps") else getattr(model, "estimator_", None)
-        if model is None:
-            return {}
-    return {"k": int(model.k_), "val_accuracy_by_k": {str(k): s for k, s in sorted(model.val_scores_.items())}}
+    knn = _innermost(model, "k_")
+    if knn is None:
+        return {}
+    return {"k": int(knn.k_), "val_accuracy_by_k": {str(k): s for k, s in sorted(knn.val_scores_.items())}}
 
 
 def _data_provenance(dataset: Dataset) -> dict[str, Any]:

@@ -106,15 +106,24 @@ def test_domain_datasets_label_by_folder_and_domain(tmp_path: Path, name: str, d
         load_dataset(name, tmp_path, strict=False)
 
 
-def test_pacs_reads_the_official_kfold_split_files(tmp_path: Path) -> None:
-    root = tmp_path / "pacs"
+def _official_pacs(root: Path, val: tuple[int, ...] = (2, 5)) -> Path:
+    """PACS in its official layout, 4 domains x 2 classes x 3 files: files 0, 1, 3, 4 train, ``val`` cross-validate."""
     for domain in ("art_painting", "cartoon", "photo", "sketch"):
         files = [f"{domain}/{cls}/pic_{i:03d}.jpg" for cls in ("dog", "horse") for i in range(1, 4)]
         for f in files:
             touch(root / "kfold" / f)
-        (root / f"{domain}_train_kfold.txt").write_text("".join(f"{f} {1 + ('horse' in f)}\n" for f in files[:2] + files[3:5]))
-        (root / f"{domain}_crossval_kfold.txt").write_text(f"{files[2]} 1\n{files[5]} 2\n")
-        (root / f"{domain}_test_kfold.txt").write_text("".join(f"{f} 1\n" for f in files))
+
+        def listing(chosen: list[str]) -> str:
+            return "".join(f"{f} {1 + ('horse' in f)}\n" for f in chosen)
+
+        (root / f"{domain}_train_kfold.txt").write_text(listing(files[:2] + files[3:5]))
+        (root / f"{domain}_crossval_kfold.txt").write_text(listing([files[i] for i in val]))
+        (root / f"{domain}_test_kfold.txt").write_text(listing(files))
+    return root
+
+
+def test_pacs_reads_the_official_kfold_split_files(tmp_path: Path) -> None:
+    _official_pacs(tmp_path / "pacs")
     ds = load_dataset("pacs", tmp_path, strict=False)
     assert len(ds.manifest) == 24 and ds.manifest.classes == ["dog", "horse"]
     assert sorted(ds.official_splits) == ["art_painting", "cartoon", "photo", "sketch"]
@@ -382,14 +391,7 @@ def test_benchmark_runs_a_domainbed_pacs_and_says_official_needs_split_files(tmp
 def test_leave_one_domain_out_trains_on_the_official_splits_of_the_other_domains(tmp_path: Path) -> None:
     from cnnfeat.runner import RunSpec, expand, make_split
 
-    root = tmp_path / "pacs"
-    for domain in ("art_painting", "cartoon", "photo", "sketch"):
-        files = [f"{domain}/{cls}/pic_{i:03d}.jpg" for cls in ("dog", "horse") for i in range(1, 4)]
-        for f in files:
-            touch(root / "kfold" / f)
-        (root / f"{domain}_train_kfold.txt").write_text("".join(f"{f} 1\n" for f in files[:2] + files[3:5]))
-        (root / f"{domain}_crossval_kfold.txt").write_text(f"{files[2]} 1\n")  # files[5]: in no official part
-        (root / f"{domain}_test_kfold.txt").write_text("".join(f"{f} 1\n" for f in files))
+    root = _official_pacs(tmp_path / "pacs", val=(2,))  # files[5]: in no official training part
     ds = load_dataset("pacs", tmp_path, strict=False)
     runs = expand(["hog"], ["logreg"], ["pacs"], ["lodo"], [0, 1, 2])
     assert [r.protocol for r in runs] == ["lodo:art_painting", "lodo:cartoon", "lodo:photo", "lodo:sketch"]  # one seed each

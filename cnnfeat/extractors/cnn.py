@@ -225,7 +225,7 @@ class CNNFeatures(CachedImageFeatures):
 
     def resolved_runtime(self) -> tuple[str, str]:
         """The runtime that computes (``auto`` resolved) and why; measured once per machine for ``auto``."""
-        wanted = (self.runtime, self.precision, json_key(self._model_config()))
+        wanted = json_key(self.get_params())  # cheap on every batch; any parameter change resolves again
         cached = self.__dict__.get("_resolved_runtime")
         if cached is not None and cached[0] == wanted:
             return cached[1]
@@ -254,7 +254,7 @@ class CNNFeatures(CachedImageFeatures):
         from cnnfeat.runtimes.graphs import load_or_export
 
         runtime = self.resolved_runtime()[0]
-        wanted = (runtime, self.precision, str(self.calibration), json_key(self._model_config()))
+        wanted = json_key(self.get_params())
         cached = self.__dict__.get("_runtime_session")
         if cached is None or cached[0] != wanted:
             graph = load_or_export(self._model_config(), self.network)
@@ -343,9 +343,12 @@ class CNNFeatures(CachedImageFeatures):
         runtime, reason = self.resolved_runtime()
         if runtime == "keras" and self.runtime == "keras":
             return compute_device()
-        where = "cpu" if runtime != "keras" else compute_device()
-        if "CUDAExecutionProvider" in getattr(self.session()[1], "providers", []) if runtime == "onnxruntime" else False:
+        if runtime == "keras":
+            where = compute_device()
+        elif "CUDAExecutionProvider" in getattr(self.session()[1], "providers", []):
             where = "gpu (onnxruntime CUDA provider)"
+        else:
+            where = "cpu"
         return f"{where} ({os.cpu_count()} cores, {runtime} {self.precision}; {self.runtime}: {reason})"
 
 

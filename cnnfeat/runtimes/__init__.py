@@ -24,13 +24,12 @@ RUNTIMES = ("auto", "keras", "onnxruntime", "openvino")
 PRECISIONS = ("float32", "mixed", "bf16", "int8")
 #: a float32 runtime's features must be within this fraction of max|f| of Keras'
 EXACT_TOLERANCE = 1e-4
-_MODULES = {"keras": "keras", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 _EXTRAS = {"onnxruntime": "pip install onnxruntime tf2onnx onnx", "openvino": 'pip install "cnnfeat[openvino]"'}
 
 
 def installed(runtime: str) -> bool:
     """Whether ``runtime``'s package is importable (checked without importing it)."""
-    return importlib.util.find_spec(_MODULES[runtime]) is not None
+    return importlib.util.find_spec(runtime) is not None  # each runtime is named after its package
 
 
 def require(runtime: str) -> None:
