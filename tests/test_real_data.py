@@ -31,13 +31,16 @@ def _finish(proc: subprocess.Popen) -> str:
     return out
 
 
+def _reported_seconds(out: str) -> float:
+    return float(out.split("time: ")[1].split()[0])
+
+
 def test_office31_webcam_extract_rerun_and_resume_after_sigkill(shared_datasets: Path, tmp_path: Path) -> None:
     webcam = shared_datasets / "office31" / "webcam"
     clean = tmp_path / "w.h5"
 
-    started = time.perf_counter()
     out = _finish(_extract(webcam, clean))
-    first_seconds = time.perf_counter() - started
+    first_seconds = _reported_seconds(out)
     assert "images: 795  cache hits: 0  newly computed: 795" in out
     with h5py.File(clean) as f:
         assert f["features/pool"].shape == (795, 1280) and f["features/pool"].dtype == np.float32
@@ -46,11 +49,11 @@ def test_office31_webcam_extract_rerun_and_resume_after_sigkill(shared_datasets:
         labels = {x.decode() for x in f["index/label"][:]}
     assert len(labels) == 31
 
-    started = time.perf_counter()
     out = _finish(_extract(webcam, clean))
-    rerun_seconds = time.perf_counter() - started
-    assert "cache hits: 795  newly computed: 0" in out
-    assert rerun_seconds < 0.25 * first_seconds  # ~6% measured; loose for busy CI machines
+    assert "cache hits: 795  newly computed: 0" in out and "device: none" in out
+    # The extraction's own time, without the interpreter's start and imports (a fixed second or so
+    # that no cache can remove): under 1% measured, loose for busy CI machines.
+    assert _reported_seconds(out) < 0.1 * first_seconds
 
     killed = tmp_path / "k.h5"
     proc = _extract(webcam, killed)
