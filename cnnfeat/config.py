@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["cache_dir"]
+__all__ = ["cache_dir", "cpu_threads"]
 
 
 def cache_dir() -> Path:
@@ -24,3 +24,12 @@ def cache_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "cnnfeat"
+
+
+def cpu_threads() -> int:
+    """Threads a runtime may use: ``$OMP_NUM_THREADS`` where set (Ray sets it to a worker's CPUs), else every core."""
+    try:
+        wanted = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        wanted = 0
+    return wanted if wanted > 0 else os.cpu_count() or 1

@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 
-__all__ = ["is_startup_noise", "setup"]
+__all__ = ["is_startup_noise", "quiet_ray", "setup"]
 
 #: native log lines of TensorFlow/XLA/absl that say nothing a user can act on
 _NOISE = re.compile(
@@ -30,10 +30,13 @@ _NOISE = re.compile(
     rb"|[IW]\d{4} [\d:. ]+\s+\d+ [\w.+-]+:\d+\] .*"  # absl/glog INFO and WARNING lines
     rb"|E\d{4} [\d:. ]+\s+\d+ [\w.+-]+:\d+\] failed call to cuInit.*"  # no GPU on this machine: not an error
     rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
+    # Ray Data always passes an actor pool's constructor arguments through the object store, which
+    # the driver holds for the whole run
+    rb"|\[[\d:, -]+ E \d+ \d+\] core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store .*"
     rb")\r?$"
 )
 #: the first bytes of every noise line; a partial line that starts so is held back until it is complete
-_NOISE_FIRST = (b"I", b"W", b"E", b"T")
+_NOISE_FIRST = (b"I", b"W", b"E", b"T", b"[")
 
 _installed = False
 
@@ -56,6 +59,13 @@ def setup(verbose: bool = False) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _filter_stderr()
+
+
+def quiet_ray(verbose: bool = False) -> None:
+    """Keep Ray's own informational log lines (cluster start, dataset plans) off a command's stderr."""
+    if not verbose:
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _filter_stderr() -> None:

@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from cnnfeat.console import setup
+from cnnfeat.console import quiet_ray, setup
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -29,6 +29,10 @@ examples:
 
   # int8 (ONNX Runtime, static quantisation calibrated on 64 of the input's images): faster, not exact
   python -m cnnfeat.extract photos/ --precision int8 --output int8.h5
+
+  # on a Ray cluster (`ray start --head` here, `ray start --address=HEAD:6379` on the others; the
+  # images on a file system every node mounts at the same path); rows are committed here, resumable
+  python -m cnnfeat.extract /shared/photos --engine ray --ray-address auto --output /shared/photos.h5
 
   # Razavian-style 10 crops, float16 storage, keep going past unreadable files
   python -m cnnfeat.extract paths.txt --views 10crop --dtype float16 --on-error skip --output f.h5
@@ -134,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="drop cached rows that fail their checksum and recompute them (default); --no-heal stops with an error",
     )
+    engine = parser.add_argument_group("distributed extraction (Ray)")
+    engine.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where the batches run: this process, or actors on a Ray cluster that read, decode and compute "
+        '(pip install "cnnfeat[ray]") (default: %(default)s)',
+    )
+    engine.add_argument(
+        "--ray-address",
+        help="'auto' joins the cluster `ray start` made, or give its address (default: start a local cluster)",
+    )
+    engine.add_argument("--ray-workers", type=int, help="extraction actors (default: the cluster's CPUs / --cpus-per-worker)")
+    engine.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each actor holds (default: %(default)s)")
+    engine.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each actor holds (default: %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images declaring more pixels (default: 178,956,970)")
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
@@ -214,6 +233,7 @@ def _extract(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cnnfeat.config import cache_dir
+    from cnnfeat.engines import make_engine
     from cnnfeat.exceptions import ConfigError, HealedStoreWarning, SkippedImageWarning
     from cnnfeat.extractors.cnn import CNNFeatures
     from cnnfeat.images import DEFAULT_MAX_PIXELS
@@ -247,6 +267,16 @@ def _extract(args: argparse.Namespace) -> int:
         n_jobs=args.workers,
     )
     print(f"{len(manifest)} images from {manifest.source} -> {extractor.store_path()}", file=sys.stderr)
+    engine = make_engine(
+        args.engine,
+        address=args.ray_address,
+        workers=args.ray_workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+    )
+    if engine is not None:
+        quiet_ray(args.verbose)
+        print(engine.describe(), file=sys.stderr)
     bar = None
     if args.progress:
         from tqdm import tqdm
@@ -261,10 +291,13 @@ def _extract(args: argparse.Namespace) -> int:
                 return_features=False,
                 progress=bar.update if bar else None,
                 index_columns={"label": manifest.labels, "split": manifest.splits, "domain": manifest.domains},
+                engine=engine,
             )
     finally:
         if bar is not None:
             bar.close()
+        if engine is not None:
+            engine.close()
     with FeatureStore(report.store_path, mode="r") as store:
         dims, n_rows = store.dims, store.n_rows
     print(report.summary())

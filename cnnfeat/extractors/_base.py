@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -37,7 +37,16 @@ from cnnfeat.exceptions import (
 from cnnfeat.images import read_image_file
 from cnnfeat.store import FeatureStore, fingerprint_of, repair_store
 
-__all__ = ["CachedImageFeatures", "ExtractionReport", "as_sources", "default_workers", "run_extraction", "source_name"]
+__all__ = [
+    "CachedImageFeatures",
+    "ExtractionEngine",
+    "ExtractionReport",
+    "as_sources",
+    "default_workers",
+    "run_extraction",
+    "source_name",
+    "warn_skipped",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +80,8 @@ class ExtractionReport:
     store_path: str | None = None
     device: str = ""
     keys: list[str | None] = field(default_factory=list, repr=False)
+    #: images each worker of a distributed engine handled (empty for the local engine)
+    workers: dict[str, int] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -92,6 +103,9 @@ class ExtractionReport:
         ]
         if self.device:
             lines.append(f"device: {self.device}")
+        if self.workers:
+            counts = ", ".join(f"{name} {n}" for name, n in sorted(self.workers.items()))
+            lines.append(f"workers: {len(self.workers)} ({counts} images)")
         if self.store_path:
             lines.append(f"output: {self.store_path}")
         if self.n_healed:
@@ -250,10 +264,30 @@ def run_extraction(
     flush()
     report.seconds = time.perf_counter() - started
     if report.skipped:
-        listing = "; ".join(f"{p}: {r}" for p, r in report.skipped[:5])
-        more = f" (and {len(report.skipped) - 5} more)" if len(report.skipped) > 5 else ""
-        warnings.warn(f"skipped {len(report.skipped)} unreadable image(s): {listing}{more}", SkippedImageWarning, stacklevel=2)
+        warn_skipped(report.skipped)
     return report
+
+
+def warn_skipped(skipped: Sequence[tuple[str, str]]) -> None:
+    """One :class:`SkippedImageWarning` listing the first few skipped images and why."""
+    listing = "; ".join(f"{p}: {r}" for p, r in skipped[:5])
+    more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+    warnings.warn(f"skipped {len(skipped)} unreadable image(s): {listing}{more}", SkippedImageWarning, stacklevel=3)
+
+
+class ExtractionEngine(Protocol):
+    """Where the batches of an extraction run (see :mod:`cnnfeat.engines`); the default is this process."""
+
+    def run(
+        self,
+        extractor: CachedImageFeatures,
+        sources: Sequence[Any],
+        store: FeatureStore,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> ExtractionReport:
+        """Commit to ``store`` the features of every source not in it, as :func:`run_extraction` does."""
+        ...
 
 
 class CachedImageFeatures(TransformerMixin, BaseEstimator):
@@ -319,6 +353,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         return_features: bool = True,
         progress: Callable[[int], None] | None = None,
         index_columns: Mapping[str, Sequence[str]] | None = None,
+        engine: ExtractionEngine | None = None,
     ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
         """Extract (or read from the cache) the features of ``X``.
 
@@ -329,12 +364,15 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
 
         Every cached row served is read back through its checksum. A damaged one, with
         ``heal=True``, is dropped from the store and recomputed (``report.n_healed``).
+
+        ``engine`` runs the batches elsewhere (:class:`cnnfeat.engines.RayEngine`); by default
+        they run here, decoded in a thread pool.
         """
         sources = as_sources(X)
         config = self.store_config()
         path = self.store_path(config)
         try:
-            return self._extract(sources, config, path, return_features, progress, index_columns)
+            return self._extract(sources, config, path, return_features, progress, index_columns, engine)
         except StoreCorruptError as exc:
             if not self.heal or path is None:
                 raise
@@ -342,7 +380,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
             dropped = repair_store(path)
         message = f"{path}: {dropped} cached rows failed their checksum; they were dropped and are recomputed"
         warnings.warn(message, HealedStoreWarning, stacklevel=2)
-        features, report = self._extract(sources, config, path, return_features, progress, index_columns)
+        features, report = self._extract(sources, config, path, return_features, progress, index_columns, engine)
         report.n_healed = dropped
         return features, report
 
@@ -354,8 +392,9 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         return_features: bool,
         progress: Callable[[int], None] | None,
         index_columns: Mapping[str, Sequence[str]] | None,
+        engine: ExtractionEngine | None,
     ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
-        if path is not None and index_columns is None:
+        if path is not None and index_columns is None and engine is None:  # an engine's driver reads no image
             cached = _read_if_all_cached(sources, path, config, return_features=return_features)
             if cached is not None:
                 if progress is not None:
@@ -373,18 +412,21 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
                 return self._compute(items)
 
             with FeatureStore(store_file, config, dims=dims, dtype=self.dtype) as store:
-                report = run_extraction(
-                    sources,
-                    store,
-                    load=self._loader(),
-                    compute=compute,
-                    batch_size=self.batch_size,
-                    on_error=self.on_error,
-                    workers=self.n_jobs,
-                    progress=progress,
-                )
+                if engine is None:
+                    report = run_extraction(
+                        sources,
+                        store,
+                        load=self._loader(),
+                        compute=compute,
+                        batch_size=self.batch_size,
+                        on_error=self.on_error,
+                        workers=self.n_jobs,
+                        progress=progress,
+                    )
+                    report.device = self._device() if computed else "none (all features from the cache)"
+                else:
+                    report = engine.run(self, sources, store, progress=progress)
                 report.store_path = None if path is None else str(path)
-                report.device = self._device() if computed else "none (all features from the cache)"
                 if index_columns is not None:
                     names = [source_name(s, i) for i, s in enumerate(sources)]
                     store.set_index(names, report.keys, **index_columns)

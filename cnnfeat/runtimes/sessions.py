@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
+from cnnfeat.config import cpu_threads
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.runtimes.graphs import ExportedGraph
 
@@ -29,7 +29,7 @@ class OnnxRuntimeSession:
                 "(bf16) or keras on a GPU (mixed)"
             )
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or cpu_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CPUExecutionProvider"]
         if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -66,7 +66,7 @@ class OpenVinoSession:
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise ConfigError("this CPU has no bf16 instructions (AVX512_BF16 or AMX), so OpenVINO cannot compute in bf16 here")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hints[precision], "PERFORMANCE_HINT": "LATENCY"}
-        config["INFERENCE_NUM_THREADS"] = threads or os.cpu_count() or 1
+        config["INFERENCE_NUM_THREADS"] = threads or cpu_threads()
         self._compiled = core.compile_model(core.read_model(str(graph.path)), "CPU", config)
         self._outputs = list(self._compiled.outputs)
 
