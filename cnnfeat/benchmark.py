@@ -19,6 +19,8 @@ Examples::
     python -m cnnfeat.benchmark --suite decaf --data-root ../shared/datasets --out results/decaf
     python -m cnnfeat.benchmark --datasets scene15 --methods cnn:efficientnet_lite0/pool hog sift_bovw \\
         --probes logreg svm --seeds 0 1 2 3 4 --data-root ../shared/datasets
+    python -m cnnfeat.benchmark --suite decaf --data-root ../shared/datasets --jobs 2   # two probes at once
+    python -m cnnfeat.benchmark --data /shared/photos --engine ray --ray-address auto  # on a Ray cluster
     python -m cnnfeat.benchmark --tables-only --out results/decaf     # rebuild tables and figures from records
     python -m cnnfeat.benchmark --list-datasets
 
@@ -72,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="refuse a dataset whose image counts differ from the official ones (--no-strict: run and record the differences)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="probes fitted at once: processes here (default 1), Ray tasks with --engine ray (default: the cluster's CPUs)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="extract features with actors on a Ray cluster and fit the probes as Ray tasks (default: %(default)s)",
+    )
+    p.add_argument("--ray-address", help="'auto' joins the cluster `ray start` made (default: start a local one)")
     p.add_argument("--tables-only", action="store_true", help="rebuild tables and figures from the records in --out")
     p.add_argument("--list-datasets", action="store_true")
     p.add_argument("--list-methods", action="store_true")
@@ -169,6 +183,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         bar.set_postfix_str(f"{spec.dataset} {spec.protocol} {spec.method} {spec.probe}: {score}")
         bar.update(1)
 
+    from cnnfeat.console import quiet_ray
+    from cnnfeat.engines import make_engine
+
+    try:
+        engine = make_engine(args.engine, address=args.ray_address)
+    except CnnfeatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if engine is not None:
+        quiet_ray(args.verbose)
+        print(engine.describe(), file=sys.stderr)
     command = " ".join([prog or "python -m cnnfeat.benchmark", *(argv if argv is not None else sys.argv[1:])])
     records = run_all(
         runs,
@@ -180,8 +205,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         command=command,
         on_run=on_run,
         loaded=loaded,
+        engine=engine,
+        jobs=args.jobs if args.jobs is not None or engine is None else None,
     )
     bar.close()
+    if engine is not None:
+        engine.close()
     # the tables hold this suite's runs only, not older records left in --out
     print(write_report(records, args.out, data_root=data_root, cache=args.cache, loaded=loaded))
     failed = [r for r in records if r.get("status") != "ok"]

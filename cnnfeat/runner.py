@@ -335,6 +335,7 @@ def _features(
     method: str,
     dataset: Dataset,
     cache: str | os.PathLike[str] | None,
+    engine: Any,
     rows: np.ndarray | None = None,
     fit_rows: Any = None,
     **overrides: Any,
@@ -346,7 +347,7 @@ def _features(
     if fit_rows is not None:
         extractor.fit([paths[i] for i in fit_rows])
     wanted = range(len(paths)) if rows is None else rows
-    blocks, report = extractor.extract([paths[i] for i in wanted])
+    blocks, report = extractor.extract([paths[i] for i in wanted], engine=engine)
     config = extractor.store_config()  # the extractor's configuration and taps (hashing a weights file once)
     info = {
         "extractor": config,
@@ -393,6 +394,8 @@ def run_all(
     command: str = "",
     on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
     loaded: Sequence[Dataset] = (),
+    engine: Any = None,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Run ``runs`` and write one JSON record each under ``out/records``; returns the records.
 
@@ -404,7 +407,13 @@ def run_all(
     failure is recorded (``"status": "failed"`` with the error) and the others go on.
     ``strict=False`` runs on a dataset whose counts differ from the official ones (a
     trimmed copy); each record then lists the differences under ``"dataset_problems"``.
+
+    ``engine`` (:class:`cnnfeat.engines.RayEngine`) extracts the features on a Ray cluster
+    and fits the probes there; ``jobs`` fits that many probes at once (in processes here, or
+    as Ray tasks). The records are the same whichever way they were made, timings aside.
     """
+    from cnnfeat.engines.parallel import map_in_order
+
     records_dir = Path(out) / "records"
     records_dir.mkdir(parents=True, exist_ok=True)
     cache = cache if cache is not None else default_cache()
@@ -412,7 +421,8 @@ def run_all(
     datasets: dict[str, Dataset | Exception] = {d.name: d for d in loaded}
     features: dict[tuple[str, ...], tuple[dict[str, np.ndarray], dict[str, Any]] | Exception] = {}
     cnn_taps = _cnn_taps(runs)
-    records = []
+    records: list[dict[str, Any]] = []
+    todo: list[tuple[RunSpec, dict[str, Any]]] = []
     for spec in runs:
         path = records_dir / f"{spec.key()}.json"
         if skip_existing and path.is_file():
@@ -423,12 +433,18 @@ def run_all(
                     on_run(spec, record)
                 continue
         record = {"key": spec.key(), **asdict(spec), "row": spec.row, "column": spec.column, "command": command}
-        record |= {"versions": versions, "machine": machine}
-        try:
-            record |= _execute(spec, datasets, features, cnn_taps, data_root, cache, strict)
-        except Exception as exc:  # one run's failure must not stop the suite
-            logger.warning("run %s failed: %s", spec, exc)
-            record |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+        todo.append((spec, record | {"versions": versions, "machine": machine}))
+
+    def jobs_of_runs() -> Any:  # features are extracted here, lazily, as the probes are handed out
+        for spec, _ in todo:
+            try:
+                yield _prepare(spec, datasets, features, cnn_taps, data_root, cache, strict, engine)
+            except Exception as exc:  # one run's failure must not stop the suite
+                yield _failure(spec, exc)
+
+    for (spec, record), fields in zip(todo, map_in_order(_probe, jobs_of_runs(), engine=engine, jobs=jobs)):
+        record |= fields
+        path = records_dir / f"{spec.key()}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, path)
@@ -436,6 +452,11 @@ def run_all(
         if on_run:
             on_run(spec, record)
     return records
+
+
+def _failure(spec: RunSpec, exc: Exception) -> dict[str, Any]:
+    logger.warning("run %s failed: %s", spec, exc)
+    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
 
 
 def _memo(table: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
@@ -450,7 +471,19 @@ def _memo(table: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
     return table[key]
 
 
-def _execute(
+@dataclass
+class ProbeJob:
+    """One run's probe, ready to fit anywhere: the rows it needs (``split`` indexes ``X``) and what is known so far."""
+
+    spec: RunSpec
+    X: np.ndarray
+    labels: np.ndarray
+    domains: np.ndarray
+    split: Split
+    fields: dict[str, Any]
+
+
+def _prepare(
     spec: RunSpec,
     datasets: dict[str, Any],
     features: dict[tuple[str, ...], Any],
@@ -458,51 +491,74 @@ def _execute(
     data_root: str | os.PathLike[str] | None,
     cache: str | os.PathLike[str] | None,
     strict: bool,
-) -> dict[str, Any]:
-    """Split, features (shared through ``features``), probe, metrics: the fields of one record."""
+    engine: Any,
+) -> ProbeJob:
+    """Split and features (shared through ``features``) of one run: everything its probe needs."""
     dataset: Dataset = _memo(datasets, spec.dataset, lambda: load_dataset(spec.dataset, data_root, strict=strict))
     split = make_split(spec, dataset)
-    labels, domains = np.asarray(dataset.manifest.labels, dtype=object), np.asarray(dataset.manifest.domains)
     kind = Method.parse(spec.method).kind
     if kind == "sift_bovw":  # the codebook is learned on the split's training images
         needed = np.unique(np.r_[split.train, split.val, split.test, split.unlabelled]).astype(int)
         key = (spec.method, spec.dataset, spec.protocol, str(spec.seed))
-        blocks, info = _memo(features, key, lambda: _features(spec.method, dataset, cache, needed, split.train, random_state=0))
+        blocks, info = _memo(
+            features, key, lambda: _features(spec.method, dataset, cache, engine, needed, split.train, random_state=0)
+        )
     elif kind == "cnn":  # every tap of this network on this dataset, in one pass
         tap, group = _cnn_tap(spec)
         layers = ",".join(cnn_taps.get(group, [tap]))
-        blocks, info = _memo(features, ("cnn", *group), lambda: _features(spec.method, dataset, cache, layers=layers))
+        blocks, info = _memo(features, ("cnn", *group), lambda: _features(spec.method, dataset, cache, engine, layers=layers))
     else:
-        blocks, info = _memo(features, (spec.method, spec.dataset), lambda: _features(spec.method, dataset, cache))
+        blocks, info = _memo(features, (spec.method, spec.dataset), lambda: _features(spec.method, dataset, cache, engine))
+    train = np.r_[split.train, split.val].astype(int)
+    # only the rows this run uses travel to where its probe is fitted
+    rows = np.unique(np.r_[train, split.test, split.unlabelled]).astype(int)
+    position = np.full(len(dataset.manifest), -1)
+    position[rows] = np.arange(len(rows))
     if kind != "cnn":
-        X = np.concatenate(list(blocks.values()), axis=1)
+        X = np.concatenate([b[rows] for b in blocks.values()], axis=1)
     elif "," in tap:  # several taps of one network: each part L2-normalised, then concatenated
-        parts = [blocks[t] for t in tap.split(",")]
+        parts = [blocks[t][rows] for t in tap.split(",")]
         X = np.concatenate([b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in parts], axis=1)
     else:
-        X = blocks[tap]
-    train = np.r_[split.train, split.val].astype(int)
-    fit_split = Split(train=train, test=split.test, unlabelled=split.unlabelled, description=split.description)
-    started = time.perf_counter()
-    model, predicted = _fit_predict(spec, X, labels, domains, fit_split)
-    truth = labels[split.test]
-    swept = _innermost(model, "C_")
-    return {
-        "status": "ok",
+        X = blocks[tap][rows]
+    local = Split(
+        train=position[train], test=position[split.test], unlabelled=position[split.unlabelled], description=split.description
+    )
+    fields = {
         "split": split.description,
         "n_train": len(train),
         "n_test": len(split.test),
         "n_unlabelled": len(split.unlabelled),
-        "accuracy": float(np.mean(predicted == truth)),
-        "mean_per_class_accuracy": _mean_per_class(truth, predicted),
-        "C": None if swept is None else float(swept.C_),
-        "val_accuracy_by_C": None if swept is None else {repr(C): s for C, s in sorted(swept.val_scores_.items())},
-        **_knn_choice(model),
-        "probe_seconds": time.perf_counter() - started,
         "features": info,
         "data": _data_provenance(dataset),
         **({"dataset_problems": dataset.problems} if dataset.problems else {}),
     }
+    labels = np.asarray(dataset.manifest.labels, dtype=object)[rows]
+    return ProbeJob(spec, X, labels, np.asarray(dataset.manifest.domains)[rows], local, fields)
+
+
+def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
+    """Fit one run's probe and score it: the record's remaining fields (a failure's fields pass through)."""
+    if isinstance(job, dict):
+        return job
+    try:
+        started = time.perf_counter()
+        model, predicted = _fit_predict(job.spec, job.X, job.labels, job.domains, job.split)
+        truth = job.labels[job.split.test]
+        swept = _innermost(model, "C_")
+        return {
+            "status": "ok",
+            **{k: job.fields[k] for k in ("split", "n_train", "n_test", "n_unlabelled")},
+            "accuracy": float(np.mean(predicted == truth)),
+            "mean_per_class_accuracy": _mean_per_class(truth, predicted),
+            "C": None if swept is None else float(swept.C_),
+            "val_accuracy_by_C": None if swept is None else {repr(C): s for C, s in sorted(swept.val_scores_.items())},
+            **_knn_choice(model),
+            "probe_seconds": time.perf_counter() - started,
+            **{k: v for k, v in job.fields.items() if k not in ("split", "n_train", "n_test", "n_unlabelled")},
+        }
+    except Exception as exc:  # recorded, as every run's failure is
+        return _failure(job.spec, exc)
 
 
 def _knn_choice(model: Any) -> dict[str, Any]:

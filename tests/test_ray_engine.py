@@ -5,6 +5,7 @@ One cluster (2 CPUs) serves the whole module; the command-line runs join it by i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -211,3 +212,29 @@ def test_a_runtime_takes_the_threads_ray_gives_its_worker(monkeypatch: pytest.Mo
     assert cpu_threads() == os.cpu_count()
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert cpu_threads() == os.cpu_count()
+
+
+SAME_IN_EVERY_ENGINE = ("status", "split", "n_train", "n_test", "accuracy", "mean_per_class_accuracy", "C", "val_accuracy_by_C")
+
+
+def test_benchmark_records_are_the_same_locally_in_processes_and_on_the_cluster(cluster: str, tmp_path: Path) -> None:
+    from cnnfeat.cli import main
+
+    tree = tmp_path / "shop"
+    for d, domain in enumerate(("studio", "phone")):
+        for c in range(3):
+            for i in range(6):
+                make_image(tree / domain / f"class{c}" / f"{i}.jpg", seed=100 * d + 10 * c + i, size=(64, 48))
+    argv = ["benchmark", "--data", f"shop={tree}", "--methods", "cnn:tiny_test/pool?weights=none", "color_hist", "sift_bovw"]
+    argv += ["--protocol", "full", "--probes", "logreg", "knn", "--no-progress"]
+    found = {}
+    for name, extra in {"local": [], "jobs": ["--jobs", "2"], "ray": ["--engine", "ray", "--ray-address", cluster]}.items():
+        out = tmp_path / name
+        assert main([*argv, *extra, "--cache", str(tmp_path / f"cache-{name}"), "--out", str(out)]) == 0
+        records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+        assert len(records) == 2 * 3 * 2  # shifts x methods x probes
+        found[name] = {r["key"]: ({k: r[k] for k in SAME_IN_EVERY_ENGINE}, r["features"]["fingerprint"]) for r in records}
+    assert found["jobs"] == found["local"]
+    assert found["ray"] == found["local"]
+    devices = {json.loads(p.read_text())["features"]["device"] for p in (tmp_path / "ray" / "records").glob("*.json")}
+    assert all(d.startswith("ray cluster") for d in devices)

@@ -13,6 +13,7 @@ rows of an input it already has, so nothing is counted or committed twice.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -220,14 +221,12 @@ class RayEngine:
 
 
 def _pinned(extractor: CachedImageFeatures) -> CachedImageFeatures:
-    """A copy of ``extractor`` whose workers compute what the store's fingerprint says.
+    """A copy of ``extractor`` (fitted state included) whose workers compute what the store's fingerprint says.
 
     ``runtime="auto"`` is resolved here, once: a worker measuring on its own machine might
     choose another runtime than the one the store was named for.
     """
-    from sklearn.base import clone
-
-    pinned = clone(extractor)
+    pinned = copy.copy(extractor)  # shallow: the network and sessions are not pickled (__getstate__)
     resolved = getattr(extractor, "resolved_runtime", None)
     if resolved is not None and extractor.get_params().get("runtime") == "auto":
         pinned.set_params(runtime=resolved()[0])
