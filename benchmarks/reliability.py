@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,93 @@ def check_extraction_kills(tmp: Path, trials: int) -> bool:
         f"{trials} trials ({mid_run} killed mid-run with rows committed); rows lost/duplicated {lost}/{dup}, "
         f"recomputed {recomputed}, differing from a clean run {differing}",
     )
+
+
+def check_ray_faults(tmp: Path, trials: int) -> bool:
+    """On a local Ray cluster: drivers SIGKILLed and rerun, and extraction actors SIGKILLed mid-run."""
+    import h5py
+
+    from cnnfeat import CNNFeatures
+    from cnnfeat.console import quiet_ray
+    from cnnfeat.engines import RayEngine
+    from cnnfeat.store import FeatureStore
+
+    try:
+        cluster = RayEngine()
+        ray = cluster.connect()
+    except Exception as exc:  # the extra is not installed: say so, as a failed check
+        return line(False, "Ray engine faults", f"no local Ray cluster: {exc}")
+    quiet_ray()
+    address = ray.get_runtime_context().gcs_address
+    n = 600
+    images = tmp / "images"
+    make_photos(images, n, size=(320, 240))
+    paths = sorted(str(p) for p in images.glob("*.jpg"))
+    extractor = {"backbone": "tiny_test", "weights": None, "batch_size": 8}
+    reference, report = CNNFeatures(**extractor, cache=tmp / "clean.h5").extract(paths)
+    by_key = dict(zip(report.keys, reference["pool"]))
+    rng = random.Random(0)
+    lost = dup = recomputed = differing = mid_run = restarted = 0
+
+    def audit(out: Path) -> None:
+        nonlocal lost, dup, differing
+        with h5py.File(out) as f:
+            keys = [k.decode() for k in f["keys"][: f.attrs["n_rows"]]]
+            rows = f["features/pool"][: len(keys)]
+        lost += len(set(by_key) - set(keys))
+        dup += len(keys) - len(set(keys))
+        differing += sum(not np.allclose(r, by_key[k], atol=1e-5) for k, r in zip(keys, rows))
+
+    command = [*CLI, str(images), *TINY, "--batch-size", "8", "--ray-batch-size", "8"]
+    command += ["--engine", "ray", "--ray-address", address]
+    for t in range(trials):  # the driver killed at a random moment, then the same command again
+        out = tmp / f"driver{t}.h5"
+        proc = subprocess.Popen([*command, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        journal = out.with_name(out.name + ".journal")
+        while (not journal.exists() or journal.stat().st_size == 0) and proc.poll() is None:
+            time.sleep(0.02)  # the first batch is committed: the actors are up
+        time.sleep(rng.uniform(0.0, 1.0))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with FeatureStore(out) as store:
+            committed = len(store)
+        mid_run += 0 < committed < n
+        resumed = subprocess.run([*command, "--output", str(out)], capture_output=True, text=True, check=True)
+        cached = int(resumed.stdout.split("cache hits: ")[1].split()[0])
+        recomputed += committed - cached
+        audit(out)
+    for t in range(trials):  # one actor SIGKILLed after a random number of committed batches
+        out = tmp / f"worker{t}.h5"
+        killed: list[int] = []
+        progress = _killer(rng.randint(1, 4), killed)
+        _, report = CNNFeatures(**extractor, cache=out).extract(
+            paths, return_features=False, engine=RayEngine(workers=2, batch_size=16), progress=progress
+        )
+        restarted += bool(killed) and len(report.workers) > 2
+        audit(out)
+    cluster.close()
+    return line(
+        lost == dup == recomputed == differing == 0 and mid_run > 0 and restarted == trials,
+        f"Ray engine faults (local cluster, {n} images)",
+        f"{trials} drivers SIGKILLed and rerun ({mid_run} mid-run with rows committed), {trials} actors SIGKILLed mid-run "
+        f"({restarted} replaced by a new actor); rows lost/duplicated {lost}/{dup}, committed rows recomputed "
+        f"{recomputed}, differing from a clean run {differing}",
+    )
+
+
+def _killer(after: int, killed: list[int]) -> Callable[[int], None]:
+    """A progress callback that SIGKILLs one extraction actor when batch ``after`` arrives (its pid into ``killed``)."""
+    from tests.support import ray_actor_pids
+
+    batches = [0]
+
+    def progress(count: int) -> None:
+        batches[0] += 1
+        if batches[0] == after and ray_actor_pids():
+            killed.append(ray_actor_pids()[0])
+            os.kill(killed[-1], signal.SIGKILL)
+
+    return progress
 
 
 def check_locks(tmp: Path) -> bool:
@@ -326,6 +414,7 @@ def main() -> int:
     parser.add_argument(
         "--flip-trials", type=int, default=40, help="bit flips inside and outside a store's data (default: %(default)s)"
     )
+    parser.add_argument("--ray-trials", type=int, default=4, help="Ray driver and actor SIGKILL trials (default: %(default)s)")
     parser.add_argument("--rss-images", type=int, default=150, help="N for the N vs 10N peak-RSS check (default: %(default)s)")
     parser.add_argument("--rss-backbone", default="efficientnet_lite0")
     args = parser.parse_args()
@@ -337,6 +426,7 @@ def main() -> int:
             check_bad_inputs(tmp / "bad"),
             check_writer_kills(tmp / "kills", args.kill_trials),
             check_extraction_kills(tmp / "xkills", args.extraction_kills),
+            check_ray_faults(tmp / "ray", args.ray_trials),
             check_locks(tmp),
             check_write_error(tmp),
             check_cache(tmp / "cache"),

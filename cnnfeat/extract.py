@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="'auto' joins the cluster `ray start` made, or give its address (default: start a local cluster)",
     )
     engine.add_argument("--ray-workers", type=int, help="extraction actors (default: the cluster's CPUs / --cpus-per-worker)")
+    engine.add_argument(
+        "--ray-batch-size", type=int, help="images per task sent to an actor (default: a quarter of each actor's share, 8-256)"
+    )
     engine.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each actor holds (default: %(default)s)")
     engine.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each actor holds (default: %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images declaring more pixels (default: 178,956,970)")
@@ -271,6 +274,7 @@ def _extract(args: argparse.Namespace) -> int:
         args.engine,
         address=args.ray_address,
         workers=args.ray_workers,
+        batch_size=args.ray_batch_size,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,
     )

@@ -33,6 +33,7 @@ __all__ = [
     "make_unsafe_pickles",
     "peak_rss_mb",
     "png_declaring",
+    "ray_actor_pids",
     "store_chunks",
     "tiny",
 ]
@@ -487,6 +488,19 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (48, 40), fmt: str
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format=fmt)
     return path
+
+
+def ray_actor_pids(title: bytes = b"_ExtractionWorker") -> list[int]:
+    """Process ids of this machine's Ray actors of a class (Ray names an actor's process after it), via /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if title in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return sorted(pids)
 
 
 def tiny(**params: object) -> object:

@@ -18,12 +18,10 @@ import numpy as np
 import pytest
 
 from cnnfeat.exceptions import ConfigError, ImageError, SkippedImageWarning
-from tests.support import make_bad_input_corpus, make_image, make_photos, tiny
+from tests.support import make_bad_input_corpus, make_image, make_photos, ray_actor_pids, tiny
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 pytestmark = pytest.mark.slow
-
-ACTOR_TITLE = b"_ExtractionWorker"  # Ray names an actor's process after its class
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +82,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(engine, tmp_path: 
     def kill_one_worker() -> None:
         if killed:
             return
-        pid = next(iter(_actor_pids()), None)
+        pid = next(iter(ray_actor_pids()), None)
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -100,18 +98,6 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(engine, tmp_path: 
         keys = [k.decode() for k in f["keys"][: f.attrs["n_rows"]]]
     assert len(keys) == len(set(keys)) == 160
     np.testing.assert_array_equal(features["pool"], reference["pool"])
-
-
-def _actor_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if ACTOR_TITLE in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return sorted(pids)
 
 
 def test_bad_images_follow_on_error_as_locally(engine, tmp_path: Path) -> None:

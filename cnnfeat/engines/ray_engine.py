@@ -68,7 +68,10 @@ class RayEngine:
     cpus_per_worker, gpus_per_worker : float
         Resources each actor holds; a runtime in an actor uses ``cpus_per_worker`` threads.
     batch_size : int or None
-        Images per batch sent to an actor (default: the extractor's ``batch_size``).
+        Images per task sent to an actor, which runs them through the network in forward passes
+        of the extractor's own ``batch_size``. Each task costs the driver a fixed overhead, so
+        the default is large: a quarter of each worker's share of the images, between the
+        extractor's ``batch_size`` and 256.
 
     Examples
     --------
@@ -180,8 +183,8 @@ class RayEngine:
         report = ExtractionReport(n_inputs=len(sources), store_path=str(store.path), keys=[None] * len(sources))
         started = time.perf_counter()
         worker_extractor = _pinned(extractor)
-        batch_size = self.batch_size or extractor.batch_size
         n_workers = self.n_workers()
+        batch_size = self.batch_size or min(256, max(extractor.batch_size, math.ceil(len(sources) / (4 * n_workers))))
         items = [{"index": i, "path": os.path.abspath(os.fspath(s))} for i, s in enumerate(sources)]
         if not items:
             report.seconds = time.perf_counter() - started
@@ -328,12 +331,13 @@ class _ExtractionWorker:
             "worker": np.asarray([self.name] * n, dtype=object),
             "device": np.asarray([self.device] * n, dtype=object),
         }
-        computed = self.extractor._compute(items) if items else {}
         for tap, width in self.dims.items():
-            block = np.zeros((n, width), dtype=np.float32)
-            if items:
-                block[rows] = computed[tap]
-            out[_TAP_PREFIX + tap] = block
+            out[_TAP_PREFIX + tap] = np.zeros((n, width), dtype=np.float32)
+        step = self.extractor.batch_size  # the forward passes the local engine would make
+        for start in range(0, len(items), step):
+            computed = self.extractor._compute(items[start : start + step])
+            for tap in self.dims:
+                out[_TAP_PREFIX + tap][rows[start : start + step]] = computed[tap]
         return out
 
 
