@@ -33,6 +33,7 @@ _EXPORTS = {
     "SIFTBoVW": "cnnfeat.extractors.sift_bovw",
     "ColorHistogram": "cnnfeat.extractors.color",
     "ExtractionReport": "cnnfeat.extractors._base",
+    "RayEngine": "cnnfeat.engines",
     "CnnfeatError": "cnnfeat.exceptions",
 }
 

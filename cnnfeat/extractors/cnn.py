@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.backbones import BuiltBackbone, build_backbone, compute_device, get_backbone, keras_backend_name, weights_identity
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures, ExtractionReport
+from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures, ExtractionEngine, ExtractionReport
 from cnnfeat.images import DEFAULT_MAX_PIXELS, INTERPOLATIONS, VIEWS, ImageTransform
 from cnnfeat.runtimes import PRECISIONS, RUNTIMES, require
 from cnnfeat.store import FEATURE_CODE_VERSION
@@ -386,6 +386,7 @@ def extract_features(
     *,
     progress: Callable[[int], None] | None = None,
     return_features: bool = True,
+    engine: ExtractionEngine | None = None,
     **params: Any,
 ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
     """Extract CNN features of image paths or arrays; the functional face of :class:`CNNFeatures`.
@@ -397,6 +398,8 @@ def extract_features(
         Called with the number of images handled since the last call.
     return_features : bool
         ``False`` only fills the cache (``cache=`` must be given to keep it).
+    engine : optional
+        Where the batches run (:class:`cnnfeat.RayEngine`); by default, this process.
     **params
         Any :class:`CNNFeatures` parameter (``backbone``, ``layers``, ``cache``, ...).
 
@@ -413,4 +416,4 @@ def extract_features(
     >>> feats["pool"].shape  # doctest: +SKIP
     (2, 1280)
     """
-    return CNNFeatures(**params).extract(X, return_features=return_features, progress=progress)
+    return CNNFeatures(**params).extract(X, return_features=return_features, progress=progress, engine=engine)
