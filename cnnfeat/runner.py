@@ -395,7 +395,7 @@ def run_all(
     on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
     loaded: Sequence[Dataset] = (),
     engine: Any = None,
-    jobs: int = 1,
+    jobs: int | None = 1,
 ) -> list[dict[str, Any]]:
     """Run ``runs`` and write one JSON record each under ``out/records``; returns the records.
 
@@ -473,14 +473,15 @@ def _memo(table: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
 
 @dataclass
 class ProbeJob:
-    """One run's probe, ready to fit anywhere: the rows it needs (``split`` indexes ``X``) and what is known so far."""
+    """One run's probe, ready to fit anywhere: the rows it needs (``split`` indexes ``X``) and its record's other fields."""
 
     spec: RunSpec
     X: np.ndarray
     labels: np.ndarray
     domains: np.ndarray
     split: Split
-    fields: dict[str, Any]
+    sizes: dict[str, Any]  # the split and its sizes, before the metrics in a record
+    provenance: dict[str, Any]  # the features and data, after them
 
 
 def _prepare(
@@ -524,17 +525,14 @@ def _prepare(
     local = Split(
         train=position[train], test=position[split.test], unlabelled=position[split.unlabelled], description=split.description
     )
-    fields = {
-        "split": split.description,
-        "n_train": len(train),
-        "n_test": len(split.test),
-        "n_unlabelled": len(split.unlabelled),
+    sizes = {"split": split.description, "n_train": len(train), "n_test": len(split.test), "n_unlabelled": len(split.unlabelled)}
+    provenance = {
         "features": info,
         "data": _data_provenance(dataset),
         **({"dataset_problems": dataset.problems} if dataset.problems else {}),
     }
     labels = np.asarray(dataset.manifest.labels, dtype=object)[rows]
-    return ProbeJob(spec, X, labels, np.asarray(dataset.manifest.domains)[rows], local, fields)
+    return ProbeJob(spec, X, labels, np.asarray(dataset.manifest.domains)[rows], local, sizes, provenance)
 
 
 def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
@@ -548,14 +546,14 @@ def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
         swept = _innermost(model, "C_")
         return {
             "status": "ok",
-            **{k: job.fields[k] for k in ("split", "n_train", "n_test", "n_unlabelled")},
+            **job.sizes,
             "accuracy": float(np.mean(predicted == truth)),
             "mean_per_class_accuracy": _mean_per_class(truth, predicted),
             "C": None if swept is None else float(swept.C_),
             "val_accuracy_by_C": None if swept is None else {repr(C): s for C, s in sorted(swept.val_scores_.items())},
             **_knn_choice(model),
             "probe_seconds": time.perf_counter() - started,
-            **{k: v for k, v in job.fields.items() if k not in ("split", "n_train", "n_test", "n_unlabelled")},
+            **job.provenance,
         }
     except Exception as exc:  # recorded, as every run's failure is
         return _failure(job.spec, exc)

@@ -72,28 +72,32 @@ def test_lite0_rows_equal_the_local_engine(engine, tmp_path: Path) -> None:
         np.testing.assert_allclose(remote[tap], local[tap], rtol=1e-5, atol=1e-5 * float(np.abs(local[tap]).max()))
 
 
-def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(engine, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster: str, tmp_path: Path) -> None:
+    from cnnfeat.engines import RayEngine
+
     if not Path("/proc").is_dir():
         pytest.skip("finds the actor's process through /proc")
     paths = make_photos(tmp_path / "photos", 160, size=(320, 240))
     reference, _ = tiny(cache=tmp_path / "local.h5").extract(paths)
     killed: list[int] = []
+    received = [0]
 
-    def kill_one_worker() -> None:
+    def kill_one_worker(rows: int) -> None:  # at the first batch back, while the actors hold queued batches
+        received[0] += rows
         if killed:
             return
         pid = next(iter(ray_actor_pids()), None)
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
+            killed.append(received[0])
 
     features, report = tiny(cache=tmp_path / "ray.h5", batch_size=4).extract(
-        paths, engine=engine, progress=lambda n: kill_one_worker()
+        paths, engine=RayEngine(workers=2, batch_size=4), progress=kill_one_worker
     )
     assert killed, "no actor process was found to kill"
+    assert killed[1] < 160  # killed mid-run: the batches it held were retried (else rows would be missing)
     assert report.n_computed == 160 and report.n_duplicates == 0 and not report.skipped
-    assert f"{os.uname().nodename}:{killed[0]}" in report.workers  # the killed actor had delivered a batch
-    assert len(report.workers) >= 3  # ... and a restarted one (a new process) took over its batches
     with h5py.File(tmp_path / "ray.h5") as f:
         keys = [k.decode() for k in f["keys"][: f.attrs["n_rows"]]]
     assert len(keys) == len(set(keys)) == 160
@@ -149,7 +153,7 @@ def test_cli_driver_killed_and_rerun_recomputes_nothing_committed(cluster: str, 
     make_photos(tmp_path / "photos" / "b", 150, size=(320, 240), seed=1)
     out = tmp_path / "f.h5"
     args = [str(tmp_path / "photos"), "--backbone", "tiny_test", "--weights", "none", "--batch-size", "4"]
-    args += ["--output", str(out), "--engine", "ray", "--ray-address", cluster, "--ray-workers", "1"]
+    args += ["--output", str(out), "--engine", "ray", "--ray-address", cluster, "--ray-workers", "1", "--ray-batch-size", "4"]
     proc = _cli(args)
     journal = out.with_name("f.h5.journal")
     deadline = time.time() + 300
