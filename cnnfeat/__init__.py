@@ -34,6 +34,7 @@ _EXPORTS = {
     "ColorHistogram": "cnnfeat.extractors.color",
     "ExtractionReport": "cnnfeat.extractors._base",
     "RayEngine": "cnnfeat.engines",
+    "FineTunedCNN": "cnnfeat.finetune",
     "CnnfeatError": "cnnfeat.exceptions",
 }
 

