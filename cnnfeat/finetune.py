@@ -3,7 +3,8 @@
 :class:`FineTunedCNN` trains a new head on a pretrained backbone, then (``trainable``) unfreezes
 its last blocks, everything after a layer, or all of it, and trains again with a learning rate
 10x lower, as the Keras transfer-learning guide teaches. Its BatchNormalization layers stay
-frozen in every stage, so they keep their ImageNet statistics and run in inference mode. The same backbones, preprocessing and image pipeline as :class:`~cnnfeat.CNNFeatures`.
+frozen in every stage, so they keep their ImageNet statistics and run in inference mode. It
+uses the same backbones, preprocessing and image pipeline as :class:`~cnnfeat.CNNFeatures`.
 
 Where it can be cheap it is: with ``trainable="head"`` and no augmentation the head is trained
 on the pooled features from the feature cache (no forward pass per epoch); otherwise the images
