@@ -137,8 +137,9 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     learning_rates_ : dict
         Each stage's learning rate.
     fit_seconds_ : float
-    training_path_ : {"features", "images"}
-        Whether the head was trained on cached features or the network ran on the images.
+    training_path_ : {"features", "maps", "images"}
+        The head trained on cached features; the trained part on the frozen front's output maps,
+        computed once; or the whole network run on the images every epoch.
     """
 
     _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
@@ -217,9 +218,19 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ pieces
 
-    def _uses_features(self) -> bool:
-        """The head alone on cached pooled features: no forward pass per epoch."""
-        return self.trainable == "head" and self.augment == "none" and self.truncate_at is None
+    def _training_path(self) -> str:
+        """The cheapest way to train what ``trainable`` asks for.
+
+        ``"features"``: the head alone, on the pooled features from the feature cache.
+        ``"maps"``: without augmentation, the frozen front of the backbone runs once and
+        the epochs train the rest on its output maps. ``"images"``: every epoch runs the
+        whole network (augmentation, a truncated base, or ``all``).
+        """
+        if self.augment != "none" or self.truncate_at is not None:
+            return "images"
+        if self.trainable == "head":
+            return "features"
+        return "images" if self.trainable == "all" else "maps"
 
     def _feature_extractor(self) -> Any:
         from cnnfeat.extractors.cnn import CNNFeatures
@@ -299,24 +310,44 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             x = layers.GlobalAveragePooling2D(name="head_pool")(x)
         return keras.Model(inputs, self._head(x, n_classes), name=f"{spec.name}_finetuned"), base
 
-    def _unfreeze(self, base: Any) -> None:
-        """Make ``trainable``'s part of the backbone trainable (the rest stays frozen)."""
+    def _boundary(self, base: Any) -> str | None:
+        """The layer after which ``trainable`` trains (``None``: from the start)."""
         kind, value = parse_trainable(self.trainable)
         names = [layer.name for layer in base.layers]
-        if kind == "all":
-            start = 0
-        elif kind == "top":
+        if kind in ("all", "head"):
+            return None
+        if kind == "top":
             ends = block_ends(base, get_backbone(self.backbone))
             k = int(value)  # type: ignore[arg-type]
-            start = 0 if k >= len(ends) else names.index(ends[-k - 1]) + 1
-        else:
-            if value not in names:
-                from cnnfeat.exceptions import UnknownLayerError, did_you_mean
+            return None if k >= len(ends) else ends[-k - 1]
+        if value not in names:
+            from cnnfeat.exceptions import UnknownLayerError, did_you_mean
 
-                raise UnknownLayerError(f"backbone {self.backbone} has no layer {value!r}{did_you_mean(str(value), names)}")
-            start = names.index(str(value)) + 1
+            raise UnknownLayerError(f"backbone {self.backbone} has no layer {value!r}{did_you_mean(str(value), names)}")
+        return str(value)
+
+    def _split(self, model: Any, base: Any, n_classes: int) -> tuple[Any, Any, Any]:
+        """(the frozen front on RGB, the model to train on the front's maps, its backbone part)."""
         import keras
 
+        boundary = self._boundary(base)
+        spec = get_backbone(self.backbone)
+        cut = base.get_layer(boundary).output
+        front_base = keras.Model(base.inputs, cut, name=f"{spec.name}_front")
+        rest = keras.Model(cut, base.output, name=f"{spec.name}_rest")
+        rgb = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="rgb")
+        front = keras.Model(rgb, front_base(preprocess(rgb, spec.preprocessing), training=False), name=f"{spec.name}_front_rgb")
+        maps = keras.Input(shape=tuple(cut.shape[1:]), name="maps")
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(rest(maps, training=False))
+        return front, keras.Model(maps, self._head(x, n_classes), name=f"{spec.name}_finetuned_rest"), rest
+
+    def _unfreeze(self, base: Any, *, from_start: bool = False) -> None:
+        """Make ``trainable``'s part of the backbone trainable (the rest stays frozen)."""
+        import keras
+
+        names = [layer.name for layer in base.layers]
+        boundary = None if from_start else self._boundary(base)
+        start = 0 if boundary is None else names.index(boundary) + 1
         base.trainable = True
         for i, layer in enumerate(base.layers):
             # a BatchNormalization layer runs in inference mode only while it is frozen: the outer
@@ -361,33 +392,38 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         checkpoints = _Checkpoints(self.checkpoint_dir, self._run_digest(sources, y))
         history: dict[str, dict[str, list[float]]] = {}
         epochs_run: dict[str, int] = {}
-        rates = {"head": float(self.learning_rate)}
-        if self._uses_features():
-            features = self._feature_extractor().transform(sources)
+        rates: dict[str, float] = {}
+        path = self._training_path()
+        if path == "features":
+            data = self._feature_extractor().transform(sources)
             keras.utils.set_random_seed(self.random_state)
-            inputs = keras.Input(shape=(features.shape[1],), name="features")
+            inputs = keras.Input(shape=(data.shape[1],), name="features")
             model = keras.Model(inputs, self._head(inputs, len(classes)), name="head")
-            model.compile(self._optimizer(self.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
-            model, history["head"], epochs_run["head"] = self._train(
-                model, features, y_index, train, val, "head", self.epochs, checkpoints
-            )
-            self.training_path_ = "features"
         else:
-            images = self._load_images(sources, training=True)
             model, base = self._build_image_model(len(classes))
+            if path == "maps" and self._boundary(base) is None:  # top<k> past the first block: all of it
+                path = "images"
+            data = self._load_images(sources, training=path == "images")
+            if path == "maps":  # the frozen front runs once; the epochs train the rest on its output
+                front, model, base = self._split(model, base, len(classes))
+                data = front.predict(data, batch_size=self.batch_size, verbose=0)
             base.trainable = False
-            model.compile(self._optimizer(self.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
-            model, history["head"], epochs_run["head"] = self._train(
-                model, images, y_index, train, val, "head", self.epochs, checkpoints
+        stages = [("head", self.epochs, float(self.learning_rate))]
+        if self.trainable != "head" and self.fine_tune_epochs > 0:
+            stages.append(("fine_tune", self.fine_tune_epochs, float(self.fine_tune_learning_rate or self.learning_rate / 10)))
+        for stage, epochs, rate in stages:
+            if stage == "fine_tune":
+                self._unfreeze(base, from_start=path == "maps")  # the maps' model starts where training starts
+            model.compile(self._optimizer(rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+            crops = path == "images" and self.augment != "none"  # the data are the squares crops are drawn from
+            model, history[stage], epochs_run[stage] = self._train(
+                model, data, y_index, train, val, stage, epochs, checkpoints, crops
             )
-            if self.trainable != "head" and self.fine_tune_epochs > 0:
-                rates["fine_tune"] = float(self.fine_tune_learning_rate or self.learning_rate / 10)
-                self._unfreeze(_backbone_of(model))
-                model.compile(self._optimizer(rates["fine_tune"]), "sparse_categorical_crossentropy", metrics=["accuracy"])
-                model, history["fine_tune"], epochs_run["fine_tune"] = self._train(
-                    model, images, y_index, train, val, "fine_tune", self.fine_tune_epochs, checkpoints
-                )
-            self.training_path_ = "images"
+            rates[stage] = rate
+            base = _backbone_of(model) if path != "features" else None  # a resumed stage loads a new model
+        if path == "maps":
+            model = _joined(front, model)
+        self.training_path_ = path
         self.classes_ = classes
         self.n_classes_ = len(classes)
         self.model_ = model
@@ -417,6 +453,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         stage: str,
         epochs: int,
         checkpoints: _Checkpoints,
+        crops: bool,
     ) -> tuple[Any, dict[str, list[float]], int]:
         """Epoch by epoch: a seeded shuffle (and augmentation), one pass, early stopping, a checkpoint."""
 
@@ -426,12 +463,12 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             model, state = resumed
             logger.info("resuming stage %s after epoch %d", stage, state["epoch"])
         best_weights = checkpoints.best_weights(stage, model)
-        x_val = self._augmented(data[val], np.random.default_rng(0), training=False) if len(val) else None
+        x_val = self._augmented(data[val], np.random.default_rng(0), training=False, crops=crops) if len(val) else None
         while state["epoch"] < epochs and not state["stopped"]:
             epoch = int(state["epoch"])
             rng = np.random.default_rng([self.random_state, len(stage), epoch])
             order = train[rng.permutation(len(train))]
-            x_epoch = self._augmented(data[order], rng, training=True)
+            x_epoch = self._augmented(data[order], rng, training=True, crops=crops)
             _reseed(model, [self.random_state, len(stage), epoch])  # dropout masks: a function of the epoch, not of the past
             result = model.fit(
                 x_epoch,
@@ -458,10 +495,13 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             model.set_weights(best_weights)
         return model, state["history"], int(state["epoch"])
 
-    def _augmented(self, images: np.ndarray, rng: np.random.Generator, *, training: bool) -> np.ndarray:
-        """The network's inputs: random crops and flips of the stored squares, or their centre crops."""
+    def _augmented(self, images: np.ndarray, rng: np.random.Generator, *, training: bool, crops: bool) -> np.ndarray:
+        """The network's inputs: random crops and flips of the stored squares, or their centre crops.
+
+        Without ``crops`` the data are the inputs already (features, maps, or centre crops).
+        """
         size = get_backbone(self.backbone).input_size
-        if images.ndim != 4 or images.shape[1] == size:  # features, or images stored at the network's size
+        if not crops:
             return images
         if not training:
             start = (images.shape[1] - size) // 2
@@ -563,6 +603,14 @@ def _reseed(model: Any, seed: Sequence[int]) -> None:
     values = np.random.default_rng(list(seed)).integers(0, 2**31 - 1, (len(generators), 2))
     for generator, value in zip(generators, values):
         generator.state.assign(value.astype(generator.state.dtype)[: generator.state.shape[0]])
+
+
+def _joined(front: Any, rest: Any) -> Any:
+    """One model on RGB: the frozen front, then the trained rest and head."""
+    import keras
+
+    rgb = keras.Input(shape=tuple(front.input_shape[1:]), name="rgb")
+    return keras.Model(rgb, rest(front(rgb)), name=rest.name.replace("_rest", ""))
 
 
 def _backbone_of(model: Any) -> Any:
