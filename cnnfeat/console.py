@@ -58,6 +58,7 @@ def setup(verbose: bool = False) -> None:
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. tf.function retracing notices while fine-tuning
     _filter_stderr()
 
 

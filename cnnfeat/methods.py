@@ -1,7 +1,9 @@
 """The method grammar, parsed in one place: ``cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]``, ``hog``, ...
 
 A :class:`Method` is the parsed value the runner, the tables, the figures and the
-CLIs share; :meth:`Method.make_features` builds the (unfitted) feature transformer it names.
+CLIs share; :meth:`Method.make_features` builds the (unfitted) feature transformer it names,
+and for ``finetune:<backbone>/<trainable>[?<param>=<value>&...]`` :meth:`Method.make_classifier`
+the :class:`~cnnfeat.FineTunedCNN` (a classifier of its own: no probe follows it).
 
 Examples
 --------
@@ -12,6 +14,9 @@ Examples
 True
 >>> Method.parse("hog").default_normalize
 'chi2'
+>>> f = Method.parse("finetune:efficientnet_lite0/top2?head=mlp&learning_rate=0.003")
+>>> f.kind, f.params["trainable"], f.params["learning_rate"]
+('finetune', 'top2', 0.003)
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ __all__ = ["HANDCRAFTED", "METHOD_PATTERNS", "Method"]
 #: the hand-crafted baselines, and the normalisation each gets by default (the χ² map for histograms)
 HANDCRAFTED = {"hog": "chi2", "sift_bovw": "chi2", "color_hist": "chi2"}
 #: what ``--methods`` accepts, for help texts
-METHOD_PATTERNS = ["cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]", *HANDCRAFTED]
+METHOD_PATTERNS = [
+    "cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]",
+    "finetune:<backbone>/<head|top<k>|after:<layer>|all>[?<param>=<value>&...]",
+    *HANDCRAFTED,
+]
 
 
 @dataclass(frozen=True)
@@ -44,22 +53,39 @@ class Method:
         """Parse a method string; a malformed one is a :class:`ConfigError` that says how to write it."""
         if text in HANDCRAFTED:
             return cls(text, text)
-        if not text.startswith("cnn:"):
+        kind, colon, rest = text.partition(":")
+        if not colon or kind not in ("cnn", "finetune"):
             raise ConfigError(
                 f"unknown method {text!r}{did_you_mean(text, HANDCRAFTED)}; choose from {', '.join(METHOD_PATTERNS)}"
             )
-        body, _, query = text[4:].partition("?")
-        body, _, views = body.partition("@")
-        backbone, _, tap = body.partition("/")
-        if not backbone or not tap:
-            raise ConfigError(f"method {text!r}: write cnn:<backbone>/<tap>, e.g. cnn:efficientnet_lite0/pool")
-        params: dict[str, Any] = {"backbone": backbone, "layers": tap, **({"views": views} if views else {})}
+        body, _, query = rest.partition("?")
+        if kind == "cnn":
+            body, _, views = body.partition("@")
+        backbone, _, what = body.partition("/")
+        if not backbone or not what:
+            example = "cnn:efficientnet_lite0/pool" if kind == "cnn" else "finetune:efficientnet_lite0/top2"
+            raise ConfigError(
+                f"method {text!r}: write {kind}:<backbone>/<{'tap' if kind == 'cnn' else 'trainable'}>, e.g. {example}"
+            )
+        params: dict[str, Any] = {"backbone": backbone}
+        if kind == "cnn":
+            params |= {"layers": what, **({"views": views} if views else {})}
+        else:
+            params["trainable"] = what
         for item in filter(None, query.split("&")):
             key, sep, value = item.partition("=")
             if not sep:
                 raise ConfigError(f"method {text!r}: write ?<param>=<value>&..., got {item!r}")
-            params[key] = None if value.lower() == "none" else int(value) if value.isdigit() else value
-        return cls(text, "cnn", params)
+            params[key] = _value(value)
+        return cls(text, kind, params)
+
+    def make_classifier(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
+        """The (unfitted) :class:`~cnnfeat.FineTunedCNN` a ``finetune:`` method names."""
+        if self.kind != "finetune":
+            raise ConfigError(f"method {self.text!r} names features, not a classifier")
+        from cnnfeat.finetune import FineTunedCNN
+
+        return FineTunedCNN(**{**self.params, **overrides, "cache": cache})
 
     @property
     def backbone(self) -> str:
@@ -100,3 +126,15 @@ class Method:
         from cnnfeat.extractors.color import ColorHistogram
 
         return ColorHistogram(**params)
+
+
+def _value(text: str) -> Any:
+    """A query value: ``none`` -> None, then an int, a float, or the text itself."""
+    if text.lower() == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text

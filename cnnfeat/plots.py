@@ -16,7 +16,7 @@ from cnnfeat.methods import Method
 from cnnfeat.protocols import Protocol
 from cnnfeat.tables import pivot
 
-__all__ = ["bar_chart", "few_shot_curve", "layer_curve", "tsne_map"]
+__all__ = ["bar_chart", "few_shot_curve", "layer_curve", "training_curves", "tsne_map"]
 
 
 def _subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -65,6 +65,44 @@ def few_shot_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], 
         ax.fill_between(ks, means - stds, means + stds, alpha=0.15)
     ax.set_xscale("log")
     return _finish(fig, ax, path, "training images per class", title)
+
+
+def training_curves(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Training and validation accuracy per epoch of fine-tuned runs (mean over runs), stages end to end.
+
+    A dotted vertical line marks where the fine-tuning stage (the unfrozen blocks, at the
+    lower learning rate) starts.
+    """
+    curves: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
+    starts: dict[str, int] = {}
+    for r in records:
+        history = (r.get("training") or {}).get("history") if r.get("status") == "ok" else None
+        if not history:
+            continue
+        for metric in ("accuracy", "val_accuracy"):
+            values = [v for stage in ("head", "fine_tune") for v in history.get(stage, {}).get(metric, [])]
+            if values:
+                curves[r["row"]][metric].append(values)
+        if "fine_tune" in history:
+            starts[r["row"]] = len(history["head"].get("accuracy", []))
+    fig, ax = _subplots(figsize=(7, 4.2))
+    for i, (row, metrics) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        for metric, style in (("accuracy", "--"), ("val_accuracy", "-")):
+            runs = metrics.get(metric, [])
+            if runs:
+                length = min(len(v) for v in runs)  # early stopping may end runs at different epochs
+                mean = 100 * np.mean([v[:length] for v in runs], axis=0)
+                label = f"{row} ({'train' if metric == 'accuracy' else 'validation'})"
+                ax.plot(np.arange(1, length + 1), mean, style, color=colour, label=label)
+        if row in starts:
+            ax.axvline(starts[row] + 0.5, color=colour, linestyle=":", alpha=0.6)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=6, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
 
 
 def layer_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], taps: list[str], *, title: str = "") -> Path:

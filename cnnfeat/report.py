@@ -1,6 +1,7 @@
 """A benchmark's output folder, made from its records: ``table.md``/``.csv``/``.json`` and the figures.
 
-Bar charts per dataset, the few-shot curve when three or more shot counts were run, and,
+Bar charts per dataset, the few-shot curve when three or more shot counts were run, the
+training curves of fine-tuned runs per dataset, and,
 for a network probed at three or more taps, the accuracy per tap and t-SNE maps of its
 earliest and latest tap (those read the features back from the cache the runs filled).
 """
@@ -93,4 +94,7 @@ def _tables_and_charts(records: list[dict[str, Any]], out: Path) -> str:
     shots = {r["protocol"] for r in ok if Protocol.parse(r["protocol"]).shots is not None}
     if len(shots) >= 3:
         plots.few_shot_curve(ok, out / "few_shot.png", title="accuracy against training images per class")
+    for dataset in sorted({r["dataset"] for r in ok if r.get("training")}):
+        trained = [r for r in ok if r["dataset"] == dataset and r.get("training")]
+        plots.training_curves(trained, out / f"training_{dataset}.png", title=f"{dataset}: fine-tuning, per epoch")
     return markdown

@@ -70,6 +70,8 @@ PROBES: dict[str, dict[str, Any]] = {
     "knn": {},
 }
 ADAPTATIONS = ("none", "coral", "sa", "augment", "bda")
+#: the probe field of a ``finetune:`` run, which trains its own classifier
+FINETUNE = "finetune"
 RECORD_VERSION = 1
 
 
@@ -101,7 +103,9 @@ class RunSpec:
 
     @property
     def row(self) -> str:
-        """The table row: features, normalisation, probe and adaptation."""
+        """The table row: features, normalisation, probe and adaptation (a ``finetune:`` method alone)."""
+        if self.probe == FINETUNE:
+            return self.method
         parts = [self.method] + ([self.normalize] if self.normalize != "none" else []) + [self.probe]
         return " + ".join(parts + ([self.adapt] if self.adapt != "none" else []))
 
@@ -141,8 +145,9 @@ def expand(
             for resolved, seeds_for in _resolve_protocol(protocol, spec, seeds):
                 shift = Protocol.parse(resolved)
                 for method in methods:
-                    for probe in probes:
-                        for a in adapt if shift.is_domain_shift else ("none",):
+                    finetune = parsed[method].kind == "finetune"  # a classifier of its own, trained on the source only
+                    for probe in [FINETUNE] if finetune else probes:
+                        for a in adapt if shift.is_domain_shift and not finetune else ("none",):
                             if a == "augment" and shift.name != "sampled_st":
                                 continue  # feature augmentation needs labelled target images
                             for seed in seeds_for:
@@ -281,7 +286,13 @@ def _innermost(model: Any, attribute: str) -> Any:
     return model
 
 
-def _fit_predict(spec: RunSpec, X: np.ndarray, labels: np.ndarray, domains: np.ndarray, split: Split) -> tuple[Any, np.ndarray]:
+def _fit_predict(
+    spec: RunSpec, X: np.ndarray, labels: np.ndarray, domains: np.ndarray, split: Split, cache: Any = None
+) -> tuple[Any, np.ndarray]:
+    if spec.probe == FINETUNE:  # X holds the images' paths
+        model = Method.parse(spec.method).make_classifier(cache, random_state=spec.seed)
+        model.fit(list(X[split.train]), labels[split.train])
+        return model, model.predict(list(X[split.test]))
     model = _make_probe(spec)
     fit_params: dict[str, Any] = {}
     Xtr, ytr = X[split.train], labels[split.train]
@@ -482,6 +493,7 @@ class ProbeJob:
     split: Split
     sizes: dict[str, Any]  # the split and its sizes, before the metrics in a record
     provenance: dict[str, Any]  # the features and data, after them
+    cache: str | None = None  # where a fine-tuned classifier's head-only path caches features
 
 
 def _prepare(
@@ -498,7 +510,10 @@ def _prepare(
     dataset: Dataset = _memo(datasets, spec.dataset, lambda: load_dataset(spec.dataset, data_root, strict=strict))
     split = make_split(spec, dataset)
     kind = Method.parse(spec.method).kind
-    if kind == "sift_bovw":  # the codebook is learned on the split's training images
+    if kind == "finetune":  # trained on the images themselves
+        blocks = {"paths": np.asarray(dataset.manifest.paths, dtype=object)[:, None]}
+        info = {"classifier": Method.parse(spec.method).params}
+    elif kind == "sift_bovw":  # the codebook is learned on the split's training images
         needed = np.unique(np.r_[split.train, split.val, split.test, split.unlabelled]).astype(int)
         key = (spec.method, spec.dataset, spec.protocol, str(spec.seed))
         blocks, info = _memo(
@@ -515,7 +530,9 @@ def _prepare(
     rows = np.unique(np.r_[train, split.test, split.unlabelled]).astype(int)
     position = np.full(len(dataset.manifest), -1)
     position[rows] = np.arange(len(rows))
-    if kind != "cnn":
+    if kind == "finetune":
+        X = blocks["paths"][rows, 0]
+    elif kind != "cnn":
         X = np.concatenate([b[rows] for b in blocks.values()], axis=1)
     elif "," in tap:  # several taps of one network: each part L2-normalised, then concatenated
         parts = [blocks[t][rows] for t in tap.split(",")]
@@ -532,7 +549,8 @@ def _prepare(
         **({"dataset_problems": dataset.problems} if dataset.problems else {}),
     }
     labels = np.asarray(dataset.manifest.labels, dtype=object)[rows]
-    return ProbeJob(spec, X, labels, np.asarray(dataset.manifest.domains)[rows], local, sizes, provenance)
+    domains = np.asarray(dataset.manifest.domains)[rows]
+    return ProbeJob(spec, X, labels, domains, local, sizes, provenance, None if cache is None else os.fspath(cache))
 
 
 def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
@@ -541,7 +559,7 @@ def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
         return job
     try:
         started = time.perf_counter()
-        model, predicted = _fit_predict(job.spec, job.X, job.labels, job.domains, job.split)
+        model, predicted = _fit_predict(job.spec, job.X, job.labels, job.domains, job.split, job.cache)
         truth = job.labels[job.split.test]
         swept = _innermost(model, "C_")
         return {
@@ -552,11 +570,27 @@ def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
             "C": None if swept is None else float(swept.C_),
             "val_accuracy_by_C": None if swept is None else {repr(C): s for C, s in sorted(swept.val_scores_.items())},
             **_knn_choice(model),
+            **_training(model),
             "probe_seconds": time.perf_counter() - started,
             **job.provenance,
         }
     except Exception as exc:  # recorded, as every run's failure is
         return _failure(job.spec, exc)
+
+
+def _training(model: Any) -> dict[str, Any]:
+    """A fine-tuned classifier's training: seconds, epochs run, learning rates and the curves (nothing for probes)."""
+    if not hasattr(model, "history_"):
+        return {}
+    return {
+        "training": {
+            "seconds": model.fit_seconds_,
+            "path": model.training_path_,
+            "epochs_run": model.epochs_run_,
+            "learning_rates": model.learning_rates_,
+            "history": model.history_,
+        }
+    }
 
 
 def _knn_choice(model: Any) -> dict[str, Any]:

@@ -162,3 +162,26 @@ def test_a_training_killed_mid_run_resumes_to_the_uninterrupted_model(tmp_path: 
     assert resumed.history_["head"]["loss"] == pytest.approx(uninterrupted.history_["head"]["loss"], rel=1e-5)
     for a, b in zip(resumed.model_.get_weights(), uninterrupted.model_.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_benchmark_runs_finetune_methods_next_to_the_probe(tmp_path: Path) -> None:
+    from cnnfeat.cli import main
+    from cnnfeat.methods import Method
+
+    colour_classes(tmp_path / "colours", 10)
+    out = tmp_path / "out"
+    finetune = "finetune:tiny_test/top1?weights=none&epochs=6&fine_tune_epochs=2&learning_rate=0.05"
+    argv = ["benchmark", "--data", str(tmp_path / "colours"), "--methods", "cnn:tiny_test/pool?weights=none", finetune]
+    assert main([*argv, "--protocol", "kfold:2", "--probes", "logreg", "knn", "--out", str(out), "--no-progress"]) == 0
+    records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    tuned = [r for r in records if r["method"] == finetune]
+    assert len(records) == 2 * 2 + 2 and len(tuned) == 2  # the probes multiply the cnn: method, not the finetune: one
+    for r in tuned:
+        assert r["probe"] == "finetune" and r["row"] == finetune and r["C"] is None
+        assert r["training"]["epochs_run"]["fine_tune"] == 2 and r["training"]["learning_rates"]["fine_tune"] == pytest.approx(
+            0.005
+        )
+        assert len(r["training"]["history"]["head"]["val_accuracy"]) == r["training"]["epochs_run"]["head"]
+        assert r["features"] == {"classifier": Method.parse(finetune).params}
+    assert f"| {finetune} |" in (out / "table.md").read_text()
+    assert (out / "training_colours.png").stat().st_size > 5000
