@@ -59,6 +59,7 @@ AUGMENTATIONS = ("none", "flip+crop", "strong")
 _TRAINABLE = re.compile(r"^(head|all|top(\d+)|after:(.+))$")
 _FORMAT = "cnnfeat-finetuned"
 _PREDICT_CHUNK = 512
+_FITTED_EXTRAS = ("history_", "epochs_run_", "learning_rates_", "fit_seconds_", "training_path_", "front_tap_")
 
 
 def parse_trainable(value: str) -> tuple[str, int | str | None]:
@@ -139,7 +140,9 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     fit_seconds_ : float
     training_path_ : {"features", "maps", "images"}
         The head trained on cached features; the trained part on the frozen front's output maps,
-        computed once; or the whole network run on the images every epoch.
+        computed once (and cached like features); or the whole network run on the images every epoch.
+    front_tap_ : str
+        For the maps path: the layer whose output maps the trained part takes.
     """
 
     _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
@@ -222,8 +225,9 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         """The cheapest way to train what ``trainable`` asks for.
 
         ``"features"``: the head alone, on the pooled features from the feature cache.
-        ``"maps"``: without augmentation, the frozen front of the backbone runs once and
-        the epochs train the rest on its output maps. ``"images"``: every epoch runs the
+        ``"maps"``: without augmentation, the frozen front of the backbone runs once (its
+        output maps go to the feature cache, for every later fit and prediction) and the
+        epochs train the rest on them. ``"images"``: every epoch runs the
         whole network (augmentation, a truncated base, or ``all``).
         """
         if self.augment != "none" or self.truncate_at is not None:
@@ -232,13 +236,15 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             return "features"
         return "images" if self.trainable == "all" else "maps"
 
-    def _feature_extractor(self) -> Any:
+    def _feature_extractor(self, tap: str = "pool") -> Any:
+        """The cached extractor of the pooled features (the head-only path) or of a layer's whole map (the maps path)."""
         from cnnfeat.extractors.cnn import CNNFeatures
 
         return CNNFeatures(
             backbone=self.backbone,
             weights=self.weights,
-            layers="pool",
+            layers=tap,
+            pooling="avg" if tap == "pool" else "flatten",  # the probes' pooled features share their cache
             cache=self.cache,
             seed=self.random_state,
             n_jobs=self.n_jobs,
@@ -326,20 +332,16 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             raise UnknownLayerError(f"backbone {self.backbone} has no layer {value!r}{did_you_mean(str(value), names)}")
         return str(value)
 
-    def _split(self, model: Any, base: Any, n_classes: int) -> tuple[Any, Any, Any]:
-        """(the frozen front on RGB, the model to train on the front's maps, its backbone part)."""
+    def _rest_model(self, base: Any, boundary: str, n_classes: int) -> tuple[Any, Any]:
+        """(the model to train on ``boundary``'s output maps, its backbone part: the layers after ``boundary``)."""
         import keras
 
-        boundary = self._boundary(base)
         spec = get_backbone(self.backbone)
         cut = base.get_layer(boundary).output
-        front_base = keras.Model(base.inputs, cut, name=f"{spec.name}_front")
-        rest = keras.Model(cut, base.output, name=f"{spec.name}_rest")
-        rgb = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="rgb")
-        front = keras.Model(rgb, front_base(preprocess(rgb, spec.preprocessing), training=False), name=f"{spec.name}_front_rgb")
+        rest = keras.Model(cut, base.output, name=f"{spec.name}_after_{boundary}")
         maps = keras.Input(shape=tuple(cut.shape[1:]), name="maps")
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(rest(maps, training=False))
-        return front, keras.Model(maps, self._head(x, n_classes), name=f"{spec.name}_finetuned_rest"), rest
+        return keras.Model(maps, self._head(x, n_classes), name=f"{spec.name}_finetuned"), rest
 
     def _unfreeze(self, base: Any, *, from_start: bool = False) -> None:
         """Make ``trainable``'s part of the backbone trainable (the rest stays frozen)."""
@@ -401,12 +403,14 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             model = keras.Model(inputs, self._head(inputs, len(classes)), name="head")
         else:
             model, base = self._build_image_model(len(classes))
-            if path == "maps" and self._boundary(base) is None:  # top<k> past the first block: all of it
+            boundary = self._boundary(base) if path == "maps" else None
+            if boundary is None:  # augmentation, a truncated base, all of it, or top<k> past the first block
                 path = "images"
-            data = self._load_images(sources, training=path == "images")
-            if path == "maps":  # the frozen front runs once; the epochs train the rest on its output
-                front, model, base = self._split(model, base, len(classes))
-                data = front.predict(data, batch_size=self.batch_size, verbose=0)
+                data = self._load_images(sources, training=True)
+            else:  # the frozen front's maps, computed once (and cached); the epochs train the rest on them
+                model, base = self._rest_model(base, boundary, len(classes))
+                data = self._feature_extractor(boundary).transform(sources).reshape(-1, *model.input_shape[1:])
+                self.front_tap_ = boundary
             base.trainable = False
         stages = [("head", self.epochs, float(self.learning_rate))]
         if self.trainable != "head" and self.fine_tune_epochs > 0:
@@ -421,8 +425,6 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             )
             rates[stage] = rate
             base = _backbone_of(model) if path != "features" else None  # a resumed stage loads a new model
-        if path == "maps":
-            model = _joined(front, model)
         self.training_path_ = path
         self.classes_ = classes
         self.n_classes_ = len(classes)
@@ -515,8 +517,9 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classes_")
         sources = as_sources(X)
         model = self._keras_model()
-        if self.training_path_ == "features":
-            inputs = self._feature_extractor().transform(sources)
+        if self.training_path_ in ("features", "maps"):
+            tap = self.front_tap_ if self.training_path_ == "maps" else "pool"
+            inputs = self._feature_extractor(tap).transform(sources).reshape(-1, *model.input_shape[1:])
             return np.asarray(model.predict(inputs, batch_size=self.batch_size, verbose=0), dtype=np.float64)
         chunks = []
         for start in range(0, len(sources), _PREDICT_CHUNK):  # bounded memory, whatever the number of images
@@ -552,9 +555,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             "format": _FORMAT,
             "params": {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in self.get_params().items()},
             "classes": self.classes_.tolist(),
-            "fitted": {
-                k: getattr(self, k) for k in ("history_", "epochs_run_", "learning_rates_", "fit_seconds_", "training_path_")
-            },
+            "fitted": {k: getattr(self, k) for k in _FITTED_EXTRAS if hasattr(self, k)},
         }
         tmp = path.with_name(f".{path.name}.tmp")
         with zipfile.ZipFile(tmp, "w") as archive:
@@ -603,14 +604,6 @@ def _reseed(model: Any, seed: Sequence[int]) -> None:
     values = np.random.default_rng(list(seed)).integers(0, 2**31 - 1, (len(generators), 2))
     for generator, value in zip(generators, values):
         generator.state.assign(value.astype(generator.state.dtype)[: generator.state.shape[0]])
-
-
-def _joined(front: Any, rest: Any) -> Any:
-    """One model on RGB: the frozen front, then the trained rest and head."""
-    import keras
-
-    rgb = keras.Input(shape=tuple(front.input_shape[1:]), name="rgb")
-    return keras.Model(rgb, rest(front(rgb)), name=rest.name.replace("_rest", ""))
 
 
 def _backbone_of(model: Any) -> Any:
