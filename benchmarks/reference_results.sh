@@ -66,3 +66,14 @@ RUNTIMES=("$LITE0" "$LITE0?runtime=onnxruntime" "$LITE0?runtime=openvino" "$LITE
 "${BENCH[@]}" --tables-only --out results/scene15_recipes
 # Balanced Distribution Adaptation (JDA at mu=0.5) on Lite0, Office-31 full protocol (4 minutes with the features cached)
 "${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0" --probes logreg --adapt none bda --out results/office31_full_bda
+# fine-tuning next to the linear probe (issue 17): Lite0's pooled features + logistic regression, an MLP head on
+# them, and top2 (the last two blocks, the top conv and a new head, on the cached maps before them); 15-Scene,
+# 5 splits; Oxford-17, its 3 official splits; Office-31 full protocol, fine-tuned on the source only
+FINETUNE=("finetune:efficientnet_lite0/head?head=mlp" "finetune:efficientnet_lite0/top2")
+"${BENCH[@]}" --datasets scene15 --methods "$LITE0" "${FINETUNE[@]}" --probes logreg --seeds 0 1 2 3 4 --out results/scene15_finetune
+"${BENCH[@]}" --datasets flowers17 --methods "$LITE0" "${FINETUNE[@]}" --probes logreg --out results/flowers17_finetune
+"${BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0" "${FINETUNE[@]}" --probes logreg \
+    --out results/office31_full_finetune
+# the decision chart: accuracy against training images per class, near ImageNet (flowers) and far (scenes)
+"${BENCH[@]}" --datasets flowers17 scene15 --protocol few_shot --methods "$LITE0" "${FINETUNE[@]}" --probes logreg \
+    --seeds 0 1 --out results/finetune_fewshot

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         on_run=on_run,
         loaded=loaded,
         engine=engine,
-        jobs=args.jobs if args.jobs is not None or engine is None else None,
+        jobs=args.jobs or (None if engine is not None else 1),  # on a cluster: as many as it has CPUs
     )
     bar.close()
     if engine is not None:

@@ -234,3 +234,20 @@ def test_several_taps_of_one_network_are_one_method_and_knn_is_a_probe(office_ro
     assert knn["k"] in (10, 20, 100, 200) and set(knn["val_accuracy_by_k"]) == {"10", "20", "100", "200"}
     assert knn["C"] is None and knn["accuracy"] > 0.5  # hue separates the two classes in every domain
     assert records[0]["features"]["extractor"]["taps"] == ["block2_conv", "pool"]  # one forward pass, both taps
+
+
+def _pid(_: object) -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_independent_runs_go_in_order_here_or_in_processes() -> None:
+    import os
+
+    from cnnfeat.engines.parallel import map_in_order
+
+    assert list(map_in_order(_pid, range(4))) == [os.getpid()] * 4  # the default: one at a time, in this process
+    elsewhere = list(map_in_order(_pid, range(6), jobs=2))
+    assert len(elsewhere) == 6 and os.getpid() not in elsewhere
+    assert list(map_in_order(abs, [-3, 2, -1], jobs=2)) == [3, 2, 1]

@@ -2,7 +2,7 @@
 
 An engine runs an extraction's batches (:meth:`CachedImageFeatures.extract(engine=...)
 <cnnfeat.extractors._base.CachedImageFeatures.extract>`) and a benchmark's independent
-runs (:func:`cnnfeat.engines.parallel.run_parallel`). Both engines produce the same rows and
+runs (:func:`cnnfeat.engines.parallel.map_in_order`). Both engines produce the same rows and
 the same records.
 """
 

@@ -118,7 +118,13 @@ class RayEngine:
                 ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
                 self._started = True
             else:
-                ray.init(address=self.address, configure_logging=False, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, configure_logging=False, log_to_driver=False)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    raise ConfigError(
+                        f"could not join the Ray cluster at {self.address!r} ({exc}); start one with `ray start --head`, "
+                        "or leave the address out to start a local cluster"
+                    ) from None
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = False  # the CLI draws its own bar
             context.print_on_execution_start = False
