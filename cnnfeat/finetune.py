@@ -391,11 +391,11 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"fit needs at least 2 classes; got {len(classes)}")
         started = time.perf_counter()
         train, val = self._validation_split(y_index)
-        checkpoints = _Checkpoints(self.checkpoint_dir, self._run_digest(sources, y))
+        checkpoints = _Checkpoints(self.checkpoint_dir, self._run_digest(sources, y) if self.checkpoint_dir else "")
         history: dict[str, dict[str, list[float]]] = {}
         epochs_run: dict[str, int] = {}
         rates: dict[str, float] = {}
-        path = self._training_path()
+        path, boundary = self._training_path(), None
         if path == "features":
             data = self._feature_extractor().transform(sources)
             keras.utils.set_random_seed(self.random_state)
@@ -410,7 +410,6 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             else:  # the frozen front's maps, computed once (and cached); the epochs train the rest on them
                 model, base = self._rest_model(base, boundary, len(classes))
                 data = self._feature_extractor(boundary).transform(sources).reshape(-1, *model.input_shape[1:])
-                self.front_tap_ = boundary
             base.trainable = False
         stages = [("head", self.epochs, float(self.learning_rate))]
         if self.trainable != "head" and self.fine_tune_epochs > 0:
@@ -426,6 +425,10 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             rates[stage] = rate
             base = _backbone_of(model) if path != "features" else None  # a resumed stage loads a new model
         self.training_path_ = path
+        if path == "maps":
+            self.front_tap_ = boundary
+        else:
+            self.__dict__.pop("front_tap_", None)  # from an earlier fit
         self.classes_ = classes
         self.n_classes_ = len(classes)
         self.model_ = model
