@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         help="your own images: a folder tree, a domain or split tree, or a CSV path,label[,split,domain] (repeatable; "
         "NAME defaults to the folder's or file's name)",
     )
-    p.add_argument("--methods", nargs="+", help="cnn:<backbone>/<tap>[@views], hog, sift_bovw, color_hist")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        help="cnn:<backbone>/<tap>[@views], finetune:<backbone>/<head|top<k>|after:<layer>|all>[?param=value&...], "
+        "hog, sift_bovw, color_hist",
+    )
     p.add_argument("--probes", nargs="+", help="logreg, svm, logreg+dropout, svm+dropout, knn (DINOv2's weighted k-NN)")
     p.add_argument(
         "--protocol",
