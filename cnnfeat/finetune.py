@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -113,8 +114,12 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     optimizer : {"sgd", "adam"}
         SGD with Nesterov momentum 0.9, or Adam.
     batch_size : int
+    min_steps_per_epoch : int
+        An epoch passes over the (reshuffled, re-augmented) training images as many times as it takes to
+        make this many updates: with a few images per class, one pass would be one step.
     validation_fraction : float
-        Share of the training images (stratified) held out for early stopping; 0 disables it.
+        Share of the training images (stratified) held out for early stopping; 0 disables it, and so does
+        a training set too small to give every class a training image and the split one per class.
     patience : int
         Epochs without a lower validation loss before a stage stops (the best weights are kept).
     cache : path or None
@@ -161,6 +166,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         "fine_tune_learning_rate": [Interval(Real, 0, None, closed="neither"), None],
         "optimizer": [StrOptions({"sgd", "adam"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "min_steps_per_epoch": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "cache": [str, os.PathLike, None],
@@ -188,6 +194,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         fine_tune_learning_rate: float | None = None,
         optimizer: str = "sgd",
         batch_size: int = 32,
+        min_steps_per_epoch: int = 10,
         validation_fraction: float = 0.1,
         patience: int = 5,
         cache: str | os.PathLike[str] | None = None,
@@ -211,6 +218,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.fine_tune_learning_rate = fine_tune_learning_rate
         self.optimizer = optimizer
         self.batch_size = batch_size
+        self.min_steps_per_epoch = min_steps_per_epoch
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.cache = cache
@@ -370,8 +378,11 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import train_test_split
 
         n_val = max(1, round(self.validation_fraction * len(y)))
-        stratify = y if np.bincount(y).min() >= 2 and n_val >= len(np.unique(y)) else None
-        train, val = train_test_split(rows, test_size=n_val, random_state=self.random_state, stratify=stratify)
+        if np.bincount(y).min() < 2 or n_val < len(np.unique(y)):
+            # a few images per class: a validation split would take some classes' only examples away, so
+            # every image trains and every epoch runs (no early stopping)
+            return rows, rows[:0]
+        train, val = train_test_split(rows, test_size=n_val, random_state=self.random_state, stratify=y)
         return np.sort(train), np.sort(val)
 
     # ------------------------------------------------------------------ fit
@@ -472,7 +483,9 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         while state["epoch"] < epochs and not state["stopped"]:
             epoch = int(state["epoch"])
             rng = np.random.default_rng([self.random_state, len(stage), epoch])
-            order = train[rng.permutation(len(train))]
+            # at least min_steps_per_epoch updates: a few images per class would otherwise get a step or two
+            repeats = max(1, math.ceil(self.min_steps_per_epoch * self.batch_size / len(train)))
+            order = np.concatenate([train[rng.permutation(len(train))] for _ in range(repeats)])
             x_epoch = self._augmented(data[order], rng, training=True, crops=crops)
             _reseed(model, [self.random_state, len(stage), epoch])  # dropout masks: a function of the epoch, not of the past
             result = model.fit(

@@ -185,7 +185,17 @@ def test_benchmark_runs_finetune_methods_next_to_the_probe(tmp_path: Path) -> No
         assert r["training"]["epochs_run"]["fine_tune"] == 2 and r["training"]["learning_rates"]["fine_tune"] == pytest.approx(
             0.005
         )
-        assert len(r["training"]["history"]["head"]["val_accuracy"]) == r["training"]["epochs_run"]["head"]
+        assert len(r["training"]["history"]["head"]["loss"]) == r["training"]["epochs_run"]["head"] == 6
+        assert "val_loss" not in r["training"]["history"]["head"]  # 5 images per class: all of them train
         assert r["features"] == {"classifier": Method.parse(finetune).params}
     assert f"| {finetune} |" in (out / "table.md").read_text()
     assert (out / "training_colours.png").stat().st_size > 5000
+
+
+def test_two_images_per_class_still_train_every_class_for_enough_steps(data: dict) -> None:
+    """No validation split takes a class's only examples, and an epoch makes min_steps_per_epoch updates."""
+    few = [data["train"][i] for i in (0, 1, 16, 17, 32, 33)]
+    labels = [data["train_labels"][i] for i in (0, 1, 16, 17, 32, 33)]
+    clf = tiny_finetuned(trainable="head", augment="flip+crop", epochs=4).fit(few, labels)
+    assert "val_loss" not in clf.history_["head"] and clf.epochs_run_ == {"head": 4}
+    assert clf.score(data["test"], data["test_labels"]) > 0.8  # chance is 1/3
