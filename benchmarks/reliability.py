@@ -93,6 +93,17 @@ def check_writer_kills(tmp: Path, trials: int) -> bool:
     )
 
 
+def _audit(store: Path, reference: dict[str, np.ndarray]) -> tuple[int, int, int]:
+    """(rows lost, rows duplicated, rows differing from ``reference``) of a finished store's ``pool`` tap."""
+    import h5py
+
+    with h5py.File(store) as f:
+        keys = [k.decode() for k in f["keys"][: f.attrs["n_rows"]]]
+        rows = f["features/pool"][: len(keys)]
+    differing = sum(not np.allclose(r, reference[k], atol=1e-5) for k, r in zip(keys, rows))
+    return len(set(reference) - set(keys)), len(keys) - len(set(keys)), differing
+
+
 def check_extraction_kills(tmp: Path, trials: int) -> bool:
     import h5py
 
@@ -123,12 +134,8 @@ def check_extraction_kills(tmp: Path, trials: int) -> bool:
         computed = int(resumed.stdout.split("newly computed: ")[1].split()[0])
         recomputed += max(0, cached + computed - n)
         mid_run += 0 < cached < n
-        with h5py.File(out) as f:
-            keys = [k.decode() for k in f["keys"][: f.attrs["n_rows"]]]
-            rows = f["features/pool"][: len(keys)]
-        lost += len(set(reference) - set(keys))
-        dup += len(keys) - len(set(keys))
-        differing += sum(not np.allclose(r, reference[k], atol=1e-5) for k, r in zip(keys, rows))
+        found = _audit(out, reference)
+        lost, dup, differing = lost + found[0], dup + found[1], differing + found[2]
     return line(
         lost == dup == recomputed == differing == 0 and mid_run > 0,
         f"extraction SIGKILL trials (CLI, {n} images)",
@@ -139,7 +146,6 @@ def check_extraction_kills(tmp: Path, trials: int) -> bool:
 
 def check_ray_faults(tmp: Path, trials: int) -> bool:
     """On a local Ray cluster: drivers SIGKILLed and rerun, and extraction actors SIGKILLed mid-run."""
-    import h5py
 
     from cnnfeat import CNNFeatures
     from cnnfeat.console import quiet_ray
@@ -166,12 +172,8 @@ def check_ray_faults(tmp: Path, trials: int) -> bool:
 
     def audit(out: Path) -> None:
         nonlocal lost, dup, differing
-        with h5py.File(out) as f:
-            keys = [k.decode() for k in f["keys"][: f.attrs["n_rows"]]]
-            rows = f["features/pool"][: len(keys)]
-        lost += len(set(by_key) - set(keys))
-        dup += len(keys) - len(set(keys))
-        differing += sum(not np.allclose(r, by_key[k], atol=1e-5) for k, r in zip(keys, rows))
+        found = _audit(out, by_key)
+        lost, dup, differing = lost + found[0], dup + found[1], differing + found[2]
 
     command = [*CLI, str(images), *TINY, "--batch-size", "8", "--ray-batch-size", "8"]
     command += ["--engine", "ray", "--ray-address", address]
