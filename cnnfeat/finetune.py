@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -261,10 +262,10 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
 
     def _transform(self, training: bool) -> ImageTransform:
         """The centre crop of ``CNNFeatures``; for augmentation, the image before that crop (a square)."""
-        spec = get_backbone(self.backbone)
+        centre = self._feature_extractor().image_transform()
         if training and self.augment != "none":
-            return ImageTransform(size=round(spec.input_size / spec.crop_pct), crop_pct=1.0, interpolation=spec.interpolation)
-        return ImageTransform(size=spec.input_size, crop_pct=spec.crop_pct, interpolation=spec.interpolation)
+            return dataclasses.replace(centre, size=centre.resize_to, crop_pct=1.0)
+        return centre
 
     def _load_images(self, X: Any, training: bool) -> np.ndarray:
         """Every image decoded and resized once: uint8 ``(n, s, s, 3)``; a bad image raises, naming its file."""
@@ -277,8 +278,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
 
         def load(indexed: tuple[int, Any]) -> np.ndarray:
             index, source = indexed
-            data, _ = read_source(source)
-            return transform(data)[0] if isinstance(data, np.ndarray) else transform.load(data, source_name(source, index))[0]
+            return transform.apply(read_source(source)[0], source_name(source, index))[0]
 
         workers = self.n_jobs or default_workers()
         for (index, source), image, error in map_ordered(load, enumerate(sources), workers=workers, max_ahead=4 * workers):

@@ -308,6 +308,10 @@ class ImageTransform:
         """Decode bytes and apply the transform: ``(n_views, size, size, 3)`` uint8."""
         return self(decode_image(data, path, max_pixels=self.max_pixels, min_side=self.resize_to))
 
+    def apply(self, data: bytes | np.ndarray, path: str = "<bytes>") -> np.ndarray:
+        """An input as read (a file's bytes, or an RGB array given in memory) to ``(n_views, size, size, 3)`` uint8."""
+        return self(data) if isinstance(data, np.ndarray) else self.load(data, path)
+
 
 def map_ordered(
     fn: Callable[[_T], _R],

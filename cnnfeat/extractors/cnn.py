@@ -328,8 +328,7 @@ class CNNFeatures(CachedImageFeatures):
         return self.network().feature_dims()
 
     def _loader(self) -> Callable[[Any, str], np.ndarray]:
-        transform = self.image_transform()
-        return lambda data, name: transform(data) if isinstance(data, np.ndarray) else transform.load(data, name)
+        return self.image_transform().apply
 
     def _compute(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         n_views = self.image_transform().n_views
