@@ -5,6 +5,11 @@ CLIs share; :meth:`Method.make_features` builds the (unfitted) feature transform
 and for ``finetune:<backbone>/<trainable>[?<param>=<value>&...]`` :meth:`Method.make_classifier`
 the :class:`~cnnfeat.FineTunedCNN` (a classifier of its own: no probe follows it).
 
+Several networks' features are concatenated by joining their ``cnn:`` methods with ``+``
+(``cnn:efficientnet_lite0/block6d_add,pool+cnn:efficientnet_lite2/pool``): a ``+`` starts a
+new part only where ``cnn:`` follows it, so views such as ``center+flip`` keep theirs.
+Each tap of each part is L2-normalised before the concatenation (the runner does it).
+
 Examples
 --------
 >>> m = Method.parse("cnn:vgg16/fc1@10crop?weights=none&batch_size=8")
@@ -17,12 +22,16 @@ True
 >>> f = Method.parse("finetune:efficientnet_lite0/top2?head=mlp&learning_rate=0.003")
 >>> f.kind, f.params["trainable"], f.params["learning_rate"]
 ('finetune', 'top2', 0.003)
+>>> c = Method.parse("cnn:efficientnet_lite0/pool@center+flip+cnn:efficientnet_lite2/block6e_add,pool")
+>>> c.kind, [(p.backbone, p.tap, p.views) for p in c.parts]
+('concat', [('efficientnet_lite0', 'pool', 'center+flip'), ('efficientnet_lite2', 'block6e_add,pool', '')])
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +44,7 @@ HANDCRAFTED = {"hog": "chi2", "sift_bovw": "chi2", "color_hist": "chi2"}
 #: what ``--methods`` accepts, for help texts
 METHOD_PATTERNS = [
     "cnn:<backbone>/<tap>[@<views>][?<param>=<value>&...]",
+    "cnn:<backbone>/<tap>...+cnn:<backbone>/<tap>... (several networks concatenated)",
     "finetune:<backbone>/<head|top<k>|after:<layer>|all>[?<param>=<value>&...]",
     *HANDCRAFTED,
 ]
@@ -42,15 +52,28 @@ METHOD_PATTERNS = [
 
 @dataclass(frozen=True)
 class Method:
-    """A parsed method: its kind (``cnn`` or a baseline's name) and the extractor parameters it sets."""
+    """A parsed method: its kind (``cnn``, ``finetune``, ``concat`` or a baseline's name) and what it sets.
+
+    ``params`` are the extractor's (or the fine-tuned classifier's) parameters; ``parts`` are a
+    ``concat`` method's ``cnn:`` methods, in order.
+    """
 
     text: str
     kind: str
     params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    parts: tuple[Method, ...] = field(default=(), compare=False, hash=False)
 
     @classmethod
     def parse(cls, text: str) -> Method:
         """Parse a method string; a malformed one is a :class:`ConfigError` that says how to write it."""
+        pieces = re.split(r"\+(?=cnn:)", text)
+        if len(pieces) > 1:
+            if not pieces[0].startswith("cnn:"):
+                raise ConfigError(f"method {text!r}: only cnn: methods are concatenated, e.g. cnn:a/pool+cnn:b/pool")
+            parts = tuple(cls.parse(piece) for piece in pieces)
+            if len(set(parts)) < len(parts):
+                raise ConfigError(f"method {text!r} names the same features twice")
+            return cls(text, "concat", parts=parts)
         if text in HANDCRAFTED:
             return cls(text, text)
         kind, colon, rest = text.partition(":")
@@ -110,6 +133,8 @@ class Method:
 
     def make_features(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
         """The (unfitted) feature transformer this method names, caching into ``cache``."""
+        if self.kind == "concat":
+            raise ConfigError(f"method {self.text!r} concatenates several extractors: make each part's features")
         params = {**self.params, **overrides, "cache": cache}
         if self.kind == "cnn":
             from cnnfeat.extractors.cnn import CNNFeatures

@@ -376,21 +376,20 @@ def _features(
     return blocks, info
 
 
-def _cnn_tap(spec: RunSpec) -> tuple[str, tuple[str, str]]:
-    """A CNN run's tap, and its (dataset, CNN configuration): the taps of one configuration share a forward pass."""
-    method = Method.parse(spec.method)
-    return method.tap, (spec.dataset, method.network)
+def _cnn_parts(method: str) -> tuple[Method, ...]:
+    """The ``cnn:`` methods a method reads: itself, a ``concat`` method's parts, or none."""
+    parsed = Method.parse(method)
+    return parsed.parts if parsed.kind == "concat" else (parsed,) if parsed.kind == "cnn" else ()
 
 
 def _cnn_taps(runs: Sequence[RunSpec]) -> dict[tuple[str, str], list[str]]:
     """Taps wanted per (dataset, CNN configuration): they are extracted together, in one forward pass each."""
     groups: dict[tuple[str, str], list[str]] = {}
     for spec in runs:
-        if Method.parse(spec.method).kind == "cnn":
-            tap, group = _cnn_tap(spec)
-            taps = groups.setdefault(group, [])
-            if tap not in taps:
-                taps.append(tap)
+        for part in _cnn_parts(spec.method):
+            taps = groups.setdefault((spec.dataset, part.network), [])
+            if part.tap not in taps:
+                taps.append(part.tap)
     return groups
 
 
@@ -519,10 +518,12 @@ def _prepare(
         blocks, info = _memo(
             features, key, lambda: _features(spec.method, dataset, cache, engine, needed, split.train, random_state=0)
         )
-    elif kind == "cnn":  # every tap of this network on this dataset, in one pass
-        tap, group = _cnn_tap(spec)
-        layers = ",".join(cnn_taps.get(group, [tap]))
-        blocks, info = _memo(features, ("cnn", *group), lambda: _features(spec.method, dataset, cache, engine, layers=layers))
+    elif kind in ("cnn", "concat"):  # every tap of each network on this dataset, in one pass per network
+        parts = [
+            (part, _cnn_features(part, spec.dataset, dataset, features, cnn_taps, cache, engine))
+            for part in _cnn_parts(spec.method)
+        ]
+        info = parts[0][1][1] if kind == "cnn" else {"parts": [i for _, (_, i) in parts]}
     else:
         blocks, info = _memo(features, (spec.method, spec.dataset), lambda: _features(spec.method, dataset, cache, engine))
     train = np.r_[split.train, split.val].astype(int)
@@ -532,13 +533,12 @@ def _prepare(
     position[rows] = np.arange(len(rows))
     if kind == "finetune":
         X = blocks["paths"][rows, 0]
-    elif kind != "cnn":
-        X = np.concatenate([b[rows] for b in blocks.values()], axis=1)
-    elif "," in tap:  # several taps of one network: each part L2-normalised, then concatenated
-        parts = [blocks[t][rows] for t in tap.split(",")]
-        X = np.concatenate([b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in parts], axis=1)
+    elif kind == "cnn" and "," not in parts[0][0].tap:
+        X = parts[0][1][0][parts[0][0].tap][rows]
+    elif kind in ("cnn", "concat"):  # several taps or networks: each tap L2-normalised, then concatenated
+        X = np.concatenate([_unit_rows(b[tap][rows]) for part, (b, _) in parts for tap in part.tap.split(",")], axis=1)
     else:
-        X = blocks[tap][rows]
+        X = np.concatenate([b[rows] for b in blocks.values()], axis=1)
     local = Split(
         train=position[train], test=position[split.test], unlabelled=position[split.unlabelled], description=split.description
     )
@@ -551,6 +551,25 @@ def _prepare(
     labels = np.asarray(dataset.manifest.labels, dtype=object)[rows]
     domains = np.asarray(dataset.manifest.domains)[rows]
     return ProbeJob(spec, X, labels, domains, local, sizes, provenance, None if cache is None else os.fspath(cache))
+
+
+def _cnn_features(
+    part: Method,
+    name: str,
+    dataset: Dataset,
+    features: dict[tuple[str, ...], Any],
+    cnn_taps: dict[tuple[str, str], list[str]],
+    cache: str | os.PathLike[str] | None,
+    engine: Any,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A ``cnn:`` method's features per tap, with every tap the suite wants of its network (shared through ``features``)."""
+    group = (name, part.network)
+    layers = ",".join(cnn_taps.get(group, [part.tap]))
+    return _memo(features, ("cnn", *group), lambda: _features(part.text, dataset, cache, engine, layers=layers))
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:

@@ -236,6 +236,45 @@ def test_several_taps_of_one_network_are_one_method_and_knn_is_a_probe(office_ro
     assert records[0]["features"]["extractor"]["taps"] == ["block2_conv", "pool"]  # one forward pass, both taps
 
 
+def test_several_networks_are_concatenated_each_tap_normalised_from_one_pass_each(
+    office_root: Path, tmp_path: Path
+) -> None:
+    from cnnfeat.runner import _cnn_taps, _prepare
+
+    two_taps = "cnn:tiny_test/block2_conv,pool?weights=none&batch_size=8"
+    flipped = "cnn:tiny_test/pool@center+flip?weights=none&batch_size=8"
+    runs = expand([two_taps, flipped, f"{two_taps}+{flipped}"], ["logreg"], ["office31"], ["full"], [0])
+    runs = [r for r in runs if r.protocol == "full:amazon->webcam"]
+    records = run_all(runs, tmp_path / "out", data_root=office_root, cache=tmp_path / "cache", strict=False)
+    assert [r["status"] for r in records] == ["ok"] * 3, [r.get("error") for r in records]
+    combined = next(r for r in records if r["method"] == runs[2].method)
+    parts = [next(r for r in records if r["method"] == m)["features"] for m in (two_taps, flipped)]
+    assert [p["fingerprint"] for p in combined["features"]["parts"]] == [p["fingerprint"] for p in parts]
+    assert combined["accuracy"] > 0.5
+
+    features: dict = {}  # one memo, as in a suite: each network is extracted once and its rows shared
+    jobs = [_prepare(r, {}, features, _cnn_taps(runs), office_root, tmp_path / "cache", False, None) for r in runs]
+    assert len(features) == 2
+    unit_flipped = jobs[1].X / np.linalg.norm(jobs[1].X, axis=1, keepdims=True)
+    np.testing.assert_allclose(jobs[2].X, np.hstack([jobs[0].X, unit_flipped]), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(jobs[2].X, axis=1), np.sqrt(3), rtol=1e-5)  # three unit parts
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hog+cnn:tiny_test/pool", "only cnn: methods are concatenated"),
+        ("cnn:tiny_test/pool+cnn:tiny_test/pool", "the same features twice"),
+        ("cnn:tiny_test/pool+cnn:tiny_test", "write cnn:<backbone>/<tap>"),
+    ],
+)
+def test_a_malformed_concatenation_says_how_to_write_it(text: str, message: str) -> None:
+    from cnnfeat.methods import Method
+
+    with pytest.raises(ConfigError, match=message):
+        Method.parse(text)
+
+
 def _pid(_: object) -> int:
     import os
 
