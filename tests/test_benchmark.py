@@ -236,9 +236,7 @@ def test_several_taps_of_one_network_are_one_method_and_knn_is_a_probe(office_ro
     assert records[0]["features"]["extractor"]["taps"] == ["block2_conv", "pool"]  # one forward pass, both taps
 
 
-def test_several_networks_are_concatenated_each_tap_normalised_from_one_pass_each(
-    office_root: Path, tmp_path: Path
-) -> None:
+def test_several_networks_are_concatenated_each_tap_normalised_from_one_pass_each(office_root: Path, tmp_path: Path) -> None:
     from cnnfeat.runner import _cnn_taps, _prepare
 
     two_taps = "cnn:tiny_test/block2_conv,pool?weights=none&batch_size=8"
