@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="protocols",
         help="default, n_per_class:<n>, few_shot, official, kfold:<k>, full, sampled, sampled_st, lodo (leave one domain out)",
     )
-    p.add_argument("--adapt", nargs="+", help="domain adaptation on domain-shift protocols: none, coral, sa, augment, bda")
+    p.add_argument("--adapt", nargs="+", help="domain adaptation on domain-shift protocols: none, coral, sa, augment, bda, spl")
     p.add_argument("--normalize", help="feature normalisation for every method, e.g. l2, power+l2, chi2 (default: per method)")
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--data-root", type=Path, help="folder with one sub-folder per dataset (default: $CNNFEAT_DATA)")

@@ -69,7 +69,7 @@ PROBES: dict[str, dict[str, Any]] = {
     "svm+dropout": {"kind": "svm", "search": "clip", "dropout": 0.5},
     "knn": {},
 }
-ADAPTATIONS = ("none", "coral", "sa", "augment", "bda")
+ADAPTATIONS = ("none", "coral", "sa", "augment", "bda", "spl")
 #: the probe field of a ``finetune:`` run, which trains its own classifier
 FINETUNE = "finetune"
 RECORD_VERSION = 1
@@ -261,7 +261,13 @@ def make_split(spec: RunSpec, dataset: Dataset) -> Split:
 def _make_probe(spec: RunSpec) -> Any:
     from sklearn.pipeline import make_pipeline
 
-    from cnnfeat.adaptation import CORAL, BalancedDistributionAdaptation, FeatureAugmentation, SubspaceAlignment
+    from cnnfeat.adaptation import (
+        CORAL,
+        BalancedDistributionAdaptation,
+        FeatureAugmentation,
+        SelectivePseudoLabeling,
+        SubspaceAlignment,
+    )
     from cnnfeat.normalize import make_normalizer
     from cnnfeat.probes import KNNProbe, SweptLinearClassifier
 
@@ -274,6 +280,8 @@ def _make_probe(spec: RunSpec) -> Any:
         probe = FeatureAugmentation(probe)
     elif spec.adapt == "bda":
         probe = BalancedDistributionAdaptation(probe)
+    elif spec.adapt == "spl":
+        probe = SelectivePseudoLabeling(probe)
     if spec.normalize != "none":
         probe = make_pipeline(make_normalizer(spec.normalize), probe)
     return probe

@@ -133,3 +133,39 @@ def test_bda_is_jda_at_mu_one_half() -> None:
     jda = BalancedDistributionAdaptation(n_components=5, mu=None).fit(X, y, domain=domain)
     bda = BalancedDistributionAdaptation(n_components=5, mu=0.5).fit(X, y, domain=domain)
     np.testing.assert_array_equal(jda.predict(xt), bda.predict(xt))  # equal weights, up to M's normalisation
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_selective_pseudo_labelling_undoes_a_shift_that_defeats_source_only(seed: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from cnnfeat.adaptation import SelectivePseudoLabeling
+
+    xs, ys, xt, yt = _translated(seed)
+    source_only = LogisticRegression(max_iter=2000).fit(xs, ys).score(xt, yt)
+    model = SelectivePseudoLabeling(n_components=5)
+    adapted = _fit_score(model, xs, ys, xt, yt)
+    assert source_only < 0.75 and adapted > max(0.9, source_only + 0.2), (source_only, adapted)
+    assert np.mean(model.pseudo_labels_ == yt) > 0.9  # the classifier learned the target's pseudo labels
+    assert model.projection_.shape == (10, 5)
+
+
+def test_selection_is_per_predicted_class_and_grows_to_every_row() -> None:
+    from cnnfeat.adaptation import _select_per_class
+
+    pseudo = np.array([0] * 10 + [1] * 2)
+    confidence = np.r_[np.linspace(1.0, 0.5, 10), [0.1, 0.05]]  # class 1 is never confident
+    half = _select_per_class(pseudo, confidence, 0.5)
+    assert half.tolist() == [True] * 5 + [False] * 5 + [True, False]  # class 1 keeps its share
+    assert _select_per_class(pseudo, confidence, 1.0).all()
+
+
+def test_selective_pseudo_labelling_keeps_labelled_target_rows_and_needs_no_target() -> None:
+    from cnnfeat.adaptation import SelectivePseudoLabeling
+
+    xs, ys, xt, yt = _translated(1)
+    plain = SelectivePseudoLabeling(n_components=5).fit(xs, ys)  # no domain: the classifier on the source
+    assert plain.score(xs, ys) > 0.95 and not hasattr(plain, "pseudo_labels_")
+    y = np.r_[ys, yt[:30], -np.ones(len(xt) - 30, int)]
+    model = SelectivePseudoLabeling(n_components=5).fit(np.r_[xs, xt], y, domain=[0] * len(xs) + [1] * len(xt))
+    assert len(model.pseudo_labels_) == len(xt) - 30 and model.score(xt, yt) > 0.9

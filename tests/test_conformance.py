@@ -11,7 +11,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from cnnfeat import CNNFeatures
-from cnnfeat.adaptation import CORAL, BalancedDistributionAdaptation, FeatureAugmentation, SubspaceAlignment
+from cnnfeat.adaptation import (
+    CORAL,
+    BalancedDistributionAdaptation,
+    FeatureAugmentation,
+    SelectivePseudoLabeling,
+    SubspaceAlignment,
+)
 from cnnfeat.extractors.color import ColorHistogram
 from cnnfeat.extractors.hog import HOGFeatures
 from cnnfeat.extractors.sift_bovw import SIFTBoVW
@@ -29,6 +35,7 @@ from cnnfeat.probes import KNNProbe, SweptLinearClassifier
         SubspaceAlignment(n_components=2),
         FeatureAugmentation(),
         BalancedDistributionAdaptation(n_components=2, n_iter=2),
+        SelectivePseudoLabeling(n_components=2, n_iter=2),
     ]
 )
 def test_sklearn_compatible(estimator, check) -> None:
