@@ -20,6 +20,7 @@ Examples::
     python -m cnnfeat.benchmark --datasets scene15 --methods cnn:efficientnet_lite0/pool hog sift_bovw \\
         --probes logreg svm --seeds 0 1 2 3 4 --data-root ../shared/datasets
     python -m cnnfeat.benchmark --suite decaf --data-root ../shared/datasets --jobs 2   # two probes at once
+    python -m cnnfeat.benchmark --suite best --data ~/photos/by_class      # search the recipes, choose on validation
     python -m cnnfeat.benchmark --data /shared/photos --engine ray --ray-address auto  # on a Ray cluster
     python -m cnnfeat.benchmark --tables-only --out results/decaf     # rebuild tables and figures from records
     python -m cnnfeat.benchmark --list-datasets
@@ -67,7 +68,17 @@ def _parser() -> argparse.ArgumentParser:
         help="default, n_per_class:<n>, few_shot, official, kfold:<k>, full, sampled, sampled_st, lodo (leave one domain out)",
     )
     p.add_argument("--adapt", nargs="+", help="domain adaptation on domain-shift protocols: none, coral, sa, augment, bda, spl")
-    p.add_argument("--normalize", help="feature normalisation for every method, e.g. l2, power+l2, chi2 (default: per method)")
+    p.add_argument(
+        "--normalize",
+        nargs="+",
+        help="feature normalisation(s) for every method, e.g. l2, power+l2, chi2, none (default: per method)",
+    )
+    p.add_argument(
+        "--choose-recipe",
+        action=argparse.BooleanOptionalAction,
+        help="treat the runs as a recipe search: score each without test labels (reverse validation on a domain "
+        "shift) and add the row of the recipe chosen per split, and recipes.json (on in --suite best)",
+    )
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--data-root", type=Path, help="folder with one sub-folder per dataset (default: $CNNFEAT_DATA)")
     p.add_argument("--out", type=Path, default=Path("results/benchmark"))
@@ -168,7 +179,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             args.protocols or suite["protocols"],
             args.seeds if args.seeds is not None else suite["seeds"],
             adapt=args.adapt or suite.get("adapt", ["none"]),
-            normalize=args.normalize,
+            normalize=args.normalize or suite.get("normalize"),
         )
     except CnnfeatError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -212,6 +223,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         loaded=loaded,
         engine=engine,
         jobs=args.jobs or (None if engine is not None else 1),  # on a cluster: as many as it has CPUs
+        choose_recipe=args.choose_recipe if args.choose_recipe is not None else suite.get("choose_recipe", False),
     )
     bar.close()
     if engine is not None:

@@ -26,9 +26,17 @@ def write_report(
 ) -> str:
     """Write the tables and figures of ``records`` into ``out``; returns the Markdown table.
 
-    ``loaded`` holds datasets already loaded (a user's own), for the t-SNE maps.
+    ``loaded`` holds datasets already loaded (a user's own), for the t-SNE maps. The runs
+    of a recipe search add the chosen recipe's row, and ``recipes.json``: what was chosen
+    on each split, and every candidate's score (:mod:`cnnfeat.recipes`).
     """
+    import json
+
+    from cnnfeat.recipes import choices
+
     out = Path(out)
+    if chosen := choices(records):
+        (out / "recipes.json").write_text(json.dumps(chosen, indent=1) + "\n")
     markdown = _tables_and_charts(records, out)
     _layer_figures(
         records,

@@ -118,7 +118,7 @@ def expand(
     seeds: Sequence[int],
     *,
     adapt: Sequence[str] = ("none",),
-    normalize: str | None = None,
+    normalize: str | Sequence[str] | None = None,
 ) -> list[RunSpec]:
     """Every run of the grid, with ``default`` / ``full`` / ``sampled`` / ``few_shot`` spelled out per dataset.
 
@@ -127,6 +127,7 @@ def expand(
     domain-shift protocols. A protocol that does not apply to a catalog dataset (``full``
     on 15-Scene) is left out, not run; on a user's dataset it is refused with the reason.
     ``official`` runs seed k on official split k, so a dataset with one official split runs once.
+    ``normalize`` is one normalisation or several (each a run of its own); None: each method's default.
     """
     for probe in probes:
         if probe not in PROBES:
@@ -135,6 +136,7 @@ def expand(
         if a not in ADAPTATIONS:
             raise ConfigError(f"unknown adaptation {a!r}; choose from {', '.join(ADAPTATIONS)}")
     parsed = {method: Method.parse(method) for method in methods}
+    norms = [normalize] if isinstance(normalize, str) else list(normalize or [])
     runs = []
     for dataset in datasets:
         if isinstance(dataset, Dataset):
@@ -150,9 +152,9 @@ def expand(
                         for a in adapt if shift.is_domain_shift and not finetune else ("none",):
                             if a == "augment" and shift.name != "sampled_st":
                                 continue  # feature augmentation needs labelled target images
-                            for seed in seeds_for:
-                                norm = normalize if normalize is not None else parsed[method].default_normalize
-                                runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a, digest))
+                            for norm in norms or [parsed[method].default_normalize]:
+                                for seed in seeds_for:
+                                    runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a, digest))
     return list(dict.fromkeys(runs))
 
 
@@ -301,19 +303,43 @@ def _fit_predict(
         model = Method.parse(spec.method).make_classifier(cache, random_state=spec.seed)
         model.fit(list(X[split.train]), labels[split.train])
         return model, model.predict(list(X[split.test]))
-    model = _make_probe(spec)
-    fit_params: dict[str, Any] = {}
-    Xtr, ytr = X[split.train], labels[split.train]
-    if spec.adapt != "none":
-        source = Protocol.parse(spec.protocol).source
-        rows = np.r_[split.train, split.unlabelled]
-        Xtr = X[rows]
-        ytr = np.r_[labels[split.train], np.full(len(split.unlabelled), -1, dtype=object)]
-        domain = np.where(domains[rows] == source, "source", "target")
-        key = f"{model.steps[-1][0]}__domain" if hasattr(model, "steps") else "domain"
-        fit_params[key] = list(domain)
-    model.fit(Xtr, ytr, **fit_params)
+    is_source = _is_source(spec, domains)
+    model = _fit_rows(spec, X, split.train, labels[split.train], split.unlabelled, is_source)
     return model, model.predict(X[split.test])
+
+
+def _is_source(spec: RunSpec, domains: np.ndarray) -> np.ndarray:
+    """Which rows are the source domain of a domain-shift run (every row otherwise)."""
+    protocol = Protocol.parse(spec.protocol)
+    return domains == protocol.source if protocol.is_domain_shift else np.ones(len(domains), bool)
+
+
+def _fit_rows(
+    spec: RunSpec, X: np.ndarray, rows: np.ndarray, y: np.ndarray, unlabelled: np.ndarray, is_source: np.ndarray
+) -> Any:
+    """The run's probe fitted on ``X[rows]`` labelled ``y``; an adaptation also sees ``X[unlabelled]`` and the domains."""
+    model = _make_probe(spec)
+    if spec.adapt == "none":
+        return model.fit(X[rows], y)
+    both = np.r_[rows, unlabelled]
+    labels = np.r_[np.asarray(y, dtype=object), np.full(len(unlabelled), -1, dtype=object)]
+    domain = np.where(is_source[both], "source", "target")
+    key = f"{model.steps[-1][0]}__domain" if hasattr(model, "steps") else "domain"
+    return model.fit(X[both], labels, **{key: list(domain)})
+
+
+def _reverse_validation(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
+    """A recipe search's second score of a domain-shift run (:func:`cnnfeat.recipes.reverse_validation`)."""
+    from cnnfeat.recipes import reverse_validation
+
+    if isinstance(job, dict):  # its features failed: nothing to score
+        return {}
+    started = time.perf_counter()
+    score = reverse_validation(
+        lambda rows, y, unlabelled, source: _fit_rows(job.spec, job.X, rows, y, unlabelled, source),
+        job.X, job.labels, job.split.train, job.split.unlabelled, _is_source(job.spec, job.domains),
+    )  # fmt: skip
+    return {"reverse_validation": score, "selection_seconds": time.perf_counter() - started}
 
 
 def _versions() -> dict[str, str]:
@@ -414,6 +440,7 @@ def run_all(
     loaded: Sequence[Dataset] = (),
     engine: Any = None,
     jobs: int | None = 1,
+    choose_recipe: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``runs`` and write one JSON record each under ``out/records``; returns the records.
 
@@ -429,6 +456,10 @@ def run_all(
     ``engine`` (:class:`cnnfeat.engines.RayEngine`) extracts the features on a Ray cluster
     and fits the probes there; ``jobs`` fits that many probes at once (in processes here, or
     as Ray tasks). The records are the same whichever way they were made, timings aside.
+
+    ``choose_recipe`` marks the runs as candidates of a recipe search (:mod:`cnnfeat.recipes`):
+    on each domain shift, the adaptations of the features chosen on source validation are
+    then scored by reverse validation, and the report adds the chosen recipe's row.
     """
     from cnnfeat.engines.parallel import map_in_order
 
@@ -445,12 +476,13 @@ def run_all(
         path = records_dir / f"{spec.key()}.json"
         if skip_existing and path.is_file():
             record = json.loads(path.read_text())
-            if record.get("status") == "ok":
+            if record.get("status") == "ok" and record.get("recipe_search", False) >= choose_recipe:
                 records.append(record)
                 if on_run:
                     on_run(spec, record)
                 continue
         record = {"key": spec.key(), **asdict(spec), "row": spec.row, "column": spec.column, "command": command}
+        record["recipe_search"] = choose_recipe
         todo.append((spec, record | {"versions": versions, "machine": machine}))
 
     def jobs_of_runs() -> Any:  # features are extracted here, lazily, as the probes are handed out
@@ -460,15 +492,27 @@ def run_all(
             except Exception as exc:  # one run's failure must not stop the suite
                 yield _failure(spec, exc)
 
-    for (spec, record), fields in zip(todo, map_in_order(_probe, jobs_of_runs(), engine=engine, jobs=jobs)):
-        record |= fields
-        path = records_dir / f"{spec.key()}.json"
+    def write(record: dict[str, Any]) -> None:
+        path = records_dir / f"{record['key']}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, path)
+
+    for (spec, record), fields in zip(todo, map_in_order(_probe, jobs_of_runs(), engine=engine, jobs=jobs)):
+        record |= fields
+        write(record)
         records.append(record)
         if on_run:
             on_run(spec, record)
+    if choose_recipe:  # the second step of the choice on each shift: the chosen features' adaptations
+        from cnnfeat.recipes import needing_reverse_validation
+
+        wanted = needing_reverse_validation(records)
+        specs = {spec.key(): spec for spec in runs}
+        prepared = (_prepare(specs[r["key"]], datasets, features, cnn_taps, data_root, cache, strict, engine) for r in wanted)
+        for record, fields in zip(wanted, map_in_order(_reverse_validation, prepared, engine=engine, jobs=jobs)):
+            record |= fields
+            write(record)
     return records
 
 
@@ -551,6 +595,7 @@ def _prepare(
         train=position[train], test=position[split.test], unlabelled=position[split.unlabelled], description=split.description
     )
     sizes = {"split": split.description, "n_train": len(train), "n_test": len(split.test), "n_unlabelled": len(split.unlabelled)}
+    sizes["n_features"] = int(X.shape[1]) if X.ndim == 2 else 0
     provenance = {
         "features": info,
         "data": _data_provenance(dataset),
@@ -582,6 +627,8 @@ def _unit_rows(X: np.ndarray) -> np.ndarray:
 
 def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
     """Fit one run's probe and score it: the record's remaining fields (a failure's fields pass through)."""
+    from cnnfeat.recipes import validation_score
+
     if isinstance(job, dict):
         return job
     try:
@@ -599,6 +646,7 @@ def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
             **_knn_choice(model),
             **_training(model),
             "probe_seconds": time.perf_counter() - started,
+            "validation_score": None if job.spec.probe == FINETUNE else validation_score(model),
             **job.provenance,
         }
     except Exception as exc:  # recorded, as every run's failure is

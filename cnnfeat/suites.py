@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LITE0", "LITE0_TAPS", "SUITES"]
+__all__ = ["LITE0", "LITE0_TAPS", "RECIPES", "SUITES"]
 
 LITE0 = "cnn:efficientnet_lite0/pool"
 #: the end of each stage of EfficientNet-Lite0, early to late, for the accuracy-per-layer curve
 LITE0_TAPS = ["stem_activation", "block1a_project_bn", "block2b_add", "block3b_add", "block4c_add"]
 LITE0_TAPS += ["block5c_add", "block6d_add", "block7a_project_bn", "pool"]
+_LITE0_TWO_TAPS = "cnn:efficientnet_lite0/block6d_add,pool"
+_LITE2_TWO_TAPS = "cnn:efficientnet_lite2/block6e_add,pool"
+#: the recipe search's candidate features, cheapest first: one network's last two stages, two networks, and their
+#: horizontally flipped views averaged in (Razavian's augmentation, the part that is not a crop)
+RECIPES = [
+    LITE0,
+    _LITE0_TWO_TAPS,
+    _LITE2_TWO_TAPS,
+    f"{_LITE0_TWO_TAPS}+{_LITE2_TWO_TAPS}",
+    f"{_LITE0_TWO_TAPS}@center+flip+{_LITE2_TWO_TAPS}@center+flip",
+]
 SUITES: dict[str, dict[str, Any]] = {
     "default": {
         "datasets": ["digits"],
@@ -25,6 +36,16 @@ SUITES: dict[str, dict[str, Any]] = {
         "probes": ["logreg"],
         "protocols": ["default"],
         "seeds": [0, 1, 2],
+    },
+    "best": {  # every candidate on every split; the row chosen on validation (cnnfeat.recipes) is the answer
+        "datasets": ["scene15", "flowers17", "office31"],
+        "methods": RECIPES,
+        "probes": ["logreg", "knn"],
+        "normalize": ["none", "power+l2"],
+        "protocols": ["default"],
+        "adapt": ["none", "coral", "spl"],
+        "seeds": [0, 1, 2, 3, 4],
+        "choose_recipe": True,
     },
     "decaf": {
         "datasets": ["caltech101", "office31", "scene15", "flowers17"],

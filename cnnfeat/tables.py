@@ -30,7 +30,19 @@ import numpy as np
 
 from cnnfeat.protocols import Protocol
 
-__all__ = ["Table", "footer_for", "pivot", "results_markdown", "to_csv", "to_json", "to_markdown"]
+__all__ = [
+    "COST_COLUMNS",
+    "Table",
+    "extraction_seconds_per_1k",
+    "footer_for",
+    "pivot",
+    "results_markdown",
+    "to_csv",
+    "to_json",
+    "to_markdown",
+]
+
+COST_COLUMNS = ("extract s/1k img", "probe s/run")
 
 
 @dataclass
@@ -43,6 +55,9 @@ class Table:
     cells: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     protocols: dict[str, set[str]] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    #: per row: extraction seconds per 1,000 images (None where features came from the cache), probe seconds per run
+    extraction: dict[str, list[float | None]] = field(default_factory=dict)
+    probe_seconds: dict[str, list[float]] = field(default_factory=dict)
 
     def mean_std(self, row: str, column: str) -> tuple[float, float, int] | None:
         values = self.cells.get((row, column))
@@ -53,10 +68,15 @@ class Table:
 
 
 def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
-    """Group successful records by (row, column); ``metric="auto"`` uses each protocol's published metric."""
+    """Group successful records by (row, column); ``metric="auto"`` uses each protocol's published metric.
+
+    The runs of a recipe search add the row of the recipe chosen on validation (:func:`cnnfeat.recipes.choose`).
+    """
+    from cnnfeat.recipes import choose
+
     table = Table(metric=metric)
     protocols: dict[str, set[str]] = defaultdict(set)
-    for record in records:
+    for record in [*records, *choose(records)]:
         if record.get("status") != "ok":
             table.failed.append(f"{record.get('row')} on {record.get('column')} seed {record.get('seed')}: {record.get('error')}")
             continue
@@ -68,9 +88,21 @@ def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
             table.columns.append(column)
         name = protocol.metric if metric == "auto" else metric
         table.cells.setdefault((row, column), []).append(100 * float(record[name]))
+        table.extraction.setdefault(row, []).append(extraction_seconds_per_1k(record))
+        if record.get("probe_seconds") is not None:
+            table.probe_seconds.setdefault(row, []).append(float(record["probe_seconds"]))
         protocols[column].add(f"{protocol.name} ({name.replace('_', ' ')})")
     table.protocols = dict(protocols)
     return table
+
+
+def extraction_seconds_per_1k(record: dict[str, Any]) -> float | None:
+    """Seconds a run's features took per 1,000 images, all networks together; None if any came from the cache."""
+    info = record.get("features") or {}
+    parts = info.get("parts", [info] if "seconds" in info else [])
+    if not parts or any(not p.get("n_computed") or p.get("n_cached") for p in parts):
+        return None
+    return sum(1000 * float(p["seconds"]) / int(p["n_computed"]) for p in parts)
 
 
 def footer_for(records: list[dict[str, Any]]) -> str:
@@ -115,13 +147,20 @@ def _cell(table: Table, row: str, column: str, digits: int) -> str:
 
 def to_markdown(table: Table, *, footer: str = "", digits: int = 2, average: bool = False) -> str:
     """A Markdown table; ``average=True`` adds the mean over columns (e.g. the six Office-31 shifts)."""
-    columns = table.columns + (["average"] if average else [])
+    costs = bool(table.probe_seconds)
+    columns = table.columns + (["average"] if average else []) + (list(COST_COLUMNS) if costs else [])
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in table.rows:
         cells = [_cell(table, row, c, digits) for c in table.columns]
         if average:
             means = [table.mean_std(row, c) for c in table.columns]
             cells.append(f"{np.mean([m[0] for m in means]):.{digits}f}" if all(means) else "—")
+        if costs:
+            extraction = table.extraction.get(row, [])
+            known = [e for e in extraction if e is not None]
+            cells.append(f"{np.mean(known):.1f}" if known else "cached" if extraction else "—")
+            probe = table.probe_seconds.get(row)
+            cells.append(f"{np.mean(probe):.1f}" if probe else "—")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     if table.protocols:
@@ -130,6 +169,12 @@ def to_markdown(table: Table, *, footer: str = "", digits: int = 2, average: boo
             text += f"\n\nEvery column: {kinds.pop()}"
         else:
             text += "\n\n" + "; ".join(f"{c}: {', '.join(sorted(p))}" for c, p in table.protocols.items())
+    if costs:
+        text += (
+            f"\n\n{COST_COLUMNS[0]}: feature extraction seconds per 1,000 images, where a run computed its features "
+            f"(cached: read from the feature cache). {COST_COLUMNS[1]}: seconds per run to fit the probe (its C or k search "
+            "included) and predict; for the chosen recipe, every candidate's, with their scoring."
+        )
     if table.failed:
         text += f"\n\n{len(table.failed)} run(s) failed: " + "; ".join(table.failed[:5])
     return text + (f"\n\n{footer}" if footer else "")

@@ -1,0 +1,193 @@
+"""Choosing a recipe without peeking: the choice among a recipe search's runs, by training-side scores only.
+
+A recipe is a row of a results table: features (networks, taps, views), normalisation,
+probe and, on a domain shift, adaptation. A recipe search (``cnnfeat benchmark --suite best``,
+or ``--choose-recipe`` with any grid) runs every candidate on every split, and
+:func:`choose` then picks one per split (dataset, protocol, seed) and reports that
+candidate's test accuracy as the row :data:`CHOSEN_ROW`:
+
+1. Features, normalisation and probe: the highest *validation score*, the probe's own
+   validation accuracy at the C (or k) it chose. Every probe holds out the same stratified
+   20 % of the training images (seed 0), so the candidates are scored on the same images.
+   On a domain shift these are the labelled source images, and the runs without
+   adaptation are compared (an adapted run's probe also validates on pseudo-labelled
+   target rows, which would flatter it).
+2. On a domain shift, the adaptation, among the chosen features' runs: the highest
+   *reverse validation* accuracy (Zhong et al. 2010; used to select DANN's
+   hyper-parameters, Ganin et al. 2016). The recipe is fitted on 80 % of the labelled source
+   and the unlabelled target and labels the target; it is then fitted the other way round
+   (the pseudo-labelled target as its source, the source images unlabelled) and scored on the
+   20 % of the source it never saw. No target label is read. Only this family is scored,
+   after the search (two more fits each).
+
+Ties go to the narrower features (the cheaper probe), then to the row's name, which puts
+a run without adaptation before the adapted ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CHOSEN_ROW", "choices", "choose", "needing_reverse_validation", "reverse_validation", "validation_score"]
+
+CHOSEN_ROW = "recipe chosen on validation"
+
+#: (training rows, their labels, unlabelled rows, which rows are the source domain) -> a fitted classifier
+FitRows = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]
+
+
+def validation_score(model: Any) -> float | None:
+    """The validation accuracy at the C or k a fitted probe chose (inside any pipeline or adaptation)."""
+    while model is not None and not hasattr(model, "val_scores_"):
+        model = model.steps[-1][1] if hasattr(model, "steps") else getattr(model, "estimator_", None)
+    if model is None or not model.val_scores_:
+        return None
+    chosen = model.C_ if hasattr(model, "C_") else model.k_
+    return float(model.val_scores_[chosen])
+
+
+def reverse_validation(
+    fit_rows: FitRows,
+    X: np.ndarray,
+    labels: np.ndarray,
+    train: np.ndarray,
+    unlabelled: np.ndarray,
+    is_source: np.ndarray,
+    *,
+    val_size: float = 0.2,
+    random_state: int = 0,
+) -> float:
+    """Reverse-validation accuracy of a domain-adaptation recipe: no target label is read.
+
+    Parameters
+    ----------
+    fit_rows : callable
+        ``fit_rows(rows, y, unlabelled, is_source)`` fits the recipe on ``X[rows]`` labelled ``y``
+        plus the unlabelled ``X[unlabelled]``, with ``is_source`` (a mask over ``X``) naming the
+        source domain, and returns the fitted classifier.
+    X, labels : arrays
+        All rows and their labels (only the labelled training rows' labels are read).
+    train, unlabelled : arrays of row indices
+        The labelled rows (source, and any labelled target) and the unlabelled target rows.
+    is_source : boolean array over ``X``
+        The source domain's rows.
+    """
+    from sklearn.model_selection import train_test_split
+
+    source = train[is_source[train]]
+    target_labelled = train[~is_source[train]]
+    _, counts = np.unique(labels[source], return_counts=True)
+    stratify = labels[source] if counts.min() >= 2 else None
+    fit, held_out = train_test_split(source, test_size=val_size, random_state=random_state, stratify=stratify)
+    forward = fit_rows(np.r_[fit, target_labelled], labels[np.r_[fit, target_labelled]], unlabelled, is_source)
+    pseudo = forward.predict(X[unlabelled])
+    # the other way round: the target (pseudo-labelled, and any labelled images) is the source now
+    reversed_rows, reversed_labels = np.r_[unlabelled, target_labelled], np.r_[pseudo, labels[target_labelled]]
+    if len(np.unique(reversed_labels)) < 2:  # the target got one label: the way back can only predict it
+        return float(np.mean(labels[held_out] == reversed_labels[0]))
+    backward = fit_rows(reversed_rows, reversed_labels, np.r_[fit, held_out], ~is_source)
+    return float(np.mean(backward.predict(X[held_out]) == labels[held_out]))
+
+
+def _split_of(record: dict[str, Any]) -> tuple[str, str, int]:
+    return str(record["dataset"]), str(record["protocol"]), int(record["seed"])
+
+
+def _recipe(record: dict[str, Any]) -> tuple[str, str, str]:
+    """Features, normalisation and probe: what the first step chooses."""
+    return str(record["method"]), str(record.get("normalize", "none")), str(record["probe"])
+
+
+def _candidates(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    """A recipe search's successful, scored runs, per split."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("status") == "ok" and r.get("recipe_search") and r.get("validation_score") is not None:
+            groups.setdefault(_split_of(r), []).append(r)
+    return groups
+
+
+def _top(records: list[dict[str, Any]], score: str) -> dict[str, Any]:
+    return min(records, key=lambda r: (-r[score], r.get("n_features", 0), r["row"]))
+
+
+def _is_shift(group: list[dict[str, Any]]) -> bool:
+    from cnnfeat.protocols import Protocol
+
+    return Protocol.parse(str(group[0]["protocol"])).is_domain_shift
+
+
+def _features_choice(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step 1: the best validation score (on a shift, among the runs without adaptation, if any)."""
+    plain = [r for r in group if r.get("adapt", "none") == "none"] if _is_shift(group) else group
+    return _top(plain or group, "validation_score")
+
+
+def _family(group: list[dict[str, Any]], features: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chosen features' runs, one per adaptation."""
+    return [r for r in group if _recipe(r) == _recipe(features)]
+
+
+def _best(group: list[dict[str, Any]]) -> dict[str, Any]:
+    features = _features_choice(group)
+    scored = [r for r in _family(group, features) if r.get("reverse_validation") is not None]
+    return _top(scored, "reverse_validation") if _is_shift(group) and len(scored) > 1 else features
+
+
+def needing_reverse_validation(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs step 2 must score: on each shift, the chosen features' runs, where they differ in adaptation."""
+    wanted = []
+    for group in _candidates(records).values():
+        if _is_shift(group):
+            family = _family(group, _features_choice(group))
+            if len({r.get("adapt", "none") for r in family}) > 1:
+                wanted += [r for r in family if r.get("reverse_validation") is None]
+    return wanted
+
+
+def choose(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per split of a recipe search: the chosen candidate's, under the row :data:`CHOSEN_ROW`.
+
+    Examples
+    --------
+    >>> runs = [{"status": "ok", "recipe_search": True, "dataset": "d", "protocol": "kfold:5", "seed": 0,
+    ...          "method": m, "probe": "logreg", "row": m, "validation_score": s, "accuracy": a}
+    ...         for m, s, a in [("a", 0.9, 0.8), ("b", 0.7, 0.95)]]
+    >>> [(r["row"], r["chosen"], r["accuracy"], r["candidates"]) for r in choose(runs)]
+    [('recipe chosen on validation', 'a', 0.8, 2)]
+    """
+    chosen = []
+    for group in _candidates(records).values():
+        if len({r["row"] for r in group}) < 2:
+            continue
+        best = _best(group)
+        # the search's cost is every candidate's: each probe fitted and scored, each network's features extracted
+        networks = {p.get("fingerprint"): p for r in group for p in _feature_parts(r)}
+        seconds = sum(r.get("probe_seconds", 0.0) + r.get("selection_seconds", 0.0) for r in group)
+        cost = {"probe_seconds": seconds, "features": {"parts": list(networks.values())}}
+        chosen.append(best | cost | {"row": CHOSEN_ROW, "chosen": best["row"], "candidates": len(group)})
+    return chosen
+
+
+def _feature_parts(record: dict[str, Any]) -> list[dict[str, Any]]:
+    info = record.get("features") or {}
+    return list(info.get("parts", [info] if info else []))
+
+
+def choices(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a recipe search chose on each split, and the scores it chose by (for ``recipes.json``)."""
+    found = []
+    for (dataset, protocol, seed), group in _candidates(records).items():
+        features = _features_choice(group)
+        ranked = sorted(group, key=lambda r: -r["validation_score"])
+        entry = {"dataset": dataset, "protocol": protocol, "seed": seed, "chosen": _best(group)["row"]}
+        entry["validation_scores"] = {r["row"]: r["validation_score"] for r in ranked}
+        if _is_shift(group):
+            entry["features_chosen_on_source_validation"] = features["row"]
+            family = [r for r in _family(group, features) if r.get("reverse_validation") is not None]
+            entry["reverse_validation"] = {r["row"]: r["reverse_validation"] for r in family}
+        found.append(entry)
+    return found
