@@ -77,3 +77,12 @@ FINETUNE=("finetune:efficientnet_lite0/head?head=mlp" "finetune:efficientnet_lit
 # the decision chart: accuracy against training images per class, near ImageNet (flowers) and far (scenes)
 "${BENCH[@]}" --datasets flowers17 scene15 --protocol few_shot --methods "$LITE0" "${FINETUNE[@]}" --probes logreg \
     --seeds 0 1 --out results/finetune_fewshot
+# the recipe search (issue 19): every candidate recipe on every split, and the row of the one chosen on training-side
+# data only (cnnfeat/recipes.py); a cache of its own, so that each table's extraction cost is measured, not read back
+BEST=("${BENCH[@]}" --suite best --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}/recipes")
+"${BEST[@]}" --datasets scene15 --out results/scene15_best                                    # 5 splits
+"${BEST[@]}" --datasets flowers17 --probes logreg svm knn --seeds 0 1 2 --out results/flowers17_best   # its 3 splits
+"${BEST[@]}" --datasets office31 --probes logreg --normalize none --out results/office31_full_best    # six shifts
+"${BEST[@]}" --datasets office31 --protocol sampled sampled_st --probes logreg --normalize none \
+    --methods "$LITE0" "cnn:efficientnet_lite0/block6d_add,pool+cnn:efficientnet_lite2/block6e_add,pool" \
+    --out results/office31_sampled_best                                                        # S and ST, 5 splits

@@ -333,12 +333,16 @@ def _reverse_validation(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
     from cnnfeat.recipes import reverse_validation
 
     if isinstance(job, dict):  # its features failed: nothing to score
-        return {}
+        return {"reverse_validation_error": job.get("error")}
     started = time.perf_counter()
-    score = reverse_validation(
-        lambda rows, y, unlabelled, source: _fit_rows(job.spec, job.X, rows, y, unlabelled, source),
-        job.X, job.labels, job.split.train, job.split.unlabelled, _is_source(job.spec, job.domains),
-    )  # fmt: skip
+    try:
+        score = reverse_validation(
+            lambda rows, y, unlabelled, source: _fit_rows(job.spec, job.X, rows, y, unlabelled, source),
+            job.X, job.labels, job.split.train, job.split.unlabelled, _is_source(job.spec, job.domains),
+        )  # fmt: skip
+    except Exception as exc:  # the run itself stands; it is only not a candidate for the adaptation
+        logger.warning("reverse validation of %s failed: %s", job.spec, exc)
+        return {"reverse_validation_error": f"{type(exc).__name__}: {exc}"}
     return {"reverse_validation": score, "selection_seconds": time.perf_counter() - started}
 
 
@@ -509,8 +513,15 @@ def run_all(
 
         wanted = needing_reverse_validation(records)
         specs = {spec.key(): spec for spec in runs}
-        prepared = (_prepare(specs[r["key"]], datasets, features, cnn_taps, data_root, cache, strict, engine) for r in wanted)
-        for record, fields in zip(wanted, map_in_order(_reverse_validation, prepared, engine=engine, jobs=jobs)):
+
+        def jobs_to_score() -> Any:
+            for record in wanted:
+                try:
+                    yield _prepare(specs[record["key"]], datasets, features, cnn_taps, data_root, cache, strict, engine)
+                except Exception as exc:  # scored as failed; the run's own record stands
+                    yield _failure(specs[record["key"]], exc)
+
+        for record, fields in zip(wanted, map_in_order(_reverse_validation, jobs_to_score(), engine=engine, jobs=jobs)):
             record |= fields
             write(record)
     return records
@@ -571,11 +582,9 @@ def _prepare(
             features, key, lambda: _features(spec.method, dataset, cache, engine, needed, split.train, random_state=0)
         )
     elif kind in ("cnn", "concat"):  # every tap of each network on this dataset, in one pass per network
-        parts = [
-            (part, _cnn_features(part, spec.dataset, dataset, features, cnn_taps, cache, engine))
-            for part in _cnn_parts(spec.method)
-        ]
-        info = parts[0][1][1] if kind == "cnn" else {"parts": [i for _, (_, i) in parts]}
+        parts = _cnn_parts(spec.method)
+        extracted = [_cnn_features(part, spec.dataset, dataset, features, cnn_taps, cache, engine) for part in parts]
+        info = extracted[0][1] if kind == "cnn" else {"parts": [i for _, i in extracted]}
     else:
         blocks, info = _memo(features, (spec.method, spec.dataset), lambda: _features(spec.method, dataset, cache, engine))
     train = np.r_[split.train, split.val].astype(int)
@@ -585,10 +594,11 @@ def _prepare(
     position[rows] = np.arange(len(rows))
     if kind == "finetune":
         X = blocks["paths"][rows, 0]
-    elif kind == "cnn" and "," not in parts[0][0].tap:
-        X = parts[0][1][0][parts[0][0].tap][rows]
+    elif kind == "cnn" and "," not in parts[0].tap:  # one tap: as extracted
+        X = extracted[0][0][parts[0].tap][rows]
     elif kind in ("cnn", "concat"):  # several taps or networks: each tap L2-normalised, then concatenated
-        X = np.concatenate([_unit_rows(b[tap][rows]) for part, (b, _) in parts for tap in part.tap.split(",")], axis=1)
+        taps = [(blocks, tap) for part, (blocks, _) in zip(parts, extracted) for tap in part.tap.split(",")]
+        X = np.concatenate([_unit_rows(blocks[tap][rows]) for blocks, tap in taps], axis=1)
     else:
         X = np.concatenate([b[rows] for b in blocks.values()], axis=1)
     local = Split(
