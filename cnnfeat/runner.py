@@ -328,10 +328,27 @@ def _fit_rows(
     return model.fit(X[both], labels, **{key: list(domain)})
 
 
-def _reverse_validation(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
+def _cross_validation(item: tuple[ProbeJob | dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """A recipe search's first score of a run: k-fold accuracy on its training rows at its chosen C or k."""
+    from cnnfeat.recipes import cross_validation
+
+    job, choice = item
+    if isinstance(job, dict):  # its features failed: nothing to score
+        return {"cross_validation": None, "cross_validation_error": job.get("error")}
+    started = time.perf_counter()
+    try:
+        score = cross_validation(_make_probe(job.spec), choice, job.X[job.split.train], job.labels[job.split.train])
+    except Exception as exc:  # the run itself stands; the choice falls back to the validation scores
+        logger.warning("cross-validation of %s failed: %s", job.spec, exc)
+        return {"cross_validation": None, "cross_validation_error": f"{type(exc).__name__}: {exc}"}
+    return {"cross_validation": score, "cross_validation_seconds": time.perf_counter() - started}
+
+
+def _reverse_validation(item: tuple[ProbeJob | dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
     """A recipe search's second score of a domain-shift run (:func:`cnnfeat.recipes.reverse_validation`)."""
     from cnnfeat.recipes import reverse_validation
 
+    job, _ = item
     if isinstance(job, dict):  # its features failed: nothing to score
         return {"reverse_validation_error": job.get("error")}
     started = time.perf_counter()
@@ -343,7 +360,7 @@ def _reverse_validation(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # the run itself stands; it is only not a candidate for the adaptation
         logger.warning("reverse validation of %s failed: %s", job.spec, exc)
         return {"reverse_validation_error": f"{type(exc).__name__}: {exc}"}
-    return {"reverse_validation": score, "selection_seconds": time.perf_counter() - started}
+    return {"reverse_validation": score, "reverse_validation_seconds": time.perf_counter() - started}
 
 
 def _versions() -> dict[str, str]:
@@ -462,8 +479,9 @@ def run_all(
     as Ray tasks). The records are the same whichever way they were made, timings aside.
 
     ``choose_recipe`` marks the runs as candidates of a recipe search (:mod:`cnnfeat.recipes`):
-    on each domain shift, the adaptations of the features chosen on source validation are
-    then scored by reverse validation, and the report adds the chosen recipe's row.
+    after them, each split's candidates are scored by cross-validation on their training rows
+    and, on a domain shift, the adaptations of the features chosen so are scored by reverse
+    validation; the report adds the chosen recipe's row.
     """
     from cnnfeat.engines.parallel import map_in_order
 
@@ -508,22 +526,25 @@ def run_all(
         records.append(record)
         if on_run:
             on_run(spec, record)
-    if choose_recipe:  # the second step of the choice on each shift: the chosen features' adaptations
-        from cnnfeat.recipes import needing_reverse_validation
+    if choose_recipe:  # the search's scores (cnnfeat.recipes): cross-validation, then reverse validation on a shift
+        from cnnfeat.recipes import needing_cross_validation, needing_reverse_validation
 
-        wanted = needing_reverse_validation(records)
         specs = {spec.key(): spec for spec in runs}
+        for needing, score in ((needing_cross_validation, _cross_validation), (needing_reverse_validation, _reverse_validation)):
+            wanted = needing(records)
 
-        def jobs_to_score() -> Any:
-            for record in wanted:
-                try:
-                    yield _prepare(specs[record["key"]], datasets, features, cnn_taps, data_root, cache, strict, engine)
-                except Exception as exc:  # scored as failed; the run's own record stands
-                    yield _failure(specs[record["key"]], exc)
+            def jobs_to_score(wanted: list[dict[str, Any]] = wanted) -> Any:
+                for record in wanted:
+                    spec = specs[record["key"]]
+                    try:
+                        job = _prepare(spec, datasets, features, cnn_taps, data_root, cache, strict, engine)
+                    except Exception as exc:  # scored as failed; the run's own record stands
+                        job = _failure(spec, exc)
+                    yield job, {"C": record.get("C"), "k": record.get("k")}
 
-        for record, fields in zip(wanted, map_in_order(_reverse_validation, jobs_to_score(), engine=engine, jobs=jobs)):
-            record |= fields
-            write(record)
+            for record, fields in zip(wanted, map_in_order(score, jobs_to_score(), engine=engine, jobs=jobs)):
+                record |= fields
+                write(record)
     return records
 
 

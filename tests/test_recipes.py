@@ -10,7 +10,16 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from cnnfeat.adaptation import SelectivePseudoLabeling
-from cnnfeat.recipes import CHOSEN_ROW, choices, choose, needing_reverse_validation, reverse_validation, validation_score
+from cnnfeat.recipes import (
+    CHOSEN_ROW,
+    choices,
+    choose,
+    cross_validation,
+    needing_cross_validation,
+    needing_reverse_validation,
+    reverse_validation,
+    validation_score,
+)
 from tests.support import make_image
 
 
@@ -75,6 +84,26 @@ def test_validation_score_is_the_probes_own_at_its_chosen_value() -> None:
     assert validation_score(LogisticRegression().fit(X, y)) is None
 
 
+def test_cross_validation_fixes_the_chosen_c_or_k_and_uses_the_same_folds_for_every_candidate() -> None:
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
+    from cnnfeat.probes import KNNProbe, SweptLinearClassifier
+
+    probe = make_pipeline(Normalizer(), SweptLinearClassifier())
+    score = cross_validation(probe, {"C": 0.5, "k": None}, X, y)
+    assert probe.steps[-1][1].get_params()["search"] == "fixed" and probe.steps[-1][1].C == 0.5
+    by_hand = []
+    for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
+        model = LogisticRegression(C=0.5, max_iter=1000, tol=1e-4).fit(Normalizer().transform(X[fit]), y[fit])
+        by_hand.append(model.score(Normalizer().transform(X[held]), y[held]))
+    assert score == pytest.approx(np.mean(by_hand), abs=0.01)
+    knn = KNNProbe()
+    assert 0 < cross_validation(knn, {"C": None, "k": 7}, X, y) <= 1 and knn.ks == (7,)
+    assert cross_validation(KNNProbe(), {"k": 7}, X[:5], np.array([0, 0, 1, 1, 2])) is None  # class 2 has one image
+
+
 def _record(method: str, score: float, accuracy: float, seed: int = 0, width: int = 10, **extra: object) -> dict:
     return {"status": "ok", "recipe_search": True, "dataset": "d", "protocol": "kfold:5", "seed": seed, "method": method,
             "probe": "logreg", "row": method, "validation_score": score, "accuracy": accuracy, "n_features": width,
@@ -91,6 +120,12 @@ def test_the_choice_follows_validation_never_the_test_accuracy() -> None:
     assert chosen[0]["candidates"] == 3 and chosen[0]["probe_seconds"] == 3.0  # the search's cost, not the winner's
     assert [c["chosen"] for c in choices(runs)] == ["c", "b"]
     assert choose([_record("a", 0.9, 0.7)]) == []  # one candidate: nothing was chosen
+    assert [r["row"] for r in needing_cross_validation(runs)] == []  # no C or k recorded: nothing to refit
+    for r, folds in zip(runs[:3], (0.80, 0.85, 0.70)):
+        r |= {"C": 1.0, "cross_validation": folds}
+    assert choose(runs)[0]["chosen"] == "b"  # cross-validation outranks the single validation split
+    runs[2]["cross_validation"] = None  # one candidate could not be folded: the validation scores decide
+    assert choose(runs)[0]["chosen"] == "c"
 
 
 def test_on_a_shift_features_come_from_source_validation_and_the_adaptation_from_reverse_validation() -> None:
@@ -170,7 +205,7 @@ def test_suite_best_on_a_users_domain_tree_scores_by_reverse_validation_and_adds
             if r["method"] == next(p for p in plain if p["row"] == c["features_chosen_on_source_validation"])["method"]
         ]
         assert {r["row"] for r in family} == set(c["reverse_validation"]) and len(family) == 2
-        assert all(0 <= r["reverse_validation"] <= 1 and r["selection_seconds"] > 0 for r in family)
+        assert all(0 <= r["reverse_validation"] <= 1 and r["reverse_validation_seconds"] > 0 for r in family)
         assert all("reverse_validation" not in r for r in mine if r not in family)  # only the chosen features' runs
         assert c["chosen"] == max(family, key=lambda r: (r["reverse_validation"], r["adapt"] == "none"))["row"]
     table = (out / "table.md").read_text()
@@ -192,9 +227,10 @@ def test_a_search_without_a_shift_scores_by_the_probes_validation_and_a_rerun_re
     assert main(args) == 0
     records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
     assert len(records) == 2 * 2 * 2 and all(0 <= r["validation_score"] <= 1 for r in records)
+    assert all(0 <= r["cross_validation"] <= 1 and r["cross_validation_seconds"] > 0 for r in records)
     assert {r["normalize"] for r in records} == {"none", "power+l2"}
     (chosen,) = json.loads((out / "recipes.json").read_text())
-    assert chosen["validation_scores"][chosen["chosen"]] == max(r["validation_score"] for r in records)
+    assert chosen["cross_validation"][chosen["chosen"]] == max(r["cross_validation"] for r in records)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
     assert main([*args, "--skip-existing"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")} == before
