@@ -332,9 +332,7 @@ class BalancedDistributionAdaptation(_Adapted):
         return self._finish(labelled, np.r_[ys, y[target_labelled]])
 
     def _target_view(self, X: np.ndarray) -> np.ndarray:
-        Z = X - self.mean_
-        Z = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
-        return Z @ self.projection_
+        return _unit(X - self.mean_) @ self.projection_
 
 
 class SelectivePseudoLabeling(_Adapted):

@@ -68,7 +68,8 @@ def validation_score(model: Any) -> float | None:
 def cross_validation(model: Any, choice: dict[str, Any], X: np.ndarray, y: np.ndarray, *, n_splits: int = 5) -> float | None:
     """Stratified k-fold accuracy of an unfitted probe (or pipeline ending in one) with its C or k fixed to ``choice``.
 
-    None when a class has a single image (no stratified folds can be made).
+    The probe's parameters are set in place (``search="fixed"`` and ``C``, or ``ks``); the folds are
+    seeded (0), so every candidate sees the same ones. None when a class has a single image.
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
