@@ -33,8 +33,10 @@ def write_report(
     import json
 
     from cnnfeat.recipes import choices
+    from cnnfeat.runner import sort_records
 
     out = Path(out)
+    records = sort_records(records)  # the order --tables-only rebuilds them in
     if chosen := choices(records):
         (out / "recipes.json").write_text(json.dumps(chosen, indent=1) + "\n")
     markdown = _tables_and_charts(records, out)

@@ -34,7 +34,7 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from cnnfeat.protocols import (
 )
 from cnnfeat.store import fingerprint_of
 
-__all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "run_all"]
+__all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "run_all", "sort_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -732,7 +732,11 @@ def load_records(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every record under ``folder/records`` (or ``folder`` itself), by dataset, protocol, method, probe, seed."""
     folder = Path(folder)
     records_dir = folder / "records" if (folder / "records").is_dir() else folder
-    records = [json.loads(p.read_text()) for p in records_dir.glob("*.json")]
+    return sort_records(json.loads(p.read_text()) for p in records_dir.glob("*.json"))
+
+
+def sort_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records by dataset, protocol, method, probe and seed: the order of every table, however they were run."""
     return sorted(records, key=_record_order)
 
 
