@@ -174,10 +174,9 @@ def needing_cross_validation(records: Sequence[dict[str, Any]]) -> list[dict[str
     """The runs step 1 must score: each split's candidates without a cross-validation score (a probe's C or k known)."""
     wanted = []
     for group in _candidates(records).values():
-        if len({r["row"] for r in group}) > 1:
-            wanted += [
-                r for r in _plain(group) if "cross_validation" not in r and (r.get("C") is not None or r.get("k") is not None)
-            ]
+        plain = _plain(group)
+        if len({r["row"] for r in plain}) > 1:  # a choice to make
+            wanted += [r for r in plain if "cross_validation" not in r and (r.get("C") is not None or r.get("k") is not None)]
     return wanted
 
 
