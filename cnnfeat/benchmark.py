@@ -57,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         nargs="+",
-        help="cnn:<backbone>/<tap>[@views], finetune:<backbone>/<head|top<k>|after:<layer>|all>[?param=value&...], "
-        "hog, sift_bovw, color_hist",
+        help="cnn:<backbone>/<tap>[@views][?param=value&...] (several networks: joined by +, each part a cnn: method), "
+        "finetune:<backbone>/<head|top<k>|after:<layer>|all>[?param=value&...], hog, sift_bovw, color_hist",
     )
     p.add_argument("--probes", nargs="+", help="logreg, svm, logreg+dropout, svm+dropout, knn (DINOv2's weighted k-NN)")
     p.add_argument(
