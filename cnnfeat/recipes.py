@@ -23,7 +23,8 @@ candidate's test accuracy as the row :data:`CHOSEN_ROW`:
 
 Both scores are computed after the search, for the runs that need them (five fits at a
 fixed C per candidate; two fits per adaptation of the chosen features), so a search
-resumed with ``--skip-existing`` computes only what is missing.
+resumed with ``--skip-existing`` computes only what is missing. A split whose scores are not
+all there (an interrupted search) has no chosen row until then.
 
 Ties go to the narrower features (the cheaper probe), then to the row's name, which puts
 a run without adaptation before the adapted ones.
@@ -185,10 +186,14 @@ def _family(group: list[dict[str, Any]], features: dict[str, Any]) -> list[dict[
     return [r for r in group if _recipe(r) == _recipe(features)]
 
 
-def _best(group: list[dict[str, Any]]) -> dict[str, Any]:
+def _best(group: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The chosen run; None while the chosen features' adaptations are not all scored (an unfinished search)."""
     features = _features_choice(group)
-    scored = [r for r in _family(group, features) if r.get("reverse_validation") is not None]
-    return _top(scored, "reverse_validation") if _is_shift(group) and len(scored) > 1 else features
+    family = _family(group, features)
+    if not _is_shift(group) or len({r.get("adapt", "none") for r in family}) < 2:
+        return features
+    scored = [r for r in family if r.get("reverse_validation") is not None]
+    return _top(scored, "reverse_validation") if len(scored) == len(family) else None
 
 
 def needing_reverse_validation(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -218,6 +223,8 @@ def choose(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if len({r["row"] for r in group}) < 2:
             continue
         best = _best(group)
+        if best is None:
+            continue
         # the search's cost is every candidate's: each probe fitted and scored, each network's features extracted
         networks = {p.get("fingerprint"): p for r in group for p in _feature_parts(r)}
         seconds = sum(r.get(f, 0.0) for r in group for f in ("probe_seconds", *SCORING_SECONDS))
@@ -237,7 +244,8 @@ def choices(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (dataset, protocol, seed), group in _candidates(records).items():
         features = _features_choice(group)
         ranked = sorted(group, key=lambda r: -r["validation_score"])
-        entry = {"dataset": dataset, "protocol": protocol, "seed": seed, "chosen": _best(group)["row"]}
+        best = _best(group)
+        entry = {"dataset": dataset, "protocol": protocol, "seed": seed, "chosen": None if best is None else best["row"]}
         entry["validation_scores"] = {r["row"]: r["validation_score"] for r in ranked}
         crossed = sorted((r for r in group if r.get("cross_validation") is not None), key=lambda r: -r["cross_validation"])
         entry["cross_validation"] = {r["row"]: r["cross_validation"] for r in crossed}
