@@ -87,3 +87,5 @@ BEST=("${BENCH[@]}" --suite best --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}
 "${BEST[@]}" --datasets office31 --protocol sampled sampled_st --probes logreg --normalize none --jobs 2 \
     --methods "cnn:efficientnet_lite0/block6d_add,pool+cnn:efficientnet_lite2/block6e_add,pool" \
     --out results/office31_sampled_best
+# leave one domain out (multi-source domain generalisation; no target image seen): the same search, one run per held-out domain
+"${BEST[@]}" --datasets office31 --protocol lodo --out results/office31_lodo_best
