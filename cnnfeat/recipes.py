@@ -186,24 +186,27 @@ def _family(group: list[dict[str, Any]], features: dict[str, Any]) -> list[dict[
     return [r for r in group if _recipe(r) == _recipe(features)]
 
 
+def _adaptations(group: list[dict[str, Any]], features: dict[str, Any]) -> list[dict[str, Any]]:
+    """Step 2's candidates: on a shift, the chosen features' runs where they differ in adaptation (else none)."""
+    family = _family(group, features)
+    return family if _is_shift(group) and len({r.get("adapt", "none") for r in family}) > 1 else []
+
+
 def _best(group: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The chosen run; None while the chosen features' adaptations are not all scored (an unfinished search)."""
     features = _features_choice(group)
-    family = _family(group, features)
-    if not _is_shift(group) or len({r.get("adapt", "none") for r in family}) < 2:
+    adaptations = _adaptations(group, features)
+    if not adaptations:
         return features
-    scored = [r for r in family if r.get("reverse_validation") is not None]
-    return _top(scored, "reverse_validation") if len(scored) == len(family) else None
+    scored = [r for r in adaptations if r.get("reverse_validation") is not None]
+    return _top(scored, "reverse_validation") if len(scored) == len(adaptations) else None
 
 
 def needing_reverse_validation(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs step 2 must score: on each shift, the chosen features' runs, where they differ in adaptation."""
     wanted = []
     for group in _candidates(records).values():
-        if _is_shift(group):
-            family = _family(group, _features_choice(group))
-            if len({r.get("adapt", "none") for r in family}) > 1:
-                wanted += [r for r in family if r.get("reverse_validation") is None]
+        wanted += [r for r in _adaptations(group, _features_choice(group)) if r.get("reverse_validation") is None]
     return wanted
 
 
