@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
 
@@ -46,6 +47,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.logistic_path import PathFit, RowBasis, logistic_path
 
 __all__ = ["KORNBLITH_PENALTIES", "KNNProbe", "SweptLinearClassifier", "make_probe", "mean_per_class_accuracy"]
 
@@ -56,6 +58,9 @@ KORNBLITH_PENALTIES = np.array([10.0 ** float(e) for e in np.linspace(-6, 5, 45)
 
 #: fit in the span of the rows when the features are at least this many times wider than the rows
 _SPAN_RATIO = 4
+#: the sweep's bound on each solution's relative gap to its optimum (it scores validation accuracy; the
+#: returned weights are solved to :data:`cnnfeat.logistic_path.GAP_TOL`)
+_SWEEP_GAP = 1e-6
 
 
 def make_probe(kind: str = "logreg", C: float = 1.0, *, max_iter: int = 1000, tol: float = 1e-4, warm_start: bool = False) -> Any:
@@ -100,6 +105,10 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         Multinomial logistic regression (L-BFGS) or a linear SVM (liblinear).
     search : {"kornblith", "clip", "fixed"}
         How C is chosen (see the module docstring).
+    solver : {"path", "lbfgs"}
+        Logistic regression's solver: ``"path"`` (:mod:`cnnfeat.logistic_path`: every C solved to a
+        certified bound on its gap to the optimum, along the regularisation path) or ``"lbfgs"``
+        (scikit-learn's, one fit per C at ``tol``, as the committed tables were made). The SVM is liblinear's.
     C : float
         The value used by ``search="fixed"``.
     penalties : array-like, optional
@@ -108,13 +117,13 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         Fraction of the training data held out (stratified) to score each C; at least one image per
         class when every class has two or more (2 shots: half of them).
     warm_start : bool
-        Warm-start logistic regression along the path (same choice, less time).
+        ``solver="lbfgs"``: warm-start logistic regression along the path (same choice, less time).
     dropout : float
         DeCAF-style dropout rate on features during training (0 = off).
     dropout_copies : int
         Masked copies of the training set when ``dropout > 0``.
     max_iter, tol : int, float
-        Solver settings.
+        Solver settings (``tol``: scikit-learn's solvers' only; the path solver stops on its gap bound).
     random_state : int
         Seeds the validation split and the dropout masks.
 
@@ -137,6 +146,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "kind": [StrOptions({"logreg", "svm"})],
         "search": [StrOptions({"kornblith", "clip", "fixed"})],
+        "solver": [StrOptions({"path", "lbfgs"})],
         "C": [Interval(Real, 0, None, closed="neither")],
         "penalties": ["array-like", None],
         "val_size": [Interval(Real, 0, 1, closed="neither")],
@@ -153,6 +163,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         *,
         kind: str = "logreg",
         search: str = "kornblith",
+        solver: str = "path",
         C: float = 1.0,
         penalties: Any = None,
         val_size: float = 0.2,
@@ -165,6 +176,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
     ) -> None:
         self.kind = kind
         self.search = search
+        self.solver = solver
         self.C = C
         self.penalties = penalties
         self.val_size = val_size
@@ -175,10 +187,18 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.random_state = random_state
 
-    def _training_set(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The rows the solver sees (dropout copies, in the row span when wide; float64) and the span basis."""
+    def _uses_path(self) -> bool:
+        return self.kind == "logreg" and self.solver == "path"
+
+    def _dropped(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows the solver sees: ``dropout_copies`` masked copies when ``dropout > 0``."""
         if self.dropout > 0:
-            X, y = _dropout_copies(X, y, self.dropout, self.dropout_copies, self.random_state)
+            return _dropout_copies(X, y, self.dropout, self.dropout_copies, self.random_state)
+        return X, y
+
+    def _training_set(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """scikit-learn's solvers' rows (in the row span when wide; float64) and the span basis."""
+        X, y = self._dropped(X, y)
         basis = _row_span(X)
         # L-BFGS on a float32 loss stops where float32 rounding hides the decrease: strongly
         # regularised fits ended after a few iterations far from their optimum
@@ -191,24 +211,27 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
             warnings.simplefilter("ignore", ConvergenceWarning)
             return estimator.fit(X, y)
 
-    def _sweep(
-        self, Cs: list[float], train: tuple[np.ndarray, np.ndarray, np.ndarray | None], Xva: np.ndarray, yva: np.ndarray
-    ) -> dict[float, float]:
-        """Validation accuracy of each C, fitting from strong to weak regularisation."""
-        Xtr, ytr, basis = train
+    def _sklearn_scorer(self, Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray) -> _Scorer:
+        """Validation accuracy of each C by scikit-learn's solvers, from strong to weak regularisation."""
+        Xfit, yfit, basis = self._training_set(Xtr, ytr)
         if basis is not None:
             Xva = Xva @ basis
-        scores: dict[float, float] = {}
         warm = self.kind == "logreg" and self.warm_start
         model = make_probe(self.kind, max_iter=self.max_iter, tol=self.tol, warm_start=warm)
-        for C in sorted(Cs):
-            if not warm:
-                model = make_probe(self.kind, C, max_iter=self.max_iter, tol=self.tol)
-            model.set_params(C=C)
-            scores[float(C)] = float((self._train(model, Xtr, ytr).predict(Xva) == yva).mean())
-        return scores
 
-    def _choose(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[float, float]]:
+        def score(Cs: list[float]) -> dict[float, float]:
+            nonlocal model
+            scores: dict[float, float] = {}
+            for C in sorted(Cs):
+                if not warm:
+                    model = make_probe(self.kind, C, max_iter=self.max_iter, tol=self.tol)
+                model.set_params(C=C)
+                scores[float(C)] = float((self._train(model, Xfit, yfit).predict(Xva) == yva).mean())
+            return scores
+
+        return score
+
+    def _choose(self, X: np.ndarray, y: np.ndarray, path: _PathSolutions | None) -> tuple[float, dict[float, float]]:
         if self.search == "fixed":
             return float(self.C), {}
         classes, counts = np.unique(y, return_counts=True)
@@ -219,17 +242,17 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=test_size, random_state=self.random_state, stratify=stratify)
         if len(np.unique(ytr)) < 2:
             return float(self.C), {}
-        train = self._training_set(Xtr, ytr)
+        score = path.scorer(*self._dropped(Xtr, ytr), Xva, yva) if path else self._sklearn_scorer(Xtr, ytr, Xva, yva)
         if self.search == "kornblith":
             penalties = np.asarray(self.penalties if self.penalties is not None else KORNBLITH_PENALTIES, float)
-            scores = self._sweep(list(1.0 / penalties), train, Xva, yva)
+            scores = score(list(1.0 / penalties))
         else:
-            scores = self._sweep([10.0**e for e in range(-6, 7, 2)], train, Xva, yva)
+            scores = score([10.0**e for e in range(-6, 7, 2)])
             step = 1.0
             for _ in range(4):  # refine around the best, halving the step (in decades)
                 best = _best(scores)
                 candidates = [best * 10**step, best / 10**step]
-                scores.update(self._sweep([c for c in candidates if c not in scores], train, Xva, yva))
+                scores.update(score([c for c in candidates if c not in scores]))
                 step /= 2
         return _best(scores), scores
 
@@ -243,14 +266,18 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         started = time.perf_counter()
-        self.C_, self.val_scores_ = self._choose(X, y)
+        path = _PathSolutions(*self._dropped(X, y), max_iter=self.max_iter) if self._uses_path() else None
+        self.C_, self.val_scores_ = self._choose(X, y, path)
         self.search_seconds_ = time.perf_counter() - started
         self.penalty_ = 1.0 / self.C_
-        Xfit, yfit, basis = self._training_set(X, y)
-        self.estimator_ = self._train(make_probe(self.kind, self.C_, max_iter=self.max_iter, tol=self.tol), Xfit, yfit)
-        if basis is not None:  # back to weights on the original features
-            self.estimator_.coef_ = self.estimator_.coef_ @ basis.T
-            self.estimator_.n_features_in_ = X.shape[1]
+        if path is not None:
+            self.estimator_ = path.final(self.C_, self.tol)
+        else:
+            Xfit, yfit, basis = self._training_set(X, y)
+            self.estimator_ = self._train(make_probe(self.kind, self.C_, max_iter=self.max_iter, tol=self.tol), Xfit, yfit)
+            if basis is not None:  # back to weights on the original features
+                self.estimator_.coef_ = self.estimator_.coef_ @ basis.T
+                self.estimator_.n_features_in_ = X.shape[1]
         self.classes_ = self.estimator_.classes_
         self.n_iter_ = self.estimator_.n_iter_
         return self
@@ -291,6 +318,55 @@ def _best(scores: dict[float, float]) -> float:
         centre = np.sqrt(tried[0] * tried[-1])
         return min(tried, key=lambda C: round(abs(np.log10(C / centre)), 9))  # rounded: the smaller of two equals
     return min(C for C, s in scores.items() if s == top)
+
+
+_Scorer = Callable[[list[float]], dict[float, float]]
+
+
+class _PathSolutions:
+    """:func:`~cnnfeat.logistic_path.logistic_path` for a probe: the sweep's validation scores, then the final fit.
+
+    One basis of all the training rows serves the sweep (a subset of them) and the final fit, and the
+    final fit starts from the sweep's solution at the chosen C.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, *, max_iter: int) -> None:
+        self.X, self.y, self.max_iter = X, y, max_iter
+        self.basis = RowBasis(X)
+        self.solved: dict[float, PathFit] = {}
+
+    def scorer(self, Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray) -> _Scorer:
+        classes, codes = np.unique(ytr, return_inverse=True)
+
+        def score(Cs: list[float]) -> dict[float, float]:
+            new = sorted(C for C in Cs if C not in self.solved)
+            if new:
+                smaller = [C for C in self.solved if new[0] > C]
+                start = (self.solved[max(smaller)].coef, self.solved[max(smaller)].intercept) if smaller else None
+                fits = logistic_path(
+                    Xtr, codes, len(classes), new, gap_tol=_SWEEP_GAP, max_iter=self.max_iter, start=start, basis=self.basis
+                )
+                self.solved.update(zip(new, fits))
+            return {float(C): float((_predict(self.solved[C], classes, Xva) == yva).mean()) for C in Cs}
+
+        return score
+
+    def final(self, C: float, tol: float) -> LogisticRegression:
+        """scikit-learn's ``LogisticRegression`` at ``C`` on all the rows, its weights solved on the path."""
+        classes, codes = np.unique(self.y, return_inverse=True)
+        swept = self.solved.get(C)
+        same_classes = swept is not None and swept.coef.shape[0] == (1 if len(classes) == 2 else len(classes))
+        start = (swept.coef, swept.intercept) if swept is not None and same_classes else None
+        (fit,) = logistic_path(self.X, codes, len(classes), [C], max_iter=self.max_iter, start=start, basis=self.basis)
+        model = LogisticRegression(C=C, max_iter=self.max_iter, tol=tol)
+        model.classes_, model.coef_, model.intercept_ = classes, fit.coef, fit.intercept
+        model.n_features_in_, model.n_iter_ = self.X.shape[1], np.array([fit.n_iter], dtype=np.int32)
+        return model
+
+
+def _predict(fit: PathFit, classes: np.ndarray, X: np.ndarray) -> np.ndarray:
+    scores = X @ fit.coef.T + fit.intercept
+    return classes[(scores[:, 0] > 0).astype(int)] if fit.coef.shape[0] == 1 else classes[scores.argmax(axis=1)]
 
 
 class KNNProbe(ClassifierMixin, BaseEstimator):

@@ -57,7 +57,7 @@ from cnnfeat.protocols import (
 )
 from cnnfeat.store import fingerprint_of
 
-__all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "run_all", "sort_records"]
+__all__ = ["PROBES", "SOLVERS", "RunSpec", "default_cache", "expand", "load_records", "run_all", "sort_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,12 @@ PROBES: dict[str, dict[str, Any]] = {
     "knn": {},
 }
 ADAPTATIONS = ("none", "coral", "sa", "augment", "bda", "spl")
+SOLVERS = ("path", "lbfgs")
 #: the probe field of a ``finetune:`` run, which trains its own classifier
 FINETUNE = "finetune"
 RECORD_VERSION = 1
+#: the solver of every run recorded before ``solver`` was a field (scikit-learn's L-BFGS at tol 1e-4)
+LEGACY_SOLVER = "lbfgs"
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,14 @@ class RunSpec:
     normalize: str = "none"
     adapt: str = "none"
     data_digest: str = ""  # the content digest of a user's dataset (catalog datasets are named by their name)
+    solver: str = "path"  # logistic regression's (SweptLinearClassifier's ``solver``)
     # ``seed`` is the seed of a random split, and for ``kfold`` the fold, for ``official`` the official split:
     # the name stays, as it is part of every record's key
 
     def key(self) -> str:
         """A stable name for the run's record (sha256 of the spec)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "data_digest" or v}
+        # records made before the path solver hold neither field: their keys stay as they were
+        fields = {k: v for k, v in asdict(self).items() if (k != "data_digest" or v) and (k != "solver" or v != LEGACY_SOLVER)}
         text = json.dumps({**fields, "record_version": RECORD_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -119,6 +124,7 @@ def expand(
     *,
     adapt: Sequence[str] = ("none",),
     normalize: str | Sequence[str] | None = None,
+    solver: str = "path",
 ) -> list[RunSpec]:
     """Every run of the grid, with ``default`` / ``full`` / ``sampled`` / ``few_shot`` spelled out per dataset.
 
@@ -128,10 +134,13 @@ def expand(
     on 15-Scene) is left out, not run; on a user's dataset it is refused with the reason.
     ``official`` runs seed k on official split k, so a dataset with one official split runs once.
     ``normalize`` is one normalisation or several (each a run of its own); None: each method's default.
+    ``solver`` is logistic regression's (:class:`~cnnfeat.probes.SweptLinearClassifier`'s ``solver``).
     """
     for probe in probes:
         if probe not in PROBES:
             raise ConfigError(f"unknown probe {probe!r}; choose from {', '.join(PROBES)}")
+    if solver not in SOLVERS:
+        raise ConfigError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
     for a in adapt:
         if a not in ADAPTATIONS:
             raise ConfigError(f"unknown adaptation {a!r}; choose from {', '.join(ADAPTATIONS)}")
@@ -154,7 +163,7 @@ def expand(
                                 continue  # feature augmentation needs labelled target images
                             for norm in norms or [parsed[method].default_normalize]:
                                 for seed in seeds_for:
-                                    runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a, digest))
+                                    runs.append(RunSpec(method, probe, dataset, resolved, int(seed), norm, a, digest, solver))
     return list(dict.fromkeys(runs))
 
 
@@ -273,7 +282,7 @@ def _make_probe(spec: RunSpec) -> Any:
     from cnnfeat.normalize import make_normalizer
     from cnnfeat.probes import KNNProbe, SweptLinearClassifier
 
-    probe: Any = KNNProbe() if spec.probe == "knn" else SweptLinearClassifier(**PROBES[spec.probe])
+    probe: Any = KNNProbe() if spec.probe == "knn" else SweptLinearClassifier(**PROBES[spec.probe], solver=spec.solver)
     if spec.adapt == "coral":
         probe = CORAL(probe)
     elif spec.adapt == "sa":
@@ -673,6 +682,7 @@ def _probe(job: ProbeJob | dict[str, Any]) -> dict[str, Any]:
             "accuracy": float(np.mean(predicted == truth)),
             "mean_per_class_accuracy": _mean_per_class(truth, predicted),
             "C": None if swept is None else float(swept.C_),
+            "solver": _solver(swept),
             "val_accuracy_by_C": None if swept is None else {repr(C): s for C, s in sorted(swept.val_scores_.items())},
             **_knn_choice(model),
             **_training(model),
@@ -697,6 +707,13 @@ def _training(model: Any) -> dict[str, Any]:
             "history": model.history_,
         }
     }
+
+
+def _solver(swept: Any) -> str | None:
+    """What fitted a swept linear probe: the path solver, scikit-learn's L-BFGS, or liblinear (the SVM)."""
+    if swept is None:
+        return None
+    return "liblinear" if swept.kind == "svm" else str(swept.solver)
 
 
 def _knn_choice(model: Any) -> dict[str, Any]:

@@ -1,0 +1,280 @@
+"""Multinomial logistic regression solved exactly along a path of C, fast enough to sweep 45 values per probe.
+
+The objective is scikit-learn's ``LogisticRegression(solver="lbfgs")`` (L2 penalty, intercept not
+penalised), multiplied by ``C * n``::
+
+    G(W, b) = C * sum_i CE(softmax(W x_i + b), y_i) + ||W||^2 / 2
+
+Two classes follow scikit-learn's binomial model (one weight vector), which is the symmetric
+multinomial model at ``C / 2``.
+
+What makes it fast, all of it exact:
+
+- **A rotated basis.** The intercept absorbs the mean of the rows, and the penalty does not change under
+  an orthonormal change of basis, so the rows are centred and rotated onto the eigenvectors of their
+  scatter matrix: columns become orthogonal with known energies ``s_j^2``, and wide features (more
+  dimensions than rows) shrink to the span of the rows, where the weights lie.
+- **A preconditioned L-BFGS.** The initial inverse Hessian of each L-BFGS step is the inverse of the
+  Hessian's diagonal in that basis, ``1 + C s_j^2 q`` with ``q`` the mean softmax curvature.
+- **A regularisation path.** Values of C are solved in increasing order, each started from a linear
+  extrapolation in ``log C`` of the two previous solutions.
+- **One product per trial step saved.** The logits at ``x + t d`` are ``L + t (Z d)``, so a line search
+  needs no product; products run in float32, the objective in float64, and the result is checked in
+  float64.
+- **Stopping on a certificate.** ``G`` is 1-strongly convex in ``W``, so ``G - G* <= ||grad G||^2 / 2``:
+  the solver stops when that bound is below ``gap_tol * G`` (a bound on the relative gap to the optimum,
+  whatever C is), not on a gradient threshold that is met without moving when C is large.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> X, y = rng.normal(size=(60, 5)), np.repeat([0, 1, 2], 20)
+>>> fits = logistic_path(X, y, 3, [0.1, 1.0])
+>>> [fit.coef.shape for fit in fits], all(fit.gap_bound <= 1e-7 for fit in fits)
+([(3, 5), (3, 5)], True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["GAP_TOL", "PathFit", "RowBasis", "logistic_path"]
+
+#: the default bound on each solution's relative gap to the optimum, ``(G - G*) / G``
+GAP_TOL = 1e-7
+#: eigen-directions of the rows' scatter below this fraction of the largest are rounding noise
+_RANK_TOL = 1e-10
+_ARMIJO = 1e-4
+_MEMORY = 10
+#: the start of each C extrapolates through this many previous solutions (a higher order overshoots)
+_PREDICTOR_POINTS = 2
+
+
+@dataclass(frozen=True)
+class PathFit:
+    """One value of C's solution, on the original features (scikit-learn's ``coef_`` and ``intercept_`` shapes)."""
+
+    C: float
+    coef: np.ndarray  # (n_classes, d); (1, d) for two classes
+    intercept: np.ndarray  # (n_classes,); (1,) for two classes
+    n_iter: int
+    gap_bound: float  # certified upper bound on (G - G*) / G for the weights (the intercept is unpenalised)
+    objective: float  # G at the solution
+
+
+class RowBasis:
+    """An orthonormal basis ``V (d, r)`` of the span of centred rows: the eigenvectors of their scatter.
+
+    A basis of all the training rows also serves any subset of them (a validation split's training part):
+    the centred rows of a subset lie in the same span.
+    """
+
+    def __init__(self, X: np.ndarray) -> None:
+        Xc = np.asarray(X, dtype=np.float64) - np.asarray(X, dtype=np.float64).mean(axis=0)
+        n, d = Xc.shape
+        if n >= d:
+            energies, V = np.linalg.eigh(Xc.T @ Xc)
+            self.V = V[:, energies > energies.max(initial=0.0) * _RANK_TOL]
+        else:  # wide: the n x n Gram matrix gives the span of the rows
+            energies, U = np.linalg.eigh(Xc @ Xc.T)
+            keep = energies > energies.max(initial=0.0) * _RANK_TOL
+            self.V = (Xc.T @ U[:, keep]) / np.sqrt(energies[keep])
+
+
+class _Rotated:
+    """Rows centred and rotated onto a basis, ``Z = (X - mean) @ V``, with each column's energy ``sum(Z^2)``."""
+
+    def __init__(self, X: np.ndarray, basis: RowBasis) -> None:
+        X = np.asarray(X, dtype=np.float64)
+        self.V, self.mean = basis.V, X.mean(axis=0)
+        self.Z = (X - self.mean) @ self.V
+        self.Z32 = self.Z.astype(np.float32)
+        self.energies = np.einsum("ij,ij->j", self.Z, self.Z)
+
+    def rotate(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weights ``(K, d)`` and intercepts on the original features -> ``(A (r, K), b (K,))`` in this basis."""
+        return self.V.T @ coef.T, intercept + coef @ self.mean
+
+    def unrotate(self, A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        coef = (self.V @ A).T
+        return coef, b - coef @ self.mean
+
+
+class _Problem:
+    """``G`` and its gradient at one C, on the rotated rows; products in float32, sums in float64."""
+
+    def __init__(self, rows: _Rotated, codes: np.ndarray, n_classes: int, C: float) -> None:
+        self.rows, self.codes, self.C = rows, codes, C
+        self.Y = np.zeros((len(codes), n_classes))
+        self.Y[np.arange(len(codes)), codes] = 1.0
+
+    def product(self, A: np.ndarray, exact: bool) -> np.ndarray:
+        if exact:
+            return self.rows.Z @ A
+        return (self.rows.Z32 @ A.astype(np.float32)).astype(np.float64)
+
+    def value(self, L: np.ndarray, A: np.ndarray) -> tuple[float, np.ndarray]:
+        """``G`` from the logits ``L`` and the weights, and the probabilities."""
+        top = L.max(axis=1, keepdims=True)
+        E = np.exp(L - top)
+        total = E.sum(axis=1, keepdims=True)
+        loss = float(np.sum(np.log(total[:, 0]) + top[:, 0] - L[np.arange(len(L)), self.codes]))
+        return self.C * loss + 0.5 * float(np.sum(A * A)), E / total
+
+    def gradient(self, P: np.ndarray, A: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+        residual = P - self.Y
+        gA = self.rows.Z.T @ residual if exact else (self.rows.Z32.T @ residual.astype(np.float32)).astype(np.float64)
+        return self.C * gA + A, self.C * residual.sum(axis=0)
+
+
+def _lbfgs(
+    problem: _Problem, A: np.ndarray, b: np.ndarray, gap_tol: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    """Minimise ``G`` from ``(A, b)``: float32 products until the certificate holds, then checked (and if need be
+    finished) with float64 products. Returns the weights, iterations, the certified relative gap and ``G``."""
+    r, K = A.shape
+    energies, n = problem.rows.energies, len(problem.codes)
+    iterations = 0
+    for exact in (False, True):
+        L = problem.product(A, exact) + b
+        f, P = problem.value(L, A)
+        gA, gb = problem.gradient(P, A, exact)
+        g = np.concatenate([gA.ravel(), gb])
+        steps: list[tuple[np.ndarray, np.ndarray, float]] = []  # (s, y, 1 / s.y)
+        while True:
+            bound = 0.5 * float(g @ g) / max(f, np.finfo(float).tiny)
+            if bound <= gap_tol or iterations >= max_iter:
+                break
+            curvature = float(np.mean(P * (1.0 - P)))
+            D = np.concatenate(
+                [np.repeat(1.0 + problem.C * energies * curvature, K), np.full(K, 1.0 + problem.C * n * curvature)]
+            )
+            direction = -_two_loop(g, steps, D)
+            slope = float(g @ direction)
+            if slope >= 0:  # not a descent direction: restart from the preconditioned gradient
+                steps.clear()
+                direction = -g / D
+                slope = float(g @ direction)
+            dA, db = direction[: r * K].reshape(r, K), direction[r * K :]
+            ZdA = problem.product(dA, exact) + db
+            t, accepted = 1.0, False
+            for _ in range(40):
+                L_t = L + t * ZdA
+                A_t = A + t * dA
+                f_t, P_t = problem.value(L_t, A_t)
+                if f_t <= f + _ARMIJO * t * slope:
+                    accepted = True
+                    break
+                t *= 0.5
+            iterations += 1
+            if not accepted:  # no decrease left at this precision
+                break
+            A, b, L, f, P = A_t, b + t * db, L_t, f_t, P_t
+            gA, gb = problem.gradient(P, A, exact)
+            g_new = np.concatenate([gA.ravel(), gb])
+            s, y = t * direction, g_new - g
+            sy = float(s @ y)
+            if sy > 1e-12 * float(y @ y):
+                steps.append((s, y, 1.0 / sy))
+                if len(steps) > _MEMORY:
+                    steps.pop(0)
+            g = g_new
+    return A, b, iterations, bound, f
+
+
+def _two_loop(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray, float]], D: np.ndarray) -> np.ndarray:
+    """L-BFGS's product of the inverse-Hessian estimate with ``g``, from the diagonal preconditioner ``D``."""
+    q = g.copy()
+    alphas = []
+    for s, y, rho in reversed(steps):
+        alpha = rho * float(s @ q)
+        q -= alpha * y
+        alphas.append(alpha)
+    if steps:
+        s, y, _ = steps[-1]
+        scaled = y / D
+        q = q / D * (float(s @ y) / float(y @ scaled))
+    else:
+        q = q / D
+    for (s, y, rho), alpha in zip(steps, reversed(alphas)):
+        q += (alpha - rho * float(y @ q)) * s
+    return q
+
+
+def _extrapolate(points: list[tuple[float, np.ndarray, np.ndarray]], at: float) -> tuple[np.ndarray, np.ndarray]:
+    """The Lagrange polynomial through ``(log C, A, b)`` points, evaluated at ``log C = at``."""
+    A, b = np.zeros_like(points[0][1]), np.zeros_like(points[0][2])
+    for i, (li, Ai, bi) in enumerate(points):
+        weight = 1.0
+        for j, (lj, _, _) in enumerate(points):
+            if j != i:
+                weight *= (at - lj) / (li - lj)
+        A += weight * Ai
+        b += weight * bi
+    return A, b
+
+
+def logistic_path(
+    X: np.ndarray,
+    codes: np.ndarray,
+    n_classes: int,
+    Cs: Sequence[float],
+    *,
+    gap_tol: float = GAP_TOL,
+    max_iter: int = 1000,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+    basis: RowBasis | None = None,
+) -> list[PathFit]:
+    """Solve scikit-learn's L2 logistic regression on ``X`` for every C in ``Cs`` (returned in the order given).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The rows.
+    codes : ndarray of int, shape (n,)
+        Each row's class, ``0 .. n_classes - 1``.
+    n_classes : int
+        The number of classes (two: scikit-learn's binomial model).
+    Cs : sequence of float
+        The inverse penalties.
+    gap_tol : float
+        Each solution's certified bound on its relative gap to the optimum.
+    max_iter : int
+        L-BFGS iterations per value of C at most (its fit's ``gap_bound`` then says how far it stopped).
+    start : (coef, intercept), optional
+        Weights on the original features to start the smallest C from (a previous fit's).
+    basis : RowBasis, optional
+        A basis of rows that include these (made from ``X`` when not given).
+    """
+    codes = np.asarray(codes, dtype=np.intp)
+    rows = _Rotated(X, basis if basis is not None else RowBasis(X))
+    binary = n_classes == 2
+    K = 2 if binary else n_classes
+    r = rows.Z.shape[1]
+    solved: list[tuple[float, np.ndarray, np.ndarray]] = []  # (log C, A, b) in increasing C
+    if start is not None:
+        coef, intercept = start
+        if binary:  # scikit-learn's binomial weights w are the symmetric model's (-w/2, w/2)
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]
+        A0, b0 = rows.rotate(np.asarray(coef, float), np.asarray(intercept, float))
+    else:
+        A0, b0 = np.zeros((r, K)), np.zeros(K)
+    fits: dict[float, PathFit] = {}
+    for C in sorted({float(C) for C in Cs}):
+        C_model = C / 2 if binary else C
+        if solved:  # extrapolated in log C through the previous solutions (a polynomial through up to three)
+            A, b = _extrapolate(solved[-_PREDICTOR_POINTS:], float(np.log(C)))
+        else:
+            A, b = A0, b0
+        problem = _Problem(rows, codes, K, C_model)
+        A, b, n_iter, bound, objective = _lbfgs(problem, A.copy(), b.copy(), gap_tol, max_iter)
+        solved.append((float(np.log(C)), A, b))
+        coef, intercept = rows.unrotate(A, b)
+        if binary:
+            coef, intercept, objective = (coef[1] - coef[0])[None], np.r_[intercept[1] - intercept[0]], 2 * objective
+        fits[C] = PathFit(C, coef, intercept, n_iter, bound, objective)
+    return [fits[float(C)] for C in Cs]
