@@ -22,8 +22,10 @@ What makes it fast, all of it exact:
   needs no product; products run in float32, the objective in float64, and the result is checked in
   float64.
 - **Stopping on a certificate.** ``G`` is 1-strongly convex in ``W``, so ``G - G* <= ||grad G||^2 / 2``:
-  the solver stops when that bound is below ``gap_tol * G`` (a bound on the relative gap to the optimum,
-  whatever C is), not on a gradient threshold that is met without moving when C is large.
+  the solver stops when that bound is below ``gap_tol`` times the smaller of ``G`` and ``G(0) - G`` (the
+  decrease from zero weights), so the gap is small against the objective and against the part of it that
+  the weights decide (at small C, ``G`` is almost all the constant ``G(0) = C n log K``). Not a gradient
+  threshold, which is met without moving when C is large.
 
 Examples
 --------
@@ -44,7 +46,7 @@ import numpy as np
 
 __all__ = ["GAP_TOL", "PathFit", "RowBasis", "logistic_path"]
 
-#: the default bound on each solution's relative gap to the optimum, ``(G - G*) / G``
+#: the default bound on each solution's relative gap to the optimum (see ``PathFit.gap_bound``)
 GAP_TOL = 1e-7
 #: eigen-directions of the rows' scatter below this fraction of the largest are rounding noise
 _RANK_TOL = 1e-10
@@ -62,7 +64,7 @@ class PathFit:
     coef: np.ndarray  # (n_classes, d); (1, d) for two classes
     intercept: np.ndarray  # (n_classes,); (1,) for two classes
     n_iter: int
-    gap_bound: float  # certified upper bound on (G - G*) / G for the weights (the intercept is unpenalised)
+    gap_bound: float  # certified bound on (G - G*) / min(G, G(0) - G) (the intercept, unpenalised, aside)
     objective: float  # G at the solution
 
 
@@ -138,6 +140,7 @@ def _lbfgs(
     finished) with float64 products. Returns the weights, iterations, the certified relative gap and ``G``."""
     r, K = A.shape
     energies, n = problem.rows.energies, len(problem.codes)
+    at_zero = problem.C * n * np.log(K)  # G at zero weights
     iterations = 0
     for exact in (False, True):
         L = problem.product(A, exact) + b
@@ -146,7 +149,7 @@ def _lbfgs(
         g = np.concatenate([gA.ravel(), gb])
         steps: list[tuple[np.ndarray, np.ndarray, float]] = []  # (s, y, 1 / s.y)
         while True:
-            bound = 0.5 * float(g @ g) / max(f, np.finfo(float).tiny)
+            bound = 0.5 * float(g @ g) / max(min(f, at_zero - f), np.finfo(float).tiny)
             if bound <= gap_tol or iterations >= max_iter:
                 break
             curvature = float(np.mean(P * (1.0 - P)))

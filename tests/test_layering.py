@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnfeat"
 LAYERS: list[set[str]] = [
     {"exceptions", "config"},
     {"weights", "backbones", "images", "store", "inputs", "download", "catalog"},
-    {"runtimes", "protocols", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export", "finetune"},
+    {"runtimes", "protocols", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export"}
+    | {"finetune"},
     {"engines", "runner", "recipes", "tables", "plots", "suites", "report"},
     {"console", "cli", "extract", "benchmark", "data", "__main__"},
 ]
