@@ -45,7 +45,7 @@ def trial(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, yt: np.ndarray, tol: f
     from cnnfeat.probes import SweptLinearClassifier
 
     started = time.perf_counter()
-    probe = SweptLinearClassifier(kind="logreg", tol=tol, max_iter=max_iter).fit(Xs, ys)
+    probe = SweptLinearClassifier(kind="logreg", solver="lbfgs", tol=tol, max_iter=max_iter).fit(Xs, ys)
     return {
         "C": probe.C_,
         "best_val_accuracy": max(probe.val_scores_.values()),

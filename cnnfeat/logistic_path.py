@@ -51,6 +51,8 @@ GAP_TOL = 1e-7
 #: eigen-directions of the rows' scatter below this fraction of the largest are rounding noise
 _RANK_TOL = 1e-10
 _ARMIJO = 1e-4
+#: float32's smallest normal number: residuals below it are zero in the float32 products
+_FLUSH = float(np.finfo(np.float32).tiny)
 _MEMORY = 10
 #: the start of each C extrapolates through this many previous solutions (a higher order overshoots)
 _PREDICTOR_POINTS = 2
@@ -129,7 +131,11 @@ class _Problem:
 
     def gradient(self, P: np.ndarray, A: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray]:
         residual = P - self.Y
-        gA = self.rows.Z.T @ residual if exact else (self.rows.Z32.T @ residual.astype(np.float32)).astype(np.float64)
+        if exact:
+            gA = self.rows.Z.T @ residual
+        else:  # probabilities below float32's normal range would be subnormal there, and a product slow on them
+            flushed = np.where(np.abs(residual) < _FLUSH, 0.0, residual).astype(np.float32)
+            gA = (self.rows.Z32.T @ flushed).astype(np.float64)
         return self.C * gA + A, self.C * residual.sum(axis=0)
 
 
@@ -149,7 +155,8 @@ def _lbfgs(
         g = np.concatenate([gA.ravel(), gb])
         steps: list[tuple[np.ndarray, np.ndarray, float]] = []  # (s, y, 1 / s.y)
         while True:
-            bound = 0.5 * float(g @ g) / max(min(f, at_zero - f), np.finfo(float).tiny)
+            scale = min(f, at_zero - f)  # none at the start: no decrease from zero weights yet
+            bound = 0.5 * float(g @ g) / scale if scale > 0 else np.inf
             if bound <= gap_tol or iterations >= max_iter:
                 break
             curvature = float(np.mean(P * (1.0 - P)))

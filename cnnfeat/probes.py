@@ -5,15 +5,16 @@ a fixed ``C=1`` is not a linear-probe result. :class:`SweptLinearClassifier`
 chooses it on a held-out validation split and refits on train+val:
 
 - ``search="kornblith"`` (Kornblith, Shlens & Le 2019): 45 log-spaced L2 penalties
-  ``lambda`` in [1e-6, 1e5], ``C = 1 / lambda``; logistic regression is warm-started
-  along the path, from strong to weak regularisation, which makes the sweep cheap.
+  ``lambda`` in [1e-6, 1e5], ``C = 1 / lambda``; logistic regression is solved along
+  the path from strong to weak regularisation (:mod:`cnnfeat.logistic_path`, or
+  scikit-learn's L-BFGS warm-started the same way with ``solver="lbfgs"``).
 - ``search="clip"`` (Radford et al. 2021): a coarse sweep over ``lambda`` in
   [1e-6, 1e6] (one value per two decades), then a few rounds of refinement around
   the best value, halving the step in log space each round.
 - ``search="fixed"``: just ``C``.
 
 Among values of C that tie on validation the strongest regularisation wins; when all of
-them tie, validation says nothing and the middle of the range is used (see ``_best``).
+them tie, validation says nothing and the middle of the range is used (see :func:`choose_c`).
 
 DeCAF's "dropout" is available as ``dropout=p``: the classifier trains on
 ``dropout_copies`` copies of the features with a random fraction ``p`` of each
@@ -49,7 +50,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.logistic_path import PathFit, RowBasis, logistic_path
 
-__all__ = ["KORNBLITH_PENALTIES", "KNNProbe", "SweptLinearClassifier", "make_probe", "mean_per_class_accuracy"]
+__all__ = ["KORNBLITH_PENALTIES", "KNNProbe", "SweptLinearClassifier", "choose_c", "make_probe", "mean_per_class_accuracy"]
 
 #: Kornblith et al.'s 45 L2 penalties; C = 1 / penalty. Python's ``**`` (the C library's correctly
 #: rounded ``pow``), not ``np.logspace``: numpy's AVX-512 power differs in the last bit on 4 of the 45,
@@ -250,11 +251,11 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
             scores = score([10.0**e for e in range(-6, 7, 2)])
             step = 1.0
             for _ in range(4):  # refine around the best, halving the step (in decades)
-                best = _best(scores)
+                best = choose_c(scores)
                 candidates = [best * 10**step, best / 10**step]
                 scores.update(score([c for c in candidates if c not in scores]))
                 step /= 2
-        return _best(scores), scores
+        return choose_c(scores), scores
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> SweptLinearClassifier:
@@ -297,7 +298,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         return self.estimator_.predict_proba(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
 
 
-def _best(scores: dict[float, float]) -> float:
+def choose_c(scores: dict[float, float]) -> float:
     """The C with the best validation accuracy; among ties, the strongest regularisation (smallest C).
 
     When every C scores the same, validation says nothing (one image per class: the held-out images'
@@ -307,9 +308,9 @@ def _best(scores: dict[float, float]) -> float:
 
     Examples
     --------
-    >>> _best({1e-4: 0.4, 1e-2: 0.3, 1.0: 0.4})
+    >>> choose_c({1e-4: 0.4, 1e-2: 0.3, 1.0: 0.4})
     0.0001
-    >>> _best({1e-4: 0.0, 1e-2: 0.0, 1.0: 0.0})
+    >>> choose_c({1e-4: 0.0, 1e-2: 0.0, 1.0: 0.0})
     0.01
     """
     top = max(scores.values())

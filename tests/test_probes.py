@@ -43,9 +43,9 @@ def test_sweep_picks_c_that_follows_the_feature_scale(problem: tuple) -> None:
 
 
 def test_warm_start_chooses_the_same_c_as_cold_fits(problem: tuple) -> None:
-    X, y = problem
-    warm = SweptLinearClassifier(warm_start=True, tol=1e-6, max_iter=5000).fit(X, y)
-    cold = SweptLinearClassifier(warm_start=False, tol=1e-6, max_iter=5000).fit(X, y)
+    X, y = problem  # scikit-learn's solver: the path solver is always warm
+    warm = SweptLinearClassifier(solver="lbfgs", warm_start=True, tol=1e-6, max_iter=5000).fit(X, y)
+    cold = SweptLinearClassifier(solver="lbfgs", warm_start=False, tol=1e-6, max_iter=5000).fit(X, y)
     assert warm.C_ == cold.C_
     assert max(abs(warm.val_scores_[c] - cold.val_scores_[c]) for c in cold.val_scores_) <= 1 / 120 + 1e-9
 
@@ -107,28 +107,34 @@ def test_mean_per_class_accuracy() -> None:
 
 @pytest.mark.parametrize("kind", ["logreg", "svm"])
 def test_wide_features_are_fitted_in_the_row_span_with_the_same_solution(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """n << d: the fit in the span of the rows must give the weights of the direct fit, on the original features."""
+    """n << d: the fit in the span of the rows must give the weights of the direct fit, on the original features.
+
+    scikit-learn's solvers (the path solver works in the span of the rows always: tests/test_logistic_path.py)."""
     from cnnfeat import probes
 
     X, y = make_classification(n_samples=60, n_features=600, n_informative=20, n_classes=3, random_state=1)
     X = X.astype(np.float64)
-    spanned = SweptLinearClassifier(kind=kind, search="fixed", C=0.1, tol=1e-10, max_iter=20000).fit(X[:45], y[:45])
+    spanned = SweptLinearClassifier(kind=kind, search="fixed", C=0.1, solver="lbfgs", tol=1e-10, max_iter=20000).fit(
+        X[:45], y[:45]
+    )
     assert probes._row_span(X[:45]) is not None
     monkeypatch.setattr(probes, "_SPAN_RATIO", 10**9)
-    direct = SweptLinearClassifier(kind=kind, search="fixed", C=0.1, tol=1e-10, max_iter=20000).fit(X[:45], y[:45])
+    direct = SweptLinearClassifier(kind=kind, search="fixed", C=0.1, solver="lbfgs", tol=1e-10, max_iter=20000).fit(
+        X[:45], y[:45]
+    )
     assert spanned.estimator_.coef_.shape == direct.estimator_.coef_.shape == (3, 600)
     np.testing.assert_allclose(spanned.decision_function(X[45:]), direct.decision_function(X[45:]), atol=1e-4)
     np.testing.assert_array_equal(spanned.predict(X[45:]), direct.predict(X[45:]))
 
 
 def test_ties_choose_the_strongest_regularisation_unless_every_c_ties() -> None:
-    from cnnfeat.probes import _best
+    from cnnfeat.probes import choose_c
 
-    assert _best({1e-4: 0.4, 1e-2: 0.3, 1.0: 0.4, 1e2: 0.4}) == 1e-4
-    assert _best({1e-3: 0.2, 1e-2: 0.5, 1e-1: 0.4}) == 1e-2
-    assert _best({1e-5: 0.0, 1e-4: 0.0, 1e-3: 0.0, 1e-2: 0.0, 0.1: 0.0}) == 1e-3  # nothing learned: the middle
-    assert _best({1.0: 0.5, 10.0: 0.5}) == 1.0  # two equally central values: the smaller C
-    assert _best({1e-6: 0.3, 1e-2: 0.3, 0.03: 0.3, 0.1: 0.3}) == 1e-2  # nearest the middle (1e-3.5) in decades
+    assert choose_c({1e-4: 0.4, 1e-2: 0.3, 1.0: 0.4, 1e2: 0.4}) == 1e-4
+    assert choose_c({1e-3: 0.2, 1e-2: 0.5, 1e-1: 0.4}) == 1e-2
+    assert choose_c({1e-5: 0.0, 1e-4: 0.0, 1e-3: 0.0, 1e-2: 0.0, 0.1: 0.0}) == 1e-3  # nothing learned: the middle
+    assert choose_c({1.0: 0.5, 10.0: 0.5}) == 1.0  # two equally central values: the smaller C
+    assert choose_c({1e-6: 0.3, 1e-2: 0.3, 0.03: 0.3, 0.1: 0.3}) == 1e-2  # nearest the middle (1e-3.5) in decades
 
 
 def test_one_image_per_class_takes_the_middle_of_the_grid() -> None:
