@@ -38,6 +38,7 @@ from typing import Any
 
 from cnnfeat.console import setup
 from cnnfeat.exceptions import CnnfeatError
+from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.suites import SUITES
 
 
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--solver",
-        choices=("path", "lbfgs"),
+        choices=SOLVERS,
         default="path",
         help="logistic regression's solver: path (every C solved to a certified gap along the regularisation path; "
         "default) or lbfgs (scikit-learn's at tol 1e-4, as the tables committed before it were made)",

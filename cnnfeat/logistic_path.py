@@ -44,7 +44,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GAP_TOL", "PathFit", "RowBasis", "logistic_path"]
+__all__ = ["GAP_TOL", "SOLVERS", "PathFit", "RowBasis", "logistic_path"]
+
+#: the logistic probes' solvers: this module's, and scikit-learn's L-BFGS (one fit per C at its ``tol``)
+SOLVERS = ("path", "lbfgs")
 
 #: the default bound on each solution's relative gap to the optimum (see ``PathFit.gap_bound``)
 GAP_TOL = 1e-7

@@ -48,7 +48,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.logistic_path import PathFit, RowBasis, logistic_path
+from cnnfeat.logistic_path import SOLVERS, PathFit, RowBasis, logistic_path
 
 __all__ = ["KORNBLITH_PENALTIES", "KNNProbe", "SweptLinearClassifier", "choose_c", "make_probe", "mean_per_class_accuracy"]
 
@@ -147,7 +147,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "kind": [StrOptions({"logreg", "svm"})],
         "search": [StrOptions({"kornblith", "clip", "fixed"})],
-        "solver": [StrOptions({"path", "lbfgs"})],
+        "solver": [StrOptions(set(SOLVERS))],
         "C": [Interval(Real, 0, None, closed="neither")],
         "penalties": ["array-like", None],
         "val_size": [Interval(Real, 0, 1, closed="neither")],

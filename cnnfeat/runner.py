@@ -43,6 +43,7 @@ import numpy as np
 
 from cnnfeat.catalog import Dataset, dataset_spec, load_dataset
 from cnnfeat.exceptions import ConfigError, DatasetError
+from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.methods import Method
 from cnnfeat.protocols import (
     FEW_SHOT,
@@ -57,7 +58,7 @@ from cnnfeat.protocols import (
 )
 from cnnfeat.store import fingerprint_of
 
-__all__ = ["PROBES", "SOLVERS", "RunSpec", "default_cache", "expand", "load_records", "run_all", "sort_records"]
+__all__ = ["PROBES", "RunSpec", "default_cache", "expand", "load_records", "run_all", "sort_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,6 @@ PROBES: dict[str, dict[str, Any]] = {
     "knn": {},
 }
 ADAPTATIONS = ("none", "coral", "sa", "augment", "bda", "spl")
-SOLVERS = ("path", "lbfgs")
 #: the probe field of a ``finetune:`` run, which trains its own classifier
 FINETUNE = "finetune"
 RECORD_VERSION = 1

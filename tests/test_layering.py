@@ -12,7 +12,7 @@ LAYERS: list[set[str]] = [
     {"exceptions", "config"},
     {"weights", "backbones", "images", "store", "inputs", "download", "catalog"},
     {"runtimes", "protocols", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export"}
-    | {"finetune"},
+    | {"finetune", "logistic_stream"},
     {"engines", "runner", "recipes", "tables", "plots", "suites", "report"},
     {"console", "cli", "extract", "benchmark", "data", "__main__"},
 ]
