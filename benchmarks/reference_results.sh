@@ -4,7 +4,10 @@
 # Each command caches features under ~/.cache/cnnfeat (or $CNNFEAT_CACHE); rerun with --skip-existing to resume.
 set -euo pipefail
 DATA="${1:-../shared/datasets}"
-BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress)
+# every table below up to the path solver's section was made with scikit-learn's solver, before the path
+# solver existed and became the default: --solver lbfgs reproduces them (their footers' commands predate the flag)
+BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress --solver lbfgs)
+PATH_BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress)
 LITE0=cnn:efficientnet_lite0/pool
 LITE2=cnn:efficientnet_lite2/pool
 
@@ -89,3 +92,7 @@ BEST=("${BENCH[@]}" --suite best --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}
     --out results/office31_sampled_best
 # leave one domain out (multi-source domain generalisation; no target image seen): the same search, one run per held-out domain
 "${BEST[@]}" --datasets office31 --protocol lodo --out results/office31_lodo_best
+# the path solver (issue 26): two committed tables remade with it (the tables above were made with --solver lbfgs,
+# scikit-learn's, before it existed); benchmarks/compare_solvers.py compares them run by run
+"${PATH_BENCH[@]}" --datasets scene15 --methods "$LITE0" hog --probes logreg --seeds 0 1 2 3 4 --out results/scene15_path
+"${PATH_BENCH[@]}" --datasets office31 --protocol full --out results/office31_full_path
