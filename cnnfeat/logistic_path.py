@@ -57,6 +57,8 @@ _ARMIJO = 1e-4
 #: float32's smallest normal number: residuals below it are zero in the float32 products
 _FLUSH = float(np.finfo(np.float32).tiny)
 _MEMORY = 10
+#: the certificate's scale is at least this fraction of G
+_SCALE_FLOOR = 1e-12
 #: the start of each C extrapolates through this many previous solutions (a higher order overshoots)
 _PREDICTOR_POINTS = 2
 
@@ -158,7 +160,8 @@ def _lbfgs(
         g = np.concatenate([gA.ravel(), gb])
         steps: list[tuple[np.ndarray, np.ndarray, float]] = []  # (s, y, 1 / s.y)
         while True:
-            scale = min(f, at_zero - f)  # none at the start: no decrease from zero weights yet
+            # against the decrease from zero weights, floored where there is none (at the start, or nothing to learn)
+            scale = max(min(f, at_zero - f), _SCALE_FLOOR * f)
             bound = 0.5 * float(g @ g) / scale if scale > 0 else np.inf
             if bound <= gap_tol or iterations >= max_iter:
                 break

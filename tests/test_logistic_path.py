@@ -114,6 +114,13 @@ def test_an_iteration_cap_is_reported_by_the_gap_bound(features: tuple) -> None:
     assert fit.gap_bound > 1e-7  # not certified: the bound says so
 
 
+def test_rows_that_say_nothing_are_solved_at_once() -> None:
+    """Constant features and balanced classes: zero weights are the optimum, certified without iterating."""
+    fits = logistic_path(np.ones((30, 5)), np.repeat([0, 1, 2], 10), 3, [0.1, 10.0], max_iter=50)
+    assert all(f.n_iter == 0 and f.gap_bound < 1e-12 for f in fits)
+    assert all(np.abs(f.coef).max() == 0 for f in fits)
+
+
 def test_the_sweep_chooses_scikit_learns_c_from_its_exact_validation_scores() -> None:
     """The path sweep and scikit-learn's (at a tight tolerance) score every C alike and choose the same C."""
     X, y = load_digits(return_X_y=True)
