@@ -39,18 +39,23 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["GAP_TOL", "SOLVERS", "PathFit", "RowBasis", "logistic_path"]
+__all__ = ["GAP_TOL", "SOLVERS", "PathFit", "PathSweep", "RowBasis", "Scorer", "logistic_path"]
 
 #: the logistic probes' solvers: this module's, and scikit-learn's L-BFGS (one fit per C at its ``tol``)
 SOLVERS = ("path", "lbfgs")
 
 #: the default bound on each solution's relative gap to the optimum (see ``PathFit.gap_bound``)
 GAP_TOL = 1e-7
+#: a probe sweep's bound (it scores validation accuracy; the returned weights are solved to ``GAP_TOL``)
+_SWEEP_GAP = 1e-6
+#: a sweep's validation accuracy of each C it is given
+Scorer = Callable[[list[float]], dict[float, float]]
 #: eigen-directions of the rows' scatter below this fraction of the largest are rounding noise
 _RANK_TOL = 1e-10
 _ARMIJO = 1e-4
@@ -294,3 +299,51 @@ def logistic_path(
             coef, intercept, objective = (coef[1] - coef[0])[None], np.r_[intercept[1] - intercept[0]], 2 * objective
         fits[C] = PathFit(C, coef, intercept, n_iter, bound, objective)
     return [fits[float(C)] for C in Cs]
+
+
+class PathSweep:
+    """:func:`logistic_path` for a probe: the sweep's validation scores of each C, then the final fit.
+
+    One basis of all the training rows serves the sweep (a subset of them) and the final fit, and the
+    final fit starts from the sweep's solution at the chosen C.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, *, max_iter: int) -> None:
+        self.X, self.y, self.max_iter = X, y, max_iter
+        self.basis = RowBasis(X)
+        self.solved: dict[float, PathFit] = {}
+
+    def scorer(self, Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray) -> Scorer:
+        classes, codes = np.unique(ytr, return_inverse=True)
+
+        def score(Cs: list[float]) -> dict[float, float]:
+            new = sorted(C for C in Cs if C not in self.solved)
+            if new:
+                smaller = [C for C in self.solved if new[0] > C]
+                start = (self.solved[max(smaller)].coef, self.solved[max(smaller)].intercept) if smaller else None
+                fits = logistic_path(
+                    Xtr, codes, len(classes), new, gap_tol=_SWEEP_GAP, max_iter=self.max_iter, start=start, basis=self.basis
+                )
+                self.solved.update(zip(new, fits))
+            return {float(C): float((_predict(self.solved[C], classes, Xva) == yva).mean()) for C in Cs}
+
+        return score
+
+    def final(self, C: float, tol: float) -> Any:
+        """scikit-learn's ``LogisticRegression`` at ``C`` on all the rows, its weights solved on the path."""
+        from sklearn.linear_model import LogisticRegression
+
+        classes, codes = np.unique(self.y, return_inverse=True)
+        swept = self.solved.get(C)
+        same_classes = swept is not None and swept.coef.shape[0] == (1 if len(classes) == 2 else len(classes))
+        start = (swept.coef, swept.intercept) if swept is not None and same_classes else None
+        (fit,) = logistic_path(self.X, codes, len(classes), [C], max_iter=self.max_iter, start=start, basis=self.basis)
+        model = LogisticRegression(C=C, max_iter=self.max_iter, tol=tol)
+        model.classes_, model.coef_, model.intercept_ = classes, fit.coef, fit.intercept
+        model.n_features_in_, model.n_iter_ = self.X.shape[1], np.array([fit.n_iter], dtype=np.int32)
+        return model
+
+
+def _predict(fit: PathFit, classes: np.ndarray, X: np.ndarray) -> np.ndarray:
+    scores = X @ fit.coef.T + fit.intercept
+    return classes[(scores[:, 0] > 0).astype(int)] if fit.coef.shape[0] == 1 else classes[scores.argmax(axis=1)]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
 
@@ -48,7 +47,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.logistic_path import SOLVERS, PathFit, RowBasis, logistic_path
+from cnnfeat.logistic_path import SOLVERS, PathSweep, Scorer
 
 __all__ = ["KORNBLITH_PENALTIES", "KNNProbe", "SweptLinearClassifier", "choose_c", "make_probe", "mean_per_class_accuracy"]
 
@@ -59,9 +58,6 @@ KORNBLITH_PENALTIES = np.array([10.0 ** float(e) for e in np.linspace(-6, 5, 45)
 
 #: fit in the span of the rows when the features are at least this many times wider than the rows
 _SPAN_RATIO = 4
-#: the sweep's bound on each solution's relative gap to its optimum (it scores validation accuracy; the
-#: returned weights are solved to :data:`cnnfeat.logistic_path.GAP_TOL`)
-_SWEEP_GAP = 1e-6
 
 
 def make_probe(kind: str = "logreg", C: float = 1.0, *, max_iter: int = 1000, tol: float = 1e-4, warm_start: bool = False) -> Any:
@@ -212,7 +208,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
             warnings.simplefilter("ignore", ConvergenceWarning)
             return estimator.fit(X, y)
 
-    def _sklearn_scorer(self, Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray) -> _Scorer:
+    def _sklearn_scorer(self, Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray) -> Scorer:
         """Validation accuracy of each C by scikit-learn's solvers, from strong to weak regularisation."""
         Xfit, yfit, basis = self._training_set(Xtr, ytr)
         if basis is not None:
@@ -232,7 +228,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
 
         return score
 
-    def _choose(self, X: np.ndarray, y: np.ndarray, path: _PathSolutions | None) -> tuple[float, dict[float, float]]:
+    def _choose(self, X: np.ndarray, y: np.ndarray, path: PathSweep | None) -> tuple[float, dict[float, float]]:
         if self.search == "fixed":
             return float(self.C), {}
         classes, counts = np.unique(y, return_counts=True)
@@ -267,7 +263,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         started = time.perf_counter()
-        path = _PathSolutions(*self._dropped(X, y), max_iter=self.max_iter) if self._uses_path() else None
+        path = PathSweep(*self._dropped(X, y), max_iter=self.max_iter) if self._uses_path() else None
         self.C_, self.val_scores_ = self._choose(X, y, path)
         self.search_seconds_ = time.perf_counter() - started
         self.penalty_ = 1.0 / self.C_
@@ -319,55 +315,6 @@ def choose_c(scores: dict[float, float]) -> float:
         centre = np.sqrt(tried[0] * tried[-1])
         return min(tried, key=lambda C: round(abs(np.log10(C / centre)), 9))  # rounded: the smaller of two equals
     return min(C for C, s in scores.items() if s == top)
-
-
-_Scorer = Callable[[list[float]], dict[float, float]]
-
-
-class _PathSolutions:
-    """:func:`~cnnfeat.logistic_path.logistic_path` for a probe: the sweep's validation scores, then the final fit.
-
-    One basis of all the training rows serves the sweep (a subset of them) and the final fit, and the
-    final fit starts from the sweep's solution at the chosen C.
-    """
-
-    def __init__(self, X: np.ndarray, y: np.ndarray, *, max_iter: int) -> None:
-        self.X, self.y, self.max_iter = X, y, max_iter
-        self.basis = RowBasis(X)
-        self.solved: dict[float, PathFit] = {}
-
-    def scorer(self, Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray) -> _Scorer:
-        classes, codes = np.unique(ytr, return_inverse=True)
-
-        def score(Cs: list[float]) -> dict[float, float]:
-            new = sorted(C for C in Cs if C not in self.solved)
-            if new:
-                smaller = [C for C in self.solved if new[0] > C]
-                start = (self.solved[max(smaller)].coef, self.solved[max(smaller)].intercept) if smaller else None
-                fits = logistic_path(
-                    Xtr, codes, len(classes), new, gap_tol=_SWEEP_GAP, max_iter=self.max_iter, start=start, basis=self.basis
-                )
-                self.solved.update(zip(new, fits))
-            return {float(C): float((_predict(self.solved[C], classes, Xva) == yva).mean()) for C in Cs}
-
-        return score
-
-    def final(self, C: float, tol: float) -> LogisticRegression:
-        """scikit-learn's ``LogisticRegression`` at ``C`` on all the rows, its weights solved on the path."""
-        classes, codes = np.unique(self.y, return_inverse=True)
-        swept = self.solved.get(C)
-        same_classes = swept is not None and swept.coef.shape[0] == (1 if len(classes) == 2 else len(classes))
-        start = (swept.coef, swept.intercept) if swept is not None and same_classes else None
-        (fit,) = logistic_path(self.X, codes, len(classes), [C], max_iter=self.max_iter, start=start, basis=self.basis)
-        model = LogisticRegression(C=C, max_iter=self.max_iter, tol=tol)
-        model.classes_, model.coef_, model.intercept_ = classes, fit.coef, fit.intercept
-        model.n_features_in_, model.n_iter_ = self.X.shape[1], np.array([fit.n_iter], dtype=np.int32)
-        return model
-
-
-def _predict(fit: PathFit, classes: np.ndarray, X: np.ndarray) -> np.ndarray:
-    scores = X @ fit.coef.T + fit.intercept
-    return classes[(scores[:, 0] > 0).astype(int)] if fit.coef.shape[0] == 1 else classes[scores.argmax(axis=1)]
 
 
 class KNNProbe(ClassifierMixin, BaseEstimator):
