@@ -64,8 +64,6 @@ _FLUSH = float(np.finfo(np.float32).tiny)
 _MEMORY = 10
 #: the certificate's scale is at least this fraction of G
 _SCALE_FLOOR = 1e-12
-#: the start of each C extrapolates through this many previous solutions (a higher order overshoots)
-_PREDICTOR_POINTS = 2
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,8 @@ class RowBasis:
     """
 
     def __init__(self, X: np.ndarray) -> None:
-        Xc = np.asarray(X, dtype=np.float64) - np.asarray(X, dtype=np.float64).mean(axis=0)
+        X = np.asarray(X, dtype=np.float64)
+        Xc = X - X.mean(axis=0)
         n, d = Xc.shape
         if n >= d:
             energies, V = np.linalg.eigh(Xc.T @ Xc)
@@ -121,10 +120,8 @@ class _Rotated:
 class _Problem:
     """``G`` and its gradient at one C, on the rotated rows; products in float32, sums in float64."""
 
-    def __init__(self, rows: _Rotated, codes: np.ndarray, n_classes: int, C: float) -> None:
-        self.rows, self.codes, self.C = rows, codes, C
-        self.Y = np.zeros((len(codes), n_classes))
-        self.Y[np.arange(len(codes)), codes] = 1.0
+    def __init__(self, rows: _Rotated, codes: np.ndarray, Y: np.ndarray, C: float) -> None:
+        self.rows, self.codes, self.Y, self.C = rows, codes, Y, C  # Y: the codes one-hot, shared by every C
 
     def product(self, A: np.ndarray, exact: bool) -> np.ndarray:
         if exact:
@@ -226,17 +223,13 @@ def _two_loop(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray, float]], 
     return q
 
 
-def _extrapolate(points: list[tuple[float, np.ndarray, np.ndarray]], at: float) -> tuple[np.ndarray, np.ndarray]:
-    """The Lagrange polynomial through ``(log C, A, b)`` points, evaluated at ``log C = at``."""
-    A, b = np.zeros_like(points[0][1]), np.zeros_like(points[0][2])
-    for i, (li, Ai, bi) in enumerate(points):
-        weight = 1.0
-        for j, (lj, _, _) in enumerate(points):
-            if j != i:
-                weight *= (at - lj) / (li - lj)
-        A += weight * Ai
-        b += weight * bi
-    return A, b
+def _extrapolate(
+    before: tuple[float, np.ndarray, np.ndarray], last: tuple[float, np.ndarray, np.ndarray], at: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The line through two ``(log C, A, b)`` solutions, at ``log C = at`` (a higher order overshoots)."""
+    (l0, A0, b0), (l1, A1, b1) = before, last
+    w0, w1 = (at - l1) / (l0 - l1), (at - l0) / (l1 - l0)
+    return w0 * A0 + w1 * A1, w0 * b0 + w1 * b1
 
 
 def logistic_path(
@@ -276,6 +269,8 @@ def logistic_path(
     binary = n_classes == 2
     K = 2 if binary else n_classes
     r = rows.Z.shape[1]
+    Y = np.zeros((len(codes), K))
+    Y[np.arange(len(codes)), codes] = 1.0
     solved: list[tuple[float, np.ndarray, np.ndarray]] = []  # (log C, A, b) in increasing C
     if start is not None:
         coef, intercept = start
@@ -287,11 +282,13 @@ def logistic_path(
     fits: dict[float, PathFit] = {}
     for C in sorted({float(C) for C in Cs}):
         C_model = C / 2 if binary else C
-        if solved:  # extrapolated in log C through the previous solutions (a polynomial through up to three)
-            A, b = _extrapolate(solved[-_PREDICTOR_POINTS:], float(np.log(C)))
+        if len(solved) >= 2:  # on the line in log C through the two previous solutions
+            A, b = _extrapolate(solved[-2], solved[-1], float(np.log(C)))
+        elif solved:
+            A, b = solved[-1][1], solved[-1][2]
         else:
             A, b = A0, b0
-        problem = _Problem(rows, codes, K, C_model)
+        problem = _Problem(rows, codes, Y, C_model)
         A, b, n_iter, bound, objective = _lbfgs(problem, A.copy(), b.copy(), gap_tol, max_iter)
         solved.append((float(np.log(C)), A, b))
         coef, intercept = rows.unrotate(A, b)
