@@ -301,12 +301,13 @@ def logistic_path(
 class PathSweep:
     """:func:`logistic_path` for a probe: the sweep's validation scores of each C, then the final fit.
 
-    One basis of all the training rows serves the sweep (a subset of them) and the final fit, and the
-    final fit starts from the sweep's solution at the chosen C.
+    One basis of all the training rows serves the final fit and, when its rows are a subset of them
+    (``shared_basis``; not so for dropout's masked copies), the sweep; the final fit starts from the
+    sweep's solution at the chosen C.
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, *, max_iter: int) -> None:
-        self.X, self.y, self.max_iter = X, y, max_iter
+    def __init__(self, X: np.ndarray, y: np.ndarray, *, max_iter: int, shared_basis: bool = True) -> None:
+        self.X, self.y, self.max_iter, self.shared_basis = X, y, max_iter, shared_basis
         self.basis = RowBasis(X)
         self.solved: dict[float, PathFit] = {}
 
@@ -318,8 +319,9 @@ class PathSweep:
             if new:
                 smaller = [C for C in self.solved if new[0] > C]
                 start = (self.solved[max(smaller)].coef, self.solved[max(smaller)].intercept) if smaller else None
+                basis = self.basis if self.shared_basis else None  # None: the span of the sweep's own rows
                 fits = logistic_path(
-                    Xtr, codes, len(classes), new, gap_tol=_SWEEP_GAP, max_iter=self.max_iter, start=start, basis=self.basis
+                    Xtr, codes, len(classes), new, gap_tol=_SWEEP_GAP, max_iter=self.max_iter, start=start, basis=basis
                 )
                 self.solved.update(zip(new, fits))
             return {float(C): float((_predict(self.solved[C], classes, Xva) == yva).mean()) for C in Cs}

@@ -263,7 +263,9 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         started = time.perf_counter()
-        path = PathSweep(*self._dropped(X, y), max_iter=self.max_iter) if self._uses_path() else None
+        path = None
+        if self._uses_path():  # dropout masks the sweep's rows anew: they are not copies of the final rows
+            path = PathSweep(*self._dropped(X, y), max_iter=self.max_iter, shared_basis=self.dropout == 0)
         self.C_, self.val_scores_ = self._choose(X, y, path)
         self.search_seconds_ = time.perf_counter() - started
         self.penalty_ = 1.0 / self.C_

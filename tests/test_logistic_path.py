@@ -144,3 +144,21 @@ def test_records_made_before_the_solver_field_keep_their_keys() -> None:
     spec = RunSpec(**{f.name: record[f.name] for f in fields(RunSpec) if f.name in record}, solver=LEGACY_SOLVER)
     assert spec.key() == record["key"]
     assert RunSpec(**{**spec.__dict__, "solver": "path"}).key() != record["key"]
+
+
+def test_a_dropout_sweep_on_wide_rows_is_solved_in_its_own_rows_span() -> None:
+    """Dropout's masked copies of the sweep's rows are not copies of the final rows: the sweep needs its own span."""
+    from sklearn.model_selection import train_test_split
+
+    from cnnfeat.probes import _dropout_copies
+
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(60, 400)), np.repeat(np.arange(3), 20)
+    X[:, :3] += 2 * np.eye(3)[y]
+    penalties = [1e-2, 1.0, 1e2]
+    probe = SweptLinearClassifier(penalties=penalties, dropout=0.5, dropout_copies=3).fit(X, y)
+    Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    Xd, yd = _dropout_copies(Xtr, ytr, 0.5, 3, 0)
+    fits = logistic_path(Xd, yd, 3, [1 / p for p in penalties], gap_tol=1e-6)
+    alone = {f.C: float(((Xva @ f.coef.T + f.intercept).argmax(axis=1) == yva).mean()) for f in fits}
+    assert probe.val_scores_ == pytest.approx(alone)
