@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GAP_TOL", "SOLVERS", "PathFit", "PathSweep", "RowBasis", "Scorer", "logistic_path"]
+__all__ = ["GAP_TOL", "SOLVERS", "PathFit", "PathSweep", "RowBasis", "Scorer", "logistic_path", "scatter_basis"]
 
 #: the logistic probes' solvers: this module's, and scikit-learn's L-BFGS (one fit per C at its ``tol``)
 SOLVERS = ("path", "lbfgs")
@@ -78,6 +78,13 @@ class PathFit:
     objective: float  # G at the solution
 
 
+def scatter_basis(scatter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The energies ``(r,)`` and eigenvectors ``(d, r)`` of a ``d x d`` scatter matrix, rounding noise left out."""
+    energies, V = np.linalg.eigh(scatter)
+    keep = energies > energies.max(initial=0.0) * _RANK_TOL
+    return energies[keep], V[:, keep]
+
+
 class RowBasis:
     """An orthonormal basis ``V (d, r)`` of the span of centred rows: the eigenvectors of their scatter.
 
@@ -90,8 +97,7 @@ class RowBasis:
         Xc = X - X.mean(axis=0)
         n, d = Xc.shape
         if n >= d:
-            energies, V = np.linalg.eigh(Xc.T @ Xc)
-            self.V = V[:, energies > energies.max(initial=0.0) * _RANK_TOL]
+            self.V = scatter_basis(Xc.T @ Xc)[1]
         else:  # wide: the n x n Gram matrix gives the span of the rows
             energies, U = np.linalg.eigh(Xc @ Xc.T)
             keep = energies > energies.max(initial=0.0) * _RANK_TOL

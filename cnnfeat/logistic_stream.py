@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnfeat.logistic_path import scatter_basis
+
 __all__ = ["Blocks", "StreamedFit", "store_blocks", "streamed_sweep"]
 
 #: ``blocks(epoch)``: the training rows as ``(X, codes)`` blocks, in a new random order for each epoch (rows are
@@ -106,9 +108,8 @@ def streamed_sweep(
     from cnnfeat.probes import choose_c  # the probes' rule for ties
 
     n, mean, scatter = _statistics(blocks)
-    energies, V = np.linalg.eigh(scatter)
-    keep = energies > energies.max(initial=0.0) * 1e-10
-    V, energies = V[:, keep].astype(np.float32), energies[keep]
+    energies, V = scatter_basis(scatter)
+    V = V.astype(np.float32)
     r, K, m = V.shape[1], n_classes, len(Cs)
     C = np.asarray(Cs, dtype=np.float64)
     # a bound on the mean loss' curvature along direction j (the softmax Hessian, diag(p) - p p^T, is at most
