@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run cnnfeat from a fresh clone, with nothing but Python >= 3.10.
 
-    python3 dev.py main    # create .venv, install, run the built-in benchmark (digits, offline)
+    python3 dev.py main    # create .venv, install, run the built-in benchmark (eurosat_mini, offline)
     python3 dev.py test    # create .venv, install, run ruff (lint and format check) and the whole test suite
     python3 dev.py test --fast    # the inner loop: the same without the tests marked slow
 
@@ -55,8 +55,8 @@ def main() -> int:
         if sys.argv[1] == "main":
             run(PYTHON, "-m", "cnnfeat.benchmark", *env_args)
         else:
-            run(PYTHON, "-m", "ruff", "check", "cnnfeat", "tests", "benchmarks", "dev.py")
-            run(PYTHON, "-m", "ruff", "format", "--check", "cnnfeat", "tests", "benchmarks", "dev.py")
+            run(PYTHON, "-m", "ruff", "check", "cnnfeat", "tests", "benchmarks", "docs/hooks.py", "dev.py")
+            run(PYTHON, "-m", "ruff", "format", "--check", "cnnfeat", "tests", "benchmarks", "docs/hooks.py", "dev.py")
             fast = "--fast" in env_args
             args = [a for a in env_args if a != "--fast"] + (["-m", "not slow"] if fast else [])
             run(PYTHON, "-m", "pytest", *args)

@@ -11,7 +11,7 @@ process, on an empty feature cache made for the purpose:
 
 Usage::
 
-    python benchmarks/rerun_speed.py                       # the README's main job (digits, 3 seeds)
+    python benchmarks/rerun_speed.py                       # the old built-in default (digits, 3 seeds)
     python benchmarks/rerun_speed.py -- --datasets scene15 --data-root ../shared/datasets --seeds 0
 """
 
@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
-        "benchmark_args", nargs="*", help="after --: arguments for cnnfeat.benchmark (default: --datasets digits)"
+        "benchmark_args", nargs="*", help="after --: arguments for cnnfeat.benchmark (default: digits, Lite0 and HOG)"
     )
     args = parser.parse_args(argv)
-    bench_args = args.benchmark_args or ["--datasets", "digits"]
+    bench_args = args.benchmark_args or ["--datasets", "digits", "--methods", "cnn:efficientnet_lite0/pool", "hog"]
     with tempfile.TemporaryDirectory(prefix="cnnfeat-rerun-") as tmp:
         base = [sys.executable, "-m", "cnnfeat.benchmark", *bench_args, "--cache", f"{tmp}/cache", "--no-progress"]
         seconds = {

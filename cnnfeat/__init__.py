@@ -36,6 +36,9 @@ _EXPORTS = {
     "RayEngine": "cnnfeat.engines",
     "FineTunedCNN": "cnnfeat.finetune",
     "CnnfeatError": "cnnfeat.exceptions",
+    "SweptLinearClassifier": "cnnfeat.probes",
+    "load_dataset": "cnnfeat.catalog",
+    "load_inputs": "cnnfeat.inputs",
 }
 
 __all__ = ["__version__", *_EXPORTS]

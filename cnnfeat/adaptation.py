@@ -126,6 +126,8 @@ class CORAL(_Adapted):
     regularization : float
         Added to both covariance diagonals (the paper's ``+ I``, i.e. 1).
 
+    Notes
+    -----
     CORAL works on two ``d x d`` covariances, so wide features (more than
     ``MAX_DIMENSIONS``) are refused rather than left running for hours: reduce them first
     (e.g. ``make_normalizer("pca", n_components=512)``).

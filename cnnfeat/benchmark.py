@@ -1,9 +1,10 @@
 """``python -m cnnfeat.benchmark``: methods x probes x datasets x protocols x seeds -> records, tables, figures.
 
-With no arguments it runs the built-in default offline: scikit-learn's digits
-(EfficientNet-Lite0 features and HOG, swept logistic regression, 3 splits),
-plus every catalog dataset present under ``--data-root`` / ``$CNNFEAT_DATA``
-when one is given. ``--data`` runs the same grid on your own images instead: a
+With no arguments it runs the built-in default offline on ``eurosat_mini``, 1,000
+satellite photos that ship with cnnfeat (EfficientNet-Lite0 features against HOG,
+a swept logistic regression, one cheap fine-tuning row, 30 training images per
+class, 3 splits), plus every catalog dataset present under ``--data-root`` /
+``$CNNFEAT_DATA`` when one is given. ``--data`` runs the same grid on your own images instead: a
 folder tree ``<class>/<file>``, a domain tree ``<domain>/<class>/<file>``, a split
 tree ``<train|val|test>/<class>/<file>`` or a CSV ``path,label[,split,domain]``.
 It prints the table and writes ``results/benchmark/``: ``records/*.json`` (one

@@ -8,17 +8,19 @@ splits are read from it. :func:`load_dataset` turns a dataset folder into a
 counts; :func:`verify_dataset` lists everything that does not match.
 
 The data root is ``data_root=``, else ``$CNNFEAT_DATA``, else
-``<cache>/data``; dataset ``name`` lives in ``<root>/<folder>``. The built-in
-``digits`` (scikit-learn's) is written once to ``<cache>/data/digits``.
+``<cache>/data``; dataset ``name`` lives in ``<root>/<folder>``. Two datasets
+are built in and need no data root: ``eurosat_mini`` (1,000 satellite photos,
+shipped inside the package with their MIT notice; the default benchmark's data)
+and ``digits`` (scikit-learn's, written once to ``<cache>/data/digits``).
 
 Examples
 --------
 >>> from cnnfeat.catalog import list_datasets, load_dataset
 >>> "scene15" in list_datasets()
 True
->>> ds = load_dataset("digits")  # doctest: +SKIP
->>> len(ds.manifest), len(ds.manifest.classes)  # doctest: +SKIP
-(1797, 10)
+>>> ds = load_dataset("eurosat_mini")
+>>> len(ds.manifest), len(ds.manifest.classes), ds.layout
+(1000, 10, 'built in')
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST_DIR = Path(__file__).parent / "data_manifests"
+#: the datasets that ship inside the package (catalog layout type ``package_folders``)
+BUILTIN_DATA = Path(__file__).parent / "builtin_data"
+BUILT_IN = "built in"
 
 
 @dataclass
@@ -154,7 +159,9 @@ def load_dataset(name: str, data_root: str | os.PathLike[str] | None = None, *, 
     if spec["layout"]["type"] == "sklearn_digits":  # built in: written to the cache, never into a user's data root
         root = cache_dir() / "data" / spec["folder"]
         _write_digits(root)
-        candidates = [("built in", root, spec["layout"])]
+        candidates = [(BUILT_IN, root, spec["layout"])]
+    elif spec["layout"]["type"] == "package_folders":
+        candidates = [(BUILT_IN, BUILTIN_DATA / spec["folder"], spec["layout"])]
     else:
         base = resolve_data_root(data_root)
         candidates = [(layout_name, base / folder, layout) for layout_name, folder, layout in layouts_of(spec)]
@@ -293,7 +300,7 @@ def check_dataset(dataset: Dataset, *, content: bool = False) -> list[str]:
     """What differs from the catalog in a loaded dataset (its counts; with ``content``, its digest)."""
     problems = list(dataset.problems)
     expected = dataset.spec.get("content_sha256")
-    if content and expected and dataset.layout == "official archive":
+    if content and expected and dataset.layout in ("official archive", BUILT_IN):
         found = content_digest(dataset.root)
         if found != expected:
             problems.append(f"content digest is {found}, expected {expected} (some file differs, is missing or is extra)")
@@ -472,6 +479,7 @@ def _split_files(root: Path, layout: dict[str, Any], manifest: Manifest, base: P
 _LOADERS: dict[str, Callable[[Path, dict[str, Any]], Loaded]] = {
     "class_folders": _class_folders,
     "sklearn_digits": _class_folders,
+    "package_folders": _class_folders,
     "domain_class_folders": _domain_class_folders,
     "indexed": _indexed,
     "id_lists": _id_lists,

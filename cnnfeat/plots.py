@@ -1,4 +1,5 @@
-"""Figures from run records (PNG, matplotlib's Agg backend): bar charts, few-shot curves, accuracy per layer, t-SNE.
+"""Figures from run records (PNG, matplotlib's Agg backend): bar charts, accuracy against cost, few-shot curves,
+accuracy per layer, t-SNE.
 
 Every function writes one file and returns its path.
 """
@@ -14,9 +15,9 @@ import numpy as np
 
 from cnnfeat.methods import Method
 from cnnfeat.protocols import Protocol
-from cnnfeat.tables import pivot
+from cnnfeat.tables import extraction_seconds_per_1k, pivot
 
-__all__ = ["bar_chart", "few_shot_curve", "layer_curve", "training_curves", "tsne_map"]
+__all__ = ["bar_chart", "cost_chart", "few_shot_curve", "layer_curve", "pareto_front", "run_cost", "training_curves", "tsne_map"]
 
 
 def _subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -46,6 +47,109 @@ def bar_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, ti
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def run_cost(record: dict[str, Any]) -> tuple[float, bool]:
+    """Seconds per 1,000 images of one run, and whether its feature extraction was measured in it.
+
+    The extraction's seconds per 1,000 images plus the probe's fit and prediction (a fine-tuned
+    classifier: its training) spread over the run's images. Where the features came from the
+    cache only the probe's part is known, and the flag is False.
+    """
+    images = sum(int(record.get(k) or 0) for k in ("n_train", "n_test", "n_unlabelled")) or 1
+    probe = 1000 * float(record.get("probe_seconds") or 0.0) / images
+    extraction = extraction_seconds_per_1k(record)
+    if record.get("probe") == "finetune":  # its maps are extracted inside its training, which probe_seconds holds
+        return probe, True
+    return probe + (extraction or 0.0), extraction is not None
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points ``(cost, accuracy)`` that no other point beats on both, cheapest first.
+
+    >>> pareto_front([(1.0, 50.0), (2.0, 80.0), (3.0, 70.0), (4.0, 85.0)])
+    [0, 1, 3]
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front: list[int] = []
+    for i in order:
+        if not front or points[i][1] > points[front[-1]][1]:
+            front.append(i)
+    return front
+
+
+def cost_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Accuracy against seconds per 1,000 images (log scale), one point per table row and column, the Pareto front drawn.
+
+    Error bars are the std over seeds, in both directions. Points are lettered, with the
+    rows' full names in the key; a hollow point's features came from the cache, so its
+    cost is the probe's alone.
+    """
+    table = pivot(records)
+    costs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    measured: dict[tuple[str, str], bool] = defaultdict(lambda: True)
+    for r in records:
+        if r.get("status") == "ok" and r["row"] in table.rows:
+            cell = (r["row"], Protocol.parse(r["protocol"]).column(r["dataset"]))
+            cost, known = run_cost(r)
+            costs[cell].append(cost)
+            measured[cell] = measured[cell] and known
+    cells = [
+        (row, col)
+        for row in table.rows
+        for col in table.columns
+        if table.mean_std(row, col) and np.mean(costs[(row, col)] or 0) > 0
+    ]
+    points = [(float(np.mean(costs[c])), table.mean_std(*c)[0]) for c in cells]  # type: ignore[index]
+    fig, ax = _subplots(figsize=(8.5, 4.6))
+    letters = {row: chr(ord("A") + i) if i < 26 else str(i) for i, row in enumerate(table.rows)}
+    colours = {row: f"C{i % 10}" for i, row in enumerate(table.rows)}
+    for cell, (cost, accuracy) in zip(cells, points):
+        row, column = cell
+        _, std, _ = table.mean_std(row, column)  # type: ignore[misc]
+        face = colours[row] if measured[cell] else "white"
+        ax.errorbar(
+            cost,
+            accuracy,
+            yerr=std,
+            xerr=float(np.std(costs[cell])),
+            fmt="o",
+            color=colours[row],
+            mfc=face,
+            capsize=2,
+            label=f"{letters[row]}: {row}" + ("" if measured[cell] else " (features cached)"),
+        )
+        suffix = f" {column}" if len(table.columns) > 1 else ""
+        ax.annotate(letters[row] + suffix, (cost, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    for column in table.columns:
+        mine = [i for i, c in enumerate(cells) if c[1] == column]
+        front = [mine[j] for j in pareto_front([points[i] for i in mine])]
+        if len(front) > 1:
+            ax.plot(
+                [points[i][0] for i in front],
+                [points[i][1] for i in front],
+                "--",
+                color="grey",
+                lw=1,
+                label="Pareto front" if column == table.columns[0] else None,
+            )
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if not cells:  # records without timings (e.g. written by hand)
+        ax.text(0.5, 0.5, "no timings in these records", ha="center", transform=ax.transAxes)
+        return _save(fig, path)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("seconds per 1,000 images: extraction + probe (log scale)")
+    ax.set_ylabel("accuracy (%), the protocol's metric")
+    ax.set_title(title)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
 
 

@@ -53,7 +53,7 @@ __all__ = ["KORNBLITH_PENALTIES", "KNNProbe", "SweptLinearClassifier", "choose_c
 
 #: Kornblith et al.'s 45 L2 penalties; C = 1 / penalty. Python's ``**`` (the C library's correctly
 #: rounded ``pow``), not ``np.logspace``: numpy's AVX-512 power differs in the last bit on 4 of the 45,
-#: and one bit off in C can move the chosen C, and with it test accuracy (measured in the README, Results).
+#: and one bit off in C can move the chosen C, and with it test accuracy (measured in docs/results.md).
 KORNBLITH_PENALTIES = np.array([10.0 ** float(e) for e in np.linspace(-6, 5, 45)])
 
 #: fit in the span of the rows when the features are at least this many times wider than the rows
@@ -302,7 +302,7 @@ def choose_c(scores: dict[float, float]) -> float:
     When every C scores the same, validation says nothing (one image per class: the held-out images'
     classes are absent from the rest), and the middle of the values tried, in decades, is taken: the
     smallest C would be the C -> 0 limit, whose weights are the class sums of the features (far worse
-    than the middle of the grid on 15-Scene at 1 shot; the README's few-shot section has the figures).
+    than the middle of the grid on 15-Scene at 1 shot; docs/results.md has the figures).
 
     Examples
     --------

@@ -1,6 +1,6 @@
 """A benchmark's output folder, made from its records: ``table.md``/``.csv``/``.json`` and the figures.
 
-Bar charts per dataset, the few-shot curve when three or more shot counts were run, the
+Bar charts and accuracy against cost per dataset, the few-shot curve when three or more shot counts were run, the
 training curves of fine-tuned runs per dataset, and,
 for a network probed at three or more taps, the accuracy per tap and t-SNE maps of its
 earliest and latest tap (those read the features back from the cache the runs filled).
@@ -101,6 +101,7 @@ def _tables_and_charts(records: list[dict[str, Any]], out: Path) -> str:
     for dataset in sorted({r["dataset"] for r in ok}):
         mine = [r for r in ok if r["dataset"] == dataset]
         plots.bar_chart(mine, out / f"bars_{dataset}.png", title=dataset)
+        plots.cost_chart(mine, out / f"cost_{dataset}.png", title=f"{dataset}: accuracy against cost")
     shots = {r["protocol"] for r in ok if Protocol.parse(r["protocol"]).shots is not None}
     if len(shots) >= 3:
         plots.few_shot_curve(ok, out / "few_shot.png", title="accuracy against training images per class")

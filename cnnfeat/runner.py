@@ -390,7 +390,7 @@ def _versions() -> dict[str, str]:
 def machine_description() -> str:
     """Architecture, cores, CPU model and BLAS kernels: what decides the last bits of a result.
 
-    Two CPUs that differ here can give tables that differ in the last printed digit (see README).
+    Two CPUs that differ here can give tables that differ in the last printed digit (see docs/results.md).
     """
     from threadpoolctl import threadpool_info
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LITE0", "LITE0_TAPS", "RECIPES", "SUITES"]
+__all__ = ["FINETUNE_QUICK", "LITE0", "LITE0_TAPS", "RECIPES", "SUITES"]
 
 LITE0 = "cnn:efficientnet_lite0/pool"
+#: a cheap fine-tuning row for the default grid: the last block and a new head, trained on the cached maps of the
+#: frozen front (10 head epochs, then 5 with the block unfrozen)
+FINETUNE_QUICK = "finetune:efficientnet_lite0/top1?epochs=10&fine_tune_epochs=5"
 #: the end of each stage of EfficientNet-Lite0, early to late, for the accuracy-per-layer curve
 LITE0_TAPS = ["stem_activation", "block1a_project_bn", "block2b_add", "block3b_add", "block4c_add"]
 LITE0_TAPS += ["block5c_add", "block6d_add", "block7a_project_bn", "pool"]
@@ -22,14 +25,22 @@ RECIPES = [
     f"{_LITE0_TWO_TAPS}@center+flip+{_LITE2_TWO_TAPS}@center+flip",
 ]
 SUITES: dict[str, dict[str, Any]] = {
+    # the three questions on the built-in satellite photos: how far (the CNN against HOG), how fast (the cost
+    # columns), and would fine-tuning do better
     "default": {
-        "datasets": ["digits"],
-        "methods": [LITE0, "hog"],
+        "datasets": ["eurosat_mini"],
+        "methods": [LITE0, "hog", FINETUNE_QUICK],
         "probes": ["logreg"],
         "protocols": ["default"],
         "seeds": [0, 1, 2],
     },
-    "quick": {"datasets": ["digits"], "methods": [LITE0, "hog"], "probes": ["logreg"], "protocols": ["default"], "seeds": [0]},
+    "quick": {
+        "datasets": ["eurosat_mini"],
+        "methods": [LITE0, "hog"],
+        "probes": ["logreg"],
+        "protocols": ["default"],
+        "seeds": [0],
+    },
     "layers": {
         "datasets": ["scene15"],
         "methods": [f"cnn:efficientnet_lite0/{tap}" for tap in LITE0_TAPS],

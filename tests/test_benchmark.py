@@ -167,16 +167,31 @@ def test_table_rows_keep_a_networks_taps_in_extraction_order(tmp_path: Path) -> 
     assert pivot(load_records(tmp_path)).rows == ["cnn:alexnet/fc7", *(f"cnn:net/{t}" for t in taps), "hog"]
 
 
+def test_a_runs_cost_is_its_extraction_plus_its_probe_per_thousand_images() -> None:
+    from cnnfeat.plots import run_cost
+
+    computed = {"n_computed": 500, "n_cached": 0, "seconds": 4.0}  # 8 s per 1,000 images
+    record = {"n_train": 100, "n_test": 300, "probe_seconds": 2.0, "probe": "logreg", "features": computed}
+    assert run_cost(record) == (8.0 + 5.0, True)
+    assert run_cost({**record, "features": {**computed, "n_cached": 10}}) == (5.0, False)  # cached: the probe only
+    two = {"parts": [computed, {"n_computed": 500, "n_cached": 0, "seconds": 1.0}]}  # two networks: both extractions
+    assert run_cost({**record, "features": two}) == (8.0 + 2.0 + 5.0, True)
+    finetuned = {"n_train": 100, "n_test": 300, "probe_seconds": 40.0, "probe": "finetune", "features": {"classifier": {}}}
+    assert run_cost(finetuned) == (100.0, True)  # its training (maps included) is the whole cost
+
+
 def test_plots_write_png_files(tmp_path: Path) -> None:
     from cnnfeat import plots
 
     records = [
         {"status": "ok", "row": f"m{m}", "column": "d", "dataset": "d", "protocol": f"n_per_class:{k}", "seed": s,
-         "method": f"cnn:net/tap{m}", "probe": "logreg", "accuracy": 0.5, "mean_per_class_accuracy": 0.3 + 0.1 * m + 0.01 * k}
+         "method": f"cnn:net/tap{m}", "probe": "logreg", "accuracy": 0.5, "mean_per_class_accuracy": 0.3 + 0.1 * m + 0.01 * k,
+         "n_train": 10 * k, "n_test": 50, "probe_seconds": 0.1 * (m + 1)}
         for m in range(3) for k in (1, 5, 10) for s in (0, 1)
     ]  # fmt: skip
     paths = [
         plots.bar_chart(records, tmp_path / "bars.png"),
+        plots.cost_chart(records, tmp_path / "cost.png"),
         plots.few_shot_curve(records, tmp_path / "shots.png"),
         plots.layer_curve(records, tmp_path / "layers.png", taps=["tap0", "tap1", "tap2"]),
         plots.tsne_map({"a": np.random.default_rng(0).random((60, 8))}, np.arange(60) % 3, tmp_path / "tsne.png"),
@@ -186,16 +201,19 @@ def test_plots_write_png_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_default_runs_digits_offline_and_rebuilds_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_default_runs_the_built_in_photos_offline_and_rebuilds_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cnnfeat.benchmark import main
 
     out = tmp_path / "results"
     args = ["--methods", TINY, "--seeds", "0", "--out", str(out), "--no-progress", "--cache", str(tmp_path / "c")]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "| method | digits (30/class) |" in printed and "cnn:tiny_test/pool" in printed
-    assert (out / "table.md").read_text().startswith("| method | digits (30/class) |")
-    assert (out / "bars_digits.png").is_file() and len(list((out / "records").glob("*.json"))) == 1
+    assert "| method | eurosat_mini (30/class) |" in printed and "cnn:tiny_test/pool" in printed
+    assert (out / "table.md").read_text().startswith("| method | eurosat_mini (30/class) |")
+    assert (out / "bars_eurosat_mini.png").is_file() and len(list((out / "records").glob("*.json"))) == 1
+    assert (out / "cost_eurosat_mini.png").stat().st_size > 2000
     (out / "table.md").unlink()
     assert main(["--tables-only", "--out", str(out)]) == 0 and (out / "table.md").is_file()
     assert main(["--datasets", "digits", "--probes", "ridge", "--out", str(out)]) == 2
@@ -221,8 +239,8 @@ def test_cli_draws_accuracy_per_layer_and_tsne_when_a_network_is_probed_at_sever
     methods = [TINY.replace("/pool?", f"/{tap}?") for tap in taps]
     out = tmp_path / "results"
     assert main(["--methods", *methods, "--seeds", "0", "--out", str(out), "--no-progress", "--cache", str(tmp_path / "c")]) == 0
-    assert (out / "layers_digits_tiny_test.png").stat().st_size > 2000
-    assert (out / "tsne_digits_tiny_test.png").stat().st_size > 2000
+    assert (out / "layers_eurosat_mini_tiny_test.png").stat().st_size > 2000
+    assert (out / "tsne_eurosat_mini_tiny_test.png").stat().st_size > 2000
 
 
 def test_several_taps_of_one_network_are_one_method_and_knn_is_a_probe(office_root: Path, tmp_path: Path) -> None:

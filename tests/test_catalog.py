@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ ALL = [
     "caltech101",
     "cub200",
     "digits",
+    "eurosat_mini",
     "flowers102",
     "flowers17",
     "mit67",
@@ -257,6 +259,19 @@ def test_digits_are_written_once_as_images_and_verify(tmp_path: Path) -> None:
     stamp = Path(ds.manifest.paths[0]).stat().st_mtime_ns
     load_dataset("digits", tmp_path)
     assert Path(ds.manifest.paths[0]).stat().st_mtime_ns == stamp
+
+
+def test_eurosat_mini_ships_inside_the_package_with_its_licence_and_verifies(tmp_path: Path) -> None:
+    ds = load_dataset("eurosat_mini", tmp_path)  # no data root needed: it is package data
+    assert ds.layout == "built in" and not (tmp_path / "eurosat_mini").exists()
+    assert len(ds.manifest) == 1000 and sorted(ds.manifest.classes)[:2] == ["AnnualCrop", "Forest"]
+    assert all(n == 100 for n in np.unique(ds.manifest.labels, return_counts=True)[1])
+    assert "MIT License" in (ds.root / "LICENSE").read_text() and "Helber" in (ds.root / "README.md").read_text()
+    assert verify_dataset("eurosat_mini", tmp_path, content=True) == []
+    jpgs = sorted(p.relative_to(ds.root).as_posix() for p in ds.root.rglob("*.jpg"))
+    listing = "".join(f"{hashlib.sha256((ds.root / p).read_bytes()).hexdigest()}  ./{p}\n" for p in jpgs)
+    # the digest of the EuroSAT files that the shared copy's README publishes: the images are the release's bytes
+    assert hashlib.sha256(listing.encode()).hexdigest() == "4ec3a304404778b864cbf660d2eb285b0f28f8639c780f61b3257b5a49e2f7a6"
 
 
 def test_content_digest_equals_the_documented_shell_pipeline(tmp_path: Path) -> None:

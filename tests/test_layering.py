@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnfeat"
 
-#: bottom to top; README's "Layout" section describes the same rooms
+#: bottom to top; docs/architecture.md describes the same rooms
 LAYERS: list[set[str]] = [
     {"exceptions", "config"},
     {"weights", "backbones", "images", "store", "inputs", "download", "catalog"},
@@ -28,7 +28,7 @@ def _rank(room: str) -> int:
     for rank, rooms in enumerate(LAYERS):
         if room in rooms:
             return rank
-    raise AssertionError(f"room {room!r} is in no layer: add it to LAYERS (and to the README's Layout)")
+    raise AssertionError(f"room {room!r} is in no layer: add it to LAYERS (and to docs/architecture.md)")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

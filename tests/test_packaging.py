@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +37,9 @@ def test_the_wheel_installed_in_a_fresh_environment_has_the_catalog_and_works(tm
     manifests = sorted(Path(n).stem for n in names if n.startswith("cnnfeat/data_manifests/") and n.endswith(".json"))
     assert manifests == sorted(p.stem for p in (ROOT / "cnnfeat" / "data_manifests").glob("*.json"))
     assert not any(n.startswith("tests/") for n in names)
+    builtin = "cnnfeat/builtin_data/eurosat_mini/"
+    assert sum(n.startswith(builtin) and n.endswith(".jpg") for n in names) == 1000
+    assert {builtin + "LICENSE", builtin + "README.md"} <= set(names)
 
     # a fresh environment; its dependencies come from this one's site-packages, but not this checkout's cnnfeat
     env_dir = tmp_path / "env"
@@ -51,7 +55,7 @@ def test_the_wheel_installed_in_a_fresh_environment_has_the_catalog_and_works(tm
 
     cnnfeat = env_dir / "bin" / "cnnfeat"
     listing = _sh(cnnfeat, "data", "list", cwd=tmp_path, env=env)
-    assert {line.split()[0] for line in listing.splitlines()[1:12]} == set(manifests)
+    assert {line.split()[0] for line in listing.splitlines()[1 : 1 + len(manifests)]} == set(manifests)
 
     store = tmp_path / "samples.h5"
     _sh(cnnfeat, "extract", "--samples", "--output", store, "--no-progress", cwd=tmp_path, env=env)
@@ -79,3 +83,18 @@ def test_the_wheel_installed_in_a_fresh_environment_has_the_catalog_and_works(tm
     table = (out / "table.md").read_text()
     assert "mine (5-fold)" in table and "efficientnet_lite0/pool" in table and "hog" in table
     assert (out / "bars_mine.png").stat().st_size > 1000
+
+    # the built-in default, offline, from another folder: the CNN's features far ahead of HOG on the satellite photos
+    offline = {
+        **env,
+        "HF_HUB_OFFLINE": "1",
+        "NO_PROXY": "*",
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
+    _sh(cnnfeat, "benchmark", "--no-progress", cwd=tmp_path, env=offline)
+    scores = json.loads((tmp_path / "results" / "benchmark" / "table.json").read_text())
+    mean = {cell["method"]: sum(cell["values"]) / len(cell["values"]) for cell in scores["cells"]}
+    assert mean["cnn:efficientnet_lite0/pool + logreg"] - mean["hog + chi2 + logreg"] >= 20, mean
+    assert any(m.startswith("finetune:") for m in mean)
+    assert (tmp_path / "results" / "benchmark" / "cost_eurosat_mini.png").stat().st_size > 2000
