@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -168,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnfeatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`cnnfeat info f.h5 | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the final flush is quiet too
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -54,6 +54,9 @@ def setup(verbose: bool = False) -> None:
     ``TF_CPP_MIN_LOG_LEVEL=3`` only where the user has not set it, and filters descriptor
     2 (once per process) so that the native lines that setting does not reach are dropped.
     """
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if verbose:
         return

@@ -30,6 +30,7 @@ from cnnfeat.store.schema import (
     config_diff,
     create_datasets,
     fingerprint_of,
+    storable_texts,
     strings_digest,
     text,
     write_attrs,
@@ -435,7 +436,7 @@ class FeatureStore:
                     for name in ("keys", "paths"):
                         f[name].resize((end,))
                     f["keys"][start:end] = np.array([k.encode() for k in new_keys], dtype="S64")
-                    f["paths"][start:end] = [self._pending_paths[k] for k in new_keys]
+                    f["paths"][start:end] = storable_texts(self._pending_paths[k] for k in new_keys)
                     f["paths"].attrs["sha256"] = strings_digest(f["paths"][:end])
                 chunk = 8192
                 for c in range(0, len(new_keys), chunk):

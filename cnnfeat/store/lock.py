@@ -45,23 +45,42 @@ class StoreLock:
         return True
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # The holder unlinks the file on release, so the inode we lock may no longer be the one at the path (we
+        # opened it before the unlink): holding it would let a second writer lock the new file at the same time.
+        # Lock, then check the path still names our inode; if not, let go and try the new file.
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not self._try_lock(fd):
+                    raise StoreLockedError(
+                        f"feature store is being written by another process: lock {self.path} is held "
+                        f"({self._holder(fd)}). Wait for it to finish or write to another --output."
+                    )
+                if not self._still_named(fd):
+                    os.close(fd)
+                    continue
+                previous = self._holder(fd)
+                if previous != "holder unknown":
+                    logger.info("took over lock %s left by a process that has ended (%s)", self.path, previous)
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+            self._fd = fd
+            return
+        raise StoreLockedError(f"feature store lock {self.path} kept changing under us; another process is writing")
+
+    def _still_named(self, fd: int) -> bool:
+        """Whether ``self.path`` still names the file ``fd`` has open (not unlinked or replaced since we opened it)."""
         try:
-            if not self._try_lock(fd):
-                raise StoreLockedError(
-                    f"feature store is being written by another process: lock {self.path} is held "
-                    f"({self._holder(fd)}). Wait for it to finish or write to another --output."
-                )
-            previous = self._holder(fd)
-            if previous != "holder unknown":
-                logger.info("took over lock %s left by a process that has ended (%s)", self.path, previous)
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -77,7 +96,7 @@ class StoreLock:
             return
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
+        with contextlib.suppress(OSError):  # unlinked while still held: whoever locks this inode next sees it is gone
+            self.path.unlink()
         os.close(self._fd)  # closing the descriptor drops the flock
         self._fd = None
-        with contextlib.suppress(OSError):
-            self.path.unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -61,12 +62,26 @@ def write_index(group: Any, rows: np.ndarray, columns: Mapping[str, Sequence[str
             group.create_dataset(name, data=np.asarray(column, dtype="S64"), chunks=True if len(column) else None,
                                  fletcher32=bool(len(column)))  # fmt: skip
         else:
-            ds = group.create_dataset(name, data=list(column), dtype=h5py.string_dtype())
+            ds = group.create_dataset(name, data=storable_texts(column), dtype=h5py.string_dtype())
             ds.attrs["sha256"] = strings_digest(ds[:])
 
 
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def storable_texts(values: Iterable[Any]) -> list[str]:
+    """Strings HDF5 can hold as UTF-8: a file name's bytes that are not UTF-8 become ``\\xNN`` escapes.
+
+    Python keeps such bytes as lone surrogates (``os.fsdecode``), which UTF-8 cannot encode.
+    The path columns are a record of the inputs (rows are keyed by content), so an escaped
+    name is kept readable rather than refused.
+
+    >>> import os
+    >>> storable_texts([os.fsdecode(b"caf\\xe9.jpg"), "ok.jpg"])
+    ['caf\\\\xe9.jpg', 'ok.jpg']
+    """
+    return [os.fsencode(v).decode("utf-8", "backslashreplace") if isinstance(v, str) else text(v) for v in values]
 
 
 def strings_digest(values: Iterable[Any]) -> str:
