@@ -15,7 +15,9 @@ from tests.support import make_image
 TINY = ["--backbone", "tiny_test", "--weights", "none", "--batch-size", "4", "--no-progress"]
 
 
-def _cnnfeat(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def _cnnfeat(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """The command in a child process, with a UTF-8 locale's strict stdout, as a user's terminal has it."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}
     command = [sys.executable, "-m", "cnnfeat", *map(str, args)]
