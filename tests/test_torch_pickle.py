@@ -95,3 +95,63 @@ def test_zip_layout_is_read(tmp_path: Path) -> None:
     state = load_state_dict(ckpt)
     np.testing.assert_array_equal(state["w"], values.reshape(4, 3).T)
     del Storage, Rebuild
+
+
+def _int(n: int) -> bytes:
+    return b"J" + struct.pack("<i", n)  # BININT: any signed 32-bit value, as a crafted file may hold
+
+
+def _checkpoint(path: Path, values: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> Path:
+    """A zip checkpoint holding one tensor ``w`` whose offset, size and stride are whatever the caller says."""
+    tuple_of = lambda ns: b"(" + b"".join(_int(n) for n in ns) + b"t"  # noqa: E731
+    pickled = (
+        b"\x80\x02ccollections\nOrderedDict\n)R(X" + struct.pack("<I", 1) + b"w"
+        + b"ctorch._utils\n_rebuild_tensor_v2\n("
+        + b"(X" + struct.pack("<I", 7) + b"storage" + b"ctorch\nFloatStorage\n"
+        + b"X" + struct.pack("<I", 1) + b"0" + b"X" + struct.pack("<I", 3) + b"cpu" + _int(values.size) + b"tQ"
+        + _int(offset) + tuple_of(size) + tuple_of(stride)
+        + b"\x89ccollections\nOrderedDict\n)RtRu."
+    )  # fmt: skip
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickled)
+        z.writestr("archive/data/0", values.astype(np.float32).tobytes())
+    return path
+
+
+def test_a_view_outside_its_storage_is_refused_before_any_read(tmp_path: Path) -> None:
+    # issue 27, finding 3: negative strides passed the bounds check, and the view read memory before the buffer
+    # (size 4,000,000 segfaulted; size 256 returned 255 floats of process memory)
+    one = np.ones(1, np.float32)
+    for size, stride, offset in [((4_000_000,), (-1,), 0), ((256,), (-1,), 0), ((4,), (1,), -2), ((3, 2), (2,), 0)]:
+        with pytest.raises(WeightsError, match=r"bad\.pt.*(overruns|not a valid view)"):
+            load_state_dict(_checkpoint(tmp_path / "bad.pt", one, offset, size, stride))
+    with pytest.raises(WeightsError, match="overruns"):  # overlapping strides: 10^9 elements from 4 floats
+        load_state_dict(_checkpoint(tmp_path / "bad.pt", np.ones(4, np.float32), 0, (1000, 1000, 1000), (0, 0, 1)))
+    good = load_state_dict(_checkpoint(tmp_path / "good.pt", np.arange(6), 0, (2, 3), (3, 1)))
+    np.testing.assert_array_equal(good["w"], np.arange(6).reshape(2, 3))
+
+
+def test_a_state_dict_that_contains_itself_is_a_clear_error(tmp_path: Path) -> None:
+    looped: dict = {}
+    looped["self"] = looped
+    path = tmp_path / "loop.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(looped, 2))
+    with pytest.raises(WeightsError, match=r"loop\.pt.*contains itself"):
+        load_state_dict(path)
+
+
+def test_a_storage_length_the_file_cannot_back_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # the legacy layout: three header pickles, the state, the storage keys, then each storage's count (int64) and bytes
+    header = pickle.dumps(LEGACY_MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps({"little_endian": True}, 2)
+    state = b"\x80\x02}X" + struct.pack("<I", 1) + b"w" + b"ctorch._utils\n_rebuild_tensor_v2\n("
+    state += b"(X" + struct.pack("<I", 7) + b"storage" + b"ctorch\nFloatStorage\nX" + struct.pack("<I", 1) + b"0"
+    state += b"X" + struct.pack("<I", 3) + b"cpu" + _int(1) + b"tQ" + _int(0) + b"(" + _int(1) + b"t(" + _int(1) + b"t"
+    state += b"\x89ccollections\nOrderedDict\n)RtRs."
+    keys = pickle.dumps(["0"], 2)
+    path = tmp_path / "huge.pth"
+    path.write_bytes(header + state + keys + struct.pack("<q", 1 << 60) + b"\x00" * 4)
+    with pytest.raises(WeightsError, match=r"huge\.pth: storage 0 claims"):
+        load_state_dict(path)
+    path.write_bytes(header + state + keys + struct.pack("<q", 1) + np.float32(7).tobytes())
+    assert load_state_dict(path)["w"].tolist() == [7.0]

@@ -62,12 +62,29 @@ def _rebuild_tensor(
     stride: tuple[int, ...],
     *_ignored: Any,
 ) -> np.ndarray:
-    """NumPy version of ``torch._utils._rebuild_tensor_v2``: a strided view, copied."""
+    """NumPy version of ``torch._utils._rebuild_tensor_v2``: a strided view, copied.
+
+    Every number comes from the file, so each is checked before any view or allocation: the
+    view must lie inside its storage (torch writes no negative strides), and a tensor may not
+    hold more elements than its storage (only overlapping strides could, to make a huge copy).
+    """
+    if not isinstance(storage, np.ndarray):
+        raise WeightsError(f"tensor storage is a {type(storage).__name__}, not stored bytes")
+    numbers = [storage_offset, *size, *stride] if isinstance(size, tuple) and isinstance(stride, tuple) else None
+    if numbers is None or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+        raise WeightsError(f"tensor offset, size and stride must be integers; got {storage_offset!r}, {size!r}, {stride!r}")
+    if len(size) != len(stride) or storage_offset < 0 or min(numbers) < 0:
+        raise WeightsError(f"tensor of shape {size} with strides {stride} at offset {storage_offset} is not a valid view")
     if not size:
+        if storage_offset >= storage.size:
+            raise WeightsError(f"scalar at offset {storage_offset} overruns its storage of {storage.size} elements")
         return np.array(storage[storage_offset])
+    count = int(np.prod(size, dtype=object))
     needed = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
-    if min(size) > 0 and needed > storage.size:
+    if count > 0 and (needed > storage.size or count > storage.size):
         raise WeightsError(f"tensor of shape {tuple(size)} overruns its storage of {storage.size} elements")
+    if count == 0:
+        return np.zeros(size, dtype=storage.dtype)
     view = np.lib.stride_tricks.as_strided(
         storage[storage_offset:],
         shape=tuple(size),
@@ -150,12 +167,16 @@ def _load_legacy(f: BinaryIO, source: str) -> Any:
     keys = _RestrictedUnpickler(f, source, register).load()
     if not isinstance(keys, list):
         raise WeightsError(f"{source}: storage key list missing")
+    size = os.fstat(f.fileno()).st_size
     for key in keys:
         (n,) = struct.unpack("<q", _read_exact(f, 8, source))
         if str(key) not in storages:
             raise WeightsError(f"{source}: storage {key} is listed but never used")
         storage_type, _ = storages[str(key)]
-        raw = _read_exact(f, n * storage_type.dtype.itemsize, source)
+        wanted = n * storage_type.dtype.itemsize
+        if not 0 <= wanted <= size - f.tell():  # a length field the file cannot back is refused before any read
+            raise WeightsError(f"{source}: storage {key} claims {n} elements; the file is truncated or damaged")
+        raw = _read_exact(f, wanted, source)
         storages[str(key)] = (storage_type, np.frombuffer(raw, dtype=storage_type.dtype))
     return _resolve(state)
 
@@ -170,11 +191,18 @@ def _load_zip(path: str, source: str) -> Any:
 
         def load(pid: tuple) -> np.ndarray:
             storage_type, key = _typed(pid)
-            raw = archive.read(f"{prefix}data/{key}")
+            try:
+                member = archive.getinfo(f"{prefix}data/{key}")
+            except KeyError:
+                raise WeightsError(f"{source}: storage {key} is referenced but not in the archive") from None
+            # torch stores members uncompressed: a member that inflates far past its packed size is a zip bomb
+            if member.file_size > max(16 * member.compress_size, 1 << 20):
+                raise WeightsError(f"{source}: storage {key} inflates to {member.file_size} bytes; refused")
+            raw = archive.read(member)
             return np.frombuffer(raw, dtype=storage_type.dtype)
 
         with archive.open(pkl) as f:
-            return _RestrictedUnpickler(io.BytesIO(f.read()), source, load).load()
+            return _resolve(_RestrictedUnpickler(io.BytesIO(f.read()), source, load).load())
 
 
 class _LazyStorage:
@@ -189,14 +217,16 @@ class _PendingTensor:
         self.storage, self.args = storage, args
 
 
-def _resolve(obj: Any) -> Any:
+def _resolve(obj: Any, within: tuple[int, ...] = ()) -> Any:
     if isinstance(obj, _PendingTensor):
         _, data = obj.storage.table[obj.storage.key]
         if data is None:
             raise WeightsError(f"storage {obj.storage.key} has no data in the file")
         return _rebuild_tensor(data, *obj.args)
     if isinstance(obj, dict):
-        return collections.OrderedDict((k, _resolve(v)) for k, v in obj.items())
+        if id(obj) in within or len(within) > 32:  # a pickle can make a dict that contains itself
+            raise WeightsError("the state dict contains itself, or nests deeper than a state dict does")
+        return collections.OrderedDict((k, _resolve(v, (*within, id(obj)))) for k, v in obj.items())
     return obj
 
 
@@ -243,10 +273,15 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         else:
             with open(source, "rb") as f:
                 state = _load_legacy(f, source)
-    except (UnsafePickleError, WeightsError):
+    except UnsafePickleError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, struct.error) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, struct.error, RecursionError,
+            zipfile.BadZipFile, OSError) as exc:  # fmt: skip
         raise WeightsError(f"{source}: not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
+    except WeightsError as exc:
+        if not str(exc).startswith(source):  # raised where the file's name is not known
+            raise WeightsError(f"{source}: {exc}") from exc
+        raise
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
