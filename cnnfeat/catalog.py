@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.config import cache_dir
-from cnnfeat.exceptions import DatasetError
+from cnnfeat.exceptions import DatasetError, ImageDecodeError
+from cnnfeat.images import read_image_file
 from cnnfeat.inputs import IMAGE_EXTENSIONS, Manifest
 
 __all__ = [
@@ -277,9 +278,9 @@ def inputs_digest(manifest: Manifest) -> str:
     digest = hashlib.sha256()
     for path, label, split, domain in zip(manifest.paths, manifest.labels, manifest.splits, manifest.domains):
         try:
-            content = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        except OSError as exc:  # the extractor reports the file by its policy; the digest only notes it
-            content = f"unreadable: {exc.strerror or exc}"
+            content = read_image_file(path)[1]  # bounded: a link to /dev/zero is refused, not read forever
+        except ImageDecodeError as exc:  # the extractor reports the file by its policy; the digest only notes it
+            content = f"unreadable: {exc.reason}"
         digest.update(f"{content}\t{label}\t{split}\t{domain}\n".encode())
     return digest.hexdigest()
 

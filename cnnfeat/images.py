@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ import numpy as np
 from cnnfeat.exceptions import ConfigError, ImageDecodeError, ImageTooLargeError
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "INTERPOLATIONS",
     "VIEWS",
@@ -42,6 +44,8 @@ __all__ = [
 VIEWS = {"center": 1, "center+flip": 2, "10crop": 10}
 #: refuse images declaring more pixels than this (about 16k x 11k); configurable
 DEFAULT_MAX_PIXELS = 178_956_970
+#: refuse image files larger than this (256 MiB): no read is sized by what a path turns out to be
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 INTERPOLATIONS = {"bilinear": 1, "bicubic": 2, "area": 3}  # cv2.INTER_LINEAR, INTER_CUBIC, INTER_AREA
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -54,16 +58,29 @@ def _cv2() -> Any:
     return cv2
 
 
-def read_image_file(path: str | os.PathLike[str]) -> tuple[bytes, str]:
+def read_image_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, str]:
     """Read a file's bytes and their sha256 hex digest (the feature cache key).
 
+    Only a regular file is read (a link to one is followed), and only up to ``max_bytes``:
+    a device (``/dev/zero``), a FIFO or a socket is refused without blocking, before any read.
+
     Raises :class:`ImageDecodeError` naming the path for a missing file, a broken
-    link, a directory or a permission problem.
+    link, a directory, a file that is not regular or too large, or a permission problem.
     """
     p = os.fspath(path)
     try:
-        with open(p, "rb") as f:
-            data = f.read()
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))  # a FIFO must not block
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageDecodeError(p, "not a regular file (a device, FIFO or socket); only files are read")
+            if info.st_size > max_bytes:
+                raise ImageDecodeError(p, f"file of {info.st_size:,} bytes is over the limit of {max_bytes:,}")
+            data = f.read(max_bytes + 1)
+            if len(data) > max_bytes:  # grew while we read it
+                raise ImageDecodeError(p, f"file is over the limit of {max_bytes:,} bytes")
     except FileNotFoundError:
         reason = "broken symbolic link" if os.path.islink(p) else "file not found"
         raise ImageDecodeError(p, reason) from None

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import pytest
 
 from tests.support import make_image
 
@@ -40,3 +41,21 @@ def test_a_file_name_that_is_not_utf8_is_extracted_and_never_wedges_the_store(im
     shutil.rmtree(image_tree / "dog")
     again = _cnnfeat("extract", image_tree, "--output", out, *TINY, cwd=tmp_path)
     assert again.returncode == 0 and "cache hits: 10" in again.stdout, again.stderr
+
+
+def test_only_regular_files_are_read_and_no_read_exceeds_the_limit(image_tree: Path, tmp_path: Path) -> None:
+    # finding 4: a link to /dev/zero in a folder tree was read until MemoryError (5.5 GB)
+    from cnnfeat.exceptions import ImageDecodeError
+    from cnnfeat.images import read_image_file
+
+    (image_tree / "cat" / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(image_tree / "dog" / "pipe.jpg")  # opening a FIFO for reading would block until a writer came
+    done = _cnnfeat("extract", image_tree, "--output", tmp_path / "f.h5", "--on-error", "skip", *TINY, cwd=tmp_path, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "zero.jpg: not a regular file" in done.stdout and "pipe.jpg: not a regular file" in done.stdout
+    assert "newly computed: 13" in done.stdout
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8" + b"\x00" * 2000)
+    with pytest.raises(ImageDecodeError, match=r"big\.jpg: file of 2,002 bytes is over the limit of 1,000"):
+        read_image_file(big, max_bytes=1000)
+    assert read_image_file(big)[0][:2] == b"\xff\xd8"
