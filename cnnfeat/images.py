@@ -14,6 +14,7 @@ pool (:func:`map_ordered`) runs decoding in parallel with the network.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -22,6 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -46,6 +48,9 @@ VIEWS = {"center": 1, "center+flip": 2, "10crop": 10}
 DEFAULT_MAX_PIXELS = 178_956_970
 #: refuse image files larger than this (256 MiB): no read is sized by what a path turns out to be
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+#: ``resize="crop"`` keeps at most this many short sides of an image's long side (its centre) before resizing, so an
+#: extreme aspect ratio (a 40000x1 strip) cannot ask for an enormous resized image; ordinary photos are untouched
+MAX_ASPECT = 16
 INTERPOLATIONS = {"bilinear": 1, "bicubic": 2, "area": 3}  # cv2.INTER_LINEAR, INTER_CUBIC, INTER_AREA
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -159,6 +164,51 @@ def decode_image(
     return _decode_pillow(data, path)
 
 
+def declared_pixels(data: bytes) -> int:
+    """The pixel count an image's header declares (0 where there is no readable header: decoding says why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Exception:
+        return 0
+    return max(0, width) * max(0, height)
+
+
+class PixelBudget:
+    """Pixels that the decoding threads of a process may hold at once; one image is always let through.
+
+    >>> budget = PixelBudget(100)
+    >>> with budget.hold(80):
+    ...     budget.in_use
+    80
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.in_use = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = min(max(pixels, 0), self.total)
+        with self._changed:
+            self._changed.wait_for(lambda: self.in_use == 0 or self.in_use + pixels <= self.total)
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_use -= pixels
+                self._changed.notify_all()
+
+
+#: decoded pixels held at once by all of a process's decoding threads (the default pixel limit's worth, about
+#: 540 MB of RGB), so decode memory does not grow with the number of workers
+DECODE_BUDGET = PixelBudget(DEFAULT_MAX_PIXELS)
+
+
 def _looks_complete_jpeg(data: bytes) -> bool:
     # OpenCV returns a grey-padded image for a truncated JPEG; Pillow raises. Send
     # files without an end-of-image marker to Pillow so truncation is an error.
@@ -183,9 +233,20 @@ def _decode_jpeg_cv2(data: bytes, short_side: int, min_side: int) -> np.ndarray 
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+@functools.cache
+def _pillow_blocks_returned_to_the_os() -> None:
+    # Pillow allocates a large image in 16 MB blocks, under glibc's mmap threshold once that has adapted, so they
+    # come from the decoding thread's malloc arena and stay there after the image is freed: every decoding thread
+    # would keep its largest image's memory. Blocks past the 32 MB threshold ceiling are mapped and unmapped.
+    from PIL import Image
+
+    Image.core.set_block_size(64 << 20)
+
+
 def _decode_pillow(data: bytes, path: str) -> np.ndarray:
     from PIL import Image, ImageOps
 
+    _pillow_blocks_returned_to_the_os()
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.seek(0)  # first frame of an animation
@@ -292,6 +353,10 @@ class ImageTransform:
         """Map an RGB uint8 image to ``(n_views, size, size, 3)`` uint8."""
         cv2 = _cv2()
         h, w = rgb.shape[:2]
+        if self.resize == "crop" and max(h, w) > MAX_ASPECT * min(h, w):  # keep the centre of a long strip
+            keep = MAX_ASPECT * min(h, w)
+            rgb = rgb[(h - keep) // 2 : (h + keep) // 2] if h > w else rgb[:, (w - keep) // 2 : (w + keep) // 2]
+            h, w = rgb.shape[:2]
         size = self.size
         if self.resize == "warp":
             target = (size, size)
@@ -322,8 +387,13 @@ class ImageTransform:
         return np.ascontiguousarray(np.stack(crops))
 
     def load(self, data: bytes, path: str = "<bytes>") -> np.ndarray:
-        """Decode bytes and apply the transform: ``(n_views, size, size, 3)`` uint8."""
-        return self(decode_image(data, path, max_pixels=self.max_pixels, min_side=self.resize_to))
+        """Decode bytes and apply the transform: ``(n_views, size, size, 3)`` uint8.
+
+        Decoding threads share one pixel budget (:data:`DECODE_BUDGET`), so large images are
+        decoded a few at a time, however many threads there are.
+        """
+        with DECODE_BUDGET.hold(declared_pixels(data)):
+            return self(decode_image(data, path, max_pixels=self.max_pixels, min_side=self.resize_to))
 
     def apply(self, data: bytes | np.ndarray, path: str = "<bytes>") -> np.ndarray:
         """An input as read (a file's bytes, or an RGB array given in memory) to ``(n_views, size, size, 3)`` uint8."""

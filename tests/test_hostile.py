@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from tests.support import make_image
@@ -59,3 +60,47 @@ def test_only_regular_files_are_read_and_no_read_exceeds_the_limit(image_tree: P
     with pytest.raises(ImageDecodeError, match=r"big\.jpg: file of 2,002 bytes is over the limit of 1,000"):
         read_image_file(big, max_bytes=1000)
     assert read_image_file(big)[0][:2] == b"\xff\xd8"
+
+
+def _peak_rss_mb(code: str, tmp_path: Path, address_space_gib: int = 16) -> float:
+    """Run ``code`` in a fresh interpreter (its address space capped) and return its peak RSS in MB."""
+    script = tmp_path / "probe.py"
+    cap = address_space_gib << 30
+    script.write_text(
+        f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))\n"
+        + code
+        + "\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return float(done.stdout.split()[-1])
+
+
+@pytest.mark.slow
+def test_extreme_aspect_ratios_and_many_decoders_stay_within_bounded_memory(tmp_path: Path) -> None:
+    # finding 5: the short side was scaled up to 256, so a 40000x1 PNG asked for 7.86 GB; and decode memory grew
+    # with the number of decoding threads (six 8000x8000 PNGs: 1.9 GB with 1 worker, 6.9 GB with 6)
+    from PIL import Image
+
+    for w, h in ((40000, 1), (2, 20000)):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{w}x{h}.png")
+    strip = f"""
+from pathlib import Path
+from cnnfeat.images import ImageTransform
+t = ImageTransform(224, interpolation="bicubic")
+for name in ("40000x1.png", "2x20000.png"):
+    assert t.load(Path({str(tmp_path)!r}, name).read_bytes(), name).shape == (1, 224, 224, 3)
+"""
+    assert _peak_rss_mb(strip, tmp_path, address_space_gib=3) < 600  # was 7.86 GB: now refused by the cap
+    big = tmp_path / "big.png"
+    gradient = np.linspace(0, 255, 8000, dtype=np.uint8)
+    Image.fromarray(np.stack(np.broadcast_arrays(gradient[None, :], gradient[:, None], np.uint8(128)), axis=2)).save(big)
+    decode = """
+from cnnfeat.images import ImageTransform, map_ordered
+t, data = ImageTransform(224), open({path!r}, "rb").read()
+for _, out, error in map_ordered(lambda _: t.load(data, "big.png"), range(6), workers={workers}, max_ahead=6):
+    assert error is None and out.shape == (1, 224, 224, 3), error
+"""
+    one, two, six = (_peak_rss_mb(decode.format(path=str(big), workers=n), tmp_path) for n in (1, 2, 6))
+    # the pixel budget lets two 8000x8000 images be decoded at once, however many threads there are
+    assert six < 1.15 * two and two < 2.2 * one, (one, two, six)
