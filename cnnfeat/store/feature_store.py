@@ -315,11 +315,13 @@ class FeatureStore:
             journal.write(_RECORD_MAGIC + body + struct.pack("<I", zlib.crc32(body)))
             self._sync(journal)
         except OSError as exc:
-            # Cut the torn record off, so that nothing appended later lands behind it.
+            # Cut the torn record off at the OS level (the file object's buffer still holds the failed bytes, and
+            # flushing them would fail again on a full disk), then drop the file object: this writer is done.
             with contextlib.suppress(OSError):
-                journal.seek(start)
-                journal.truncate(start)
-                journal.flush()
+                os.ftruncate(journal.fileno(), start)
+            self._journal = None
+            with contextlib.suppress(OSError):
+                journal.close()
             raise StoreError(
                 f"{self._journal_path}: could not write features ({exc.strerror or exc}); "
                 f"the {self.n_rows} rows committed before are kept"
@@ -427,6 +429,14 @@ class FeatureStore:
             self._rewrite(range(int(self._h5.attrs["n_rows"])))
         new_keys = list(self._pending)
         tmp = self._tmp_path()
+        needed = self.path.stat().st_size + (self._journal_path.stat().st_size if self._journal_path.exists() else 0)
+        free = shutil.disk_usage(self.path.parent).free
+        if free < needed + (1 << 20):  # said before HDF5 starts writing: a full disk mid-write leaves it in a bad state
+            raise StoreError(
+                f"{self.path}: not enough disk space to merge the journal ({free:,} bytes free, about {needed:,} "
+                f"needed); the {len(new_keys)} rows committed since the last merge are kept in {self._journal_path}, "
+                "and the next run with room merges them"
+            )
         try:
             shutil.copyfile(self.path, tmp)
             with h5py.File(tmp, "r+") as f:
@@ -452,7 +462,7 @@ class FeatureStore:
                 f.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self._h5.close()
             self._install(tmp)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed writes (ENOSPC on close)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise StoreError(
@@ -529,8 +539,9 @@ class FeatureStore:
     def __enter__(self) -> FeatureStore:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        # after a failed write (a full disk) the journal keeps every committed row: merging again would fail again
+        self.close(compact=not isinstance(exc, StoreError))
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, rows={self.n_rows}, taps={self.taps}, fingerprint={self.fingerprint[:12]})"
