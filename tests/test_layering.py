@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnfeat"
 
 #: bottom to top; docs/architecture.md describes the same rooms
 LAYERS: list[set[str]] = [
-    {"exceptions", "config"},
+    {"exceptions", "config", "files"},
     {"weights", "backbones", "images", "store", "inputs", "download", "catalog"},
     {"runtimes", "protocols", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export"}
     | {"finetune", "logistic_stream"},

@@ -92,6 +92,23 @@ def test_auto_measures_once_and_records_its_choice_and_reason(image_paths: list[
     assert tiny(runtime="auto").resolved_runtime() == (runtime, reason)  # read back, not measured again
 
 
+@needs_runtimes
+def test_a_damaged_auto_measurement_is_measured_again_not_trusted(caplog: pytest.LogCaptureFixture) -> None:
+    # issue 27, finding 7: every derived artefact is checked on load, the auto timings too
+    from cnnfeat.files import checksum_matches
+    from cnnfeat.runtimes.auto import measurement_path
+
+    extractor = tiny(runtime="auto")
+    extractor.resolved_runtime()
+    path = measurement_path(extractor._model_config())
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "choice": "keras", "reason": "tampered"}))  # still valid JSON
+    with caplog.at_level("WARNING"):
+        _, reason = tiny(runtime="auto").resolved_runtime()
+    assert "does not match its recorded sha256" in caplog.text and reason != "tampered"
+    assert checksum_matches(path) and json.loads(path.read_text())["reason"] == reason
+
+
 def test_unknown_or_missing_runtimes_and_impossible_precisions_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     import cnnfeat.runtimes as runtimes
 

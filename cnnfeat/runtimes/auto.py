@@ -24,6 +24,7 @@ import numpy as np
 
 from cnnfeat.config import cache_dir
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.files import checksum_matches, write_checksummed
 from cnnfeat.runtimes import EXACT_TOLERANCE, has_gpu, installed
 from cnnfeat.runtimes.graphs import ExportedGraph, exporter_versions, graph_key
 
@@ -91,17 +92,18 @@ def choose_runtime(
         return "keras", "no other runtime is installed (pip install onnxruntime tf2onnx onnx)"
     versions = {r: _version(r) for r in candidates}
     record_path = measurement_path(model_config, folder=folder)
-    try:
-        record = json.loads(record_path.read_text())
-        return record["choice"], record["reason"]
-    except (OSError, ValueError, KeyError):
-        pass
+    if record_path.is_file() and not checksum_matches(record_path):
+        logger.warning("%s: the runtime measurement does not match its recorded sha256; measuring again", record_path)
+    elif record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+            return record["choice"], record["reason"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     record = _measure(model_config, build, graph, candidates)
     record |= {"cpu": cpu_model(), "versions": versions, "exporter": exporter_versions()}
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_name(record_path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, record_path)
+    write_checksummed(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, sort_keys=True)))
     logger.info("runtime auto -> %s: %s", record["choice"], record["reason"])
     return record["choice"], record["reason"]
 

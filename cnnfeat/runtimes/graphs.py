@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.config import cache_dir
+from cnnfeat.files import atomic_write, sha256_file
 
 __all__ = ["ExportedGraph", "exporter_versions", "graph_key", "load_or_export"]
 
@@ -59,14 +60,6 @@ class ExportedGraph:
         self.dims: dict[str, int] = {t: int(d) for t, d in meta["dims"].items()}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_or_export(
     model_config: Mapping[str, Any], build: Callable[[], Any], *, folder: str | os.PathLike[str] | None = None
 ) -> ExportedGraph:
@@ -77,30 +70,23 @@ def load_or_export(
     if onnx_path.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
-            if _sha256(onnx_path) == meta["sha256"]:
+            if sha256_file(onnx_path) == meta["sha256"]:
                 return ExportedGraph(onnx_path, meta)
             logger.warning("%s: the cached graph does not match its sha256 (damaged or truncated); exporting it again", onnx_path)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("%s: cannot read the cached graph's record (%s); exporting it again", meta_path, exc)
     folder.mkdir(parents=True, exist_ok=True)
     built = build()
-    tmp = folder / f".{key}.{os.getpid()}.onnx.tmp"
-    try:
-        size = int(built.model.inputs[0].shape[1])
-        built.model.predict_on_batch(np.zeros((1, size, size, 3), np.uint8))  # Keras exports only a model that has run
-        built.model.export(str(tmp), format="onnx", verbose=False)
-        meta = {
-            "sha256": _sha256(tmp),
-            "taps": list(built.taps),
-            "dims": built.feature_dims(),
-            "model": dict(model_config),
-            "exporter": exporter_versions(),
-        }
-        os.replace(tmp, onnx_path)
-        meta_tmp = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
-        meta_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-        os.replace(meta_tmp, meta_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    size = int(built.model.inputs[0].shape[1])
+    built.model.predict_on_batch(np.zeros((1, size, size, 3), np.uint8))  # Keras exports only a model that has run
+    atomic_write(onnx_path, lambda tmp: built.model.export(str(tmp), format="onnx", verbose=False))
+    meta = {
+        "sha256": sha256_file(onnx_path),
+        "taps": list(built.taps),
+        "dims": built.feature_dims(),
+        "model": dict(model_config),
+        "exporter": exporter_versions(),
+    }
+    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str)))
     logger.info("exported %s to %s", model_config.get("backbone", {}).get("name", "the backbone"), onnx_path)
     return ExportedGraph(onnx_path, meta)

@@ -16,12 +16,13 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.files import atomic_write, sha256_file
+from cnnfeat.images import read_image_file
 from cnnfeat.runtimes.graphs import ExportedGraph
 
 __all__ = ["CALIBRATION_IMAGES", "calibration_sample", "quantized_graph"]
@@ -43,7 +44,7 @@ def calibration_sample(source: str | os.PathLike[str]) -> tuple[list[str], str]:
     sample = [paths[i] for i in chosen]
     digest = hashlib.sha256()
     for path in sample:
-        digest.update(hashlib.sha256(Path(path).read_bytes()).hexdigest().encode())
+        digest.update(read_image_file(path)[1].encode())  # bounded, regular files only
     return sample, digest.hexdigest()
 
 
@@ -58,10 +59,13 @@ def quantized_graph(
     path = graph.path.with_name(f"{graph.path.stem}-int8-{key.hexdigest()[:24]}.onnx")
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if hashlib.sha256(path.read_bytes()).hexdigest() == meta["sha256"]:
-            return ExportedGraph(path, meta)
-        logger.warning("%s: the cached int8 graph does not match its sha256; quantising again", path)
+        try:
+            meta = json.loads(meta_path.read_text())
+            if sha256_file(path) == meta["sha256"]:
+                return ExportedGraph(path, meta)
+            logger.warning("%s: the cached int8 graph does not match its sha256; quantising again", path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("%s: cannot read the cached int8 graph's record (%s); quantising again", meta_path, exc)
     batches = [np.stack([load(p) for p in sample[i : i + batch_size]]) for i in range(0, len(sample), batch_size)]
     name = graph.meta.get("input_name", "rgb")
 
@@ -74,18 +78,15 @@ def quantized_graph(
             return None if batch is None else {name: batch.astype(np.float32)}
 
     tmp_pre = path.with_name(f".{path.name}.{os.getpid()}.pre.tmp")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         quant_pre_process(str(graph.path), str(tmp_pre), skip_symbolic_shape=True)
-        quantize_static(
+        atomic_write(path, lambda tmp: quantize_static(
             str(tmp_pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        )  # fmt: skip
-        meta = {**graph.meta, "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest(), "calibration": digest}
-        os.replace(tmp, path)
-        meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+        ))  # fmt: skip
     finally:
         tmp_pre.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
+    meta = {**graph.meta, "sha256": sha256_file(path), "calibration": digest}
+    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str)))
     logger.info("quantised %s to int8 on %d calibration images: %s", graph.path.name, len(sample), path)
     return ExportedGraph(path, meta)

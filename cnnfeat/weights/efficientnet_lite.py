@@ -17,6 +17,7 @@ import numpy as np
 from cnnfeat.backbones.efficientnet_lite import LITE_VARIANTS, lite_blocks
 from cnnfeat.download import sha256_of
 from cnnfeat.exceptions import WeightsError
+from cnnfeat.files import checksum_matches, write_checksummed
 from cnnfeat.weights.torch_pickle import load_state_dict
 
 __all__ = ["load_lite_weights", "packaged_weights_path"]
@@ -115,8 +116,10 @@ def load_lite_weights(model: Any, variant: str, source: str | os.PathLike[str], 
     """Load EfficientNet-Lite weights from a ``.pth`` or Keras ``.weights.h5`` file.
 
     A ``.pth`` is converted once; the converted Keras weights are kept in
-    ``cache_dir`` under the source file's sha256, so later builds load them
-    directly. Returns the source's sha256 (the weights' identity).
+    ``cache_dir`` under the source file's sha256, with a record of their own
+    sha256, so later builds load them directly. A cached file whose bytes no
+    longer match its record (a flipped bit, a truncation) is converted again,
+    with a warning, never loaded. Returns the source's sha256 (the weights' identity).
     """
     source = os.fspath(source)
     if source.endswith(".weights.h5"):
@@ -126,19 +129,21 @@ def load_lite_weights(model: Any, variant: str, source: str | os.PathLike[str], 
     head = "top" if "predictions" in _layer_names(model) else "notop"
     cached = cache_dir / f"{variant}-{digest[:16]}-{head}.weights.h5" if cache_dir else None
     if cached is not None and cached.is_file():
-        try:
-            model.load_weights(cached)
-            logger.debug("loaded converted %s weights from %s", variant, cached)
-            return digest
-        except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
-            logger.warning("converted weights cache %s is unreadable (%s); converting again", cached, exc)
+        if not checksum_matches(cached):
+            logger.warning("%s: the converted weights do not match their recorded sha256 (damaged, or written by an "
+                           "older cnnfeat); converting them again", cached)  # fmt: skip
+        else:
+            try:
+                model.load_weights(cached)
+                logger.debug("loaded converted %s weights from %s", variant, cached)
+                return digest
+            except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
+                logger.warning("converted weights cache %s is unreadable (%s); converting again", cached, exc)
     _torch_to_keras(model, load_state_dict(source), variant, source)
     if cached is not None:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{os.getpid()}-{cached.name}")
-            model.save_weights(tmp)
-            os.replace(tmp, cached)
+            write_checksummed(cached, model.save_weights)
         except OSError as exc:
             logger.warning("could not cache converted weights in %s: %s", cached.parent, exc)
     return digest
