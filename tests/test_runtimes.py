@@ -174,3 +174,29 @@ def test_int8_is_calibrated_on_the_users_images_and_fingerprinted_by_them(image_
         tiny(precision="int8", runtime="onnxruntime").store_config()
     with pytest.raises(ConfigError, match="int8' runs in ONNX Runtime"):
         tiny(precision="int8", runtime="keras", calibration=image_tree).store_config()
+
+
+@needs_runtimes
+@pytest.mark.parametrize("cache", ["f.h5", "folder"])
+def test_auto_reuses_the_runtime_of_an_existing_store_whatever_it_measures_now(
+    cache: str, image_paths: list[str], tmp_path: Path
+) -> None:
+    # issue 27, finding 8: when auto's cached measurement named another runtime (a new CPU model, a new onnxruntime,
+    # a cleared cache), the same command on the same output failed ("differs in: runtime")
+    from cnnfeat.files import write_checksummed
+    from cnnfeat.runtimes.auto import measurement_path
+
+    first = tiny(runtime="auto", cache=tmp_path / cache)
+    made_by = first.resolved_runtime()[0]
+    _, report = first.extract(image_paths)
+    assert report.n_computed == len(image_paths)
+    other = "onnxruntime" if made_by == "keras" else "keras"
+    record = measurement_path(first._model_config())  # auto now measures the other one as fastest
+    write_checksummed(record, lambda tmp: tmp.write_text(json.dumps({"choice": other, "reason": "measured again"})))
+    assert tiny(runtime="auto").resolved_runtime() == (other, "measured again")  # no store: the new measurement
+    rerun = tiny(runtime="auto", cache=tmp_path / cache)
+    runtime, reason = rerun.resolved_runtime()
+    assert runtime == made_by and "existing store" in reason
+    _, again = rerun.extract(image_paths)
+    assert again.n_cached == len(image_paths) and again.n_computed == 0
+

@@ -179,6 +179,9 @@ class CNNFeatures(CachedImageFeatures):
 
     def extractor_config(self) -> dict[str, Any]:
         """Everything that determines the feature values; its hash names the cache file."""
+        return self._config_computed_by(self.resolved_runtime()[0])
+
+    def _config_computed_by(self, runtime: str) -> dict[str, Any]:
         spec = get_backbone(self.backbone)
         config: dict[str, Any] = {
             "extractor": "cnn",
@@ -193,12 +196,31 @@ class CNNFeatures(CachedImageFeatures):
         }
         if self.weights is None:  # seeded random weights: record which backend drew them
             config["keras_backend"] = keras_backend_name()
-        runtime = self.resolved_runtime()[0]
         if runtime != "keras":  # absent means Keras, so stores made before runtimes keep their fingerprint
             config["runtime"] = runtime
         if self.precision == "int8":
             config["calibration"] = self._calibration()[1]
         return config
+
+    def _runtime_of_existing_store(self) -> tuple[str, str] | None:
+        """For ``auto`` in float32: the exact runtime whose store these parameters would extend, if one exists.
+
+        ``auto``'s measurement can name another runtime tomorrow (a new CPU model, a new
+        ONNX Runtime, a cleared cache); a rerun into the same output must reuse the store's,
+        whose features every exact runtime reproduces, rather than refuse it or start anew.
+        """
+        if self.cache is None or self.precision != "float32":
+            return None
+        from cnnfeat.runtimes import installed
+        from cnnfeat.store import fingerprint_of, read_fingerprint
+
+        taps = list(self._taps())
+        for runtime in ("keras", *(r for r in ("onnxruntime", "openvino") if installed(r))):
+            config = {**self._config_computed_by(runtime), "taps": taps}
+            path = self.store_path(config)
+            if path is not None and path.is_file() and read_fingerprint(path) == fingerprint_of(config):
+                return runtime, f"the runtime of the existing store {path.name}"
+        return None
 
     def _calibration(self) -> tuple[list[str], str]:
         """The int8 calibration sample and its digest (drawn once per ``calibration``)."""
@@ -235,7 +257,9 @@ class CNNFeatures(CachedImageFeatures):
             from cnnfeat.runtimes.graphs import load_or_export
 
             model = self._model_config()
-            resolved = choose_runtime(model, self.precision, self.network, lambda: load_or_export(model, self.network))
+            resolved = self._runtime_of_existing_store() or choose_runtime(
+                model, self.precision, self.network, lambda: load_or_export(model, self.network)
+            )
         else:
             resolved = (self.runtime, "asked for")
         runtime = resolved[0]

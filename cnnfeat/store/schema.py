@@ -66,6 +66,17 @@ def write_index(group: Any, rows: np.ndarray, columns: Mapping[str, Sequence[str
             ds.attrs["sha256"] = strings_digest(ds[:])
 
 
+def read_fingerprint(path: str | os.PathLike[str]) -> str | None:
+    """The fingerprint a store file declares, or None when it is not a readable store."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return text(f.attrs["fingerprint"]) if f.attrs.get("format") is not None else None
+    except (OSError, KeyError, RuntimeError, UnicodeDecodeError):
+        return None
+
+
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
