@@ -160,3 +160,28 @@ def test_damaged_converted_weights_are_converted_again_never_used(tmp_path: Path
     assert "do not match their recorded sha256" in caplog.text
     np.testing.assert_array_equal(again, clean)  # converted again from the package, not read from the damaged file
     assert cached.read_bytes() != bytes(data)  # and the cache entry rewritten
+
+
+@pytest.mark.slow
+def test_a_rerun_with_nothing_new_writes_nothing_and_works_on_read_only_media(image_tree: Path, tmp_path: Path) -> None:
+    # finding 10: every fully cached rerun rewrote the store (12.2 -> 14.3 -> ... MB, a new inode each time) and took
+    # the lock, so on read-only media it failed with "Read-only file system: '...lock'"
+    disk = _small_disk(tmp_path / "disk", "10m")
+    try:
+        out = disk / "f.h5"
+        first = _cnnfeat("extract", image_tree, "--output", out, *TINY, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        before = out.stat()
+        for _ in range(2):
+            again = _cnnfeat("extract", image_tree, "--output", out, *TINY, cwd=tmp_path)
+            assert again.returncode == 0 and "cache hits: 13" in again.stdout, again.stderr
+        after = out.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        readonly = _cnnfeat("extract", image_tree, "--output", out, *TINY, cwd=tmp_path)
+        assert readonly.returncode == 0 and "cache hits: 13" in readonly.stdout, readonly.stderr
+        (image_tree / "cat" / "img_0.jpg").rename(image_tree / "cat" / "renamed.jpg")  # a new index: it must write
+        refused = _cnnfeat("extract", image_tree, "--output", out, *TINY, cwd=tmp_path)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr and "Read-only" in refused.stderr
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

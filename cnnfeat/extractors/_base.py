@@ -394,8 +394,8 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         index_columns: Mapping[str, Sequence[str]] | None,
         engine: ExtractionEngine | None,
     ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport]:
-        if path is not None and index_columns is None and engine is None:  # an engine's driver reads no image
-            cached = _read_if_all_cached(sources, path, config, return_features=return_features)
+        if path is not None and engine is None:  # an engine's driver reads no image
+            cached = _read_if_all_cached(sources, path, config, return_features=return_features, index_columns=index_columns)
             if cached is not None:
                 if progress is not None:
                     progress(len(sources))
@@ -453,13 +453,20 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
 
 
 def _read_if_all_cached(
-    sources: Sequence[Any], path: Path, config: Mapping[str, Any], *, return_features: bool
+    sources: Sequence[Any],
+    path: Path,
+    config: Mapping[str, Any],
+    *,
+    return_features: bool,
+    index_columns: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, np.ndarray] | None, ExtractionReport] | None:
     """Every source's features, read without the writer lock; ``None`` as soon as one is missing.
 
     A run that only reads the cache then never waits for, or collides with, a process that is
-    writing the same store. Any miss, unreadable file or store problem returns ``None``, and the
-    caller takes the writer's path, which handles (and reports) all of them.
+    writing the same store, and works on read-only media. With ``index_columns``, the store's
+    ``/index`` must already say the same (else the index is to be written). Any miss, unreadable
+    file or store problem returns ``None``, and the caller takes the writer's path, which
+    handles (and reports) all of them.
     """
     if not path.exists():
         return None
@@ -478,6 +485,9 @@ def _read_if_all_cached(
             if key not in store:
                 return None
             keys.append(key)
+        names = [source_name(s, i) for i, s in enumerate(sources)]
+        if index_columns is not None and not store.holds_index(names, keys, **index_columns):
+            return None
         report = ExtractionReport(
             n_inputs=len(sources),
             n_cached=len(sources),

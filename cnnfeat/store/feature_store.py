@@ -271,12 +271,22 @@ class FeatureStore:
         """
         if self.mode != "a":
             raise StoreError(f"{self.path}: opened read-only")
-        table = {"path": [str(p) for p in paths], "key": [k or "" for k in keys]}
-        for name, column in columns.items():
-            if len(column) != len(paths):
-                raise ConfigError(f"index column {name!r} has {len(column)} entries for {len(paths)} paths")
-            table[name] = [str(v) for v in column]
-        self._run_index = table
+        self._run_index = _index_table(paths, keys, columns)
+
+    def holds_index(self, paths: Sequence[str], keys: Sequence[str | None], **columns: Sequence[str]) -> bool:
+        """Whether ``/index`` already says what :meth:`set_index` with these arguments would write.
+
+        A rerun whose every image is cached and whose inputs are unchanged then writes nothing.
+        """
+        try:
+            stored = self.read_index()
+        except StoreError:
+            return False
+        if stored is None or self._pending:
+            return False
+        wanted = {name: storable_texts(column) for name, column in _index_table(paths, keys, columns).items()}
+        wanted["row"] = [self._index.get(k, -1) if k else -1 for k in keys]
+        return stored == wanted
 
     def _write_run_index(self, f: Any) -> None:
         if self._run_index is None:
@@ -545,3 +555,13 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, rows={self.n_rows}, taps={self.taps}, fingerprint={self.fingerprint[:12]})"
+
+
+def _index_table(paths: Sequence[str], keys: Sequence[str | None], columns: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The string columns of a run's ``/index``: path, key ("" for a skipped input) and any extra column."""
+    table = {"path": [str(p) for p in paths], "key": [k or "" for k in keys]}
+    for name, column in columns.items():
+        if len(column) != len(paths):
+            raise ConfigError(f"index column {name!r} has {len(column)} entries for {len(paths)} paths")
+        table[name] = [str(v) for v in column]
+    return table

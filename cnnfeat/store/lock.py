@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from cnnfeat.exceptions import StoreLockedError
+from cnnfeat.exceptions import StoreError, StoreLockedError
 
 __all__ = ["StoreLock"]
 
@@ -49,7 +49,13 @@ class StoreLock:
         # opened it before the unlink): holding it would let a second writer lock the new file at the same time.
         # Lock, then check the path still names our inode; if not, let go and try the new file.
         for _ in range(100):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise StoreError(
+                    f"{self.path}: cannot take the writer's lock ({exc.strerror or exc}); new features need a "
+                    "writable folder (a rerun whose images are all cached only reads)"
+                ) from None
             try:
                 if not self._try_lock(fd):
                     raise StoreLockedError(
