@@ -79,3 +79,48 @@ def test_csv_paths_outside_the_data_root_are_refused(tmp_path: Path) -> None:
         load_inputs(root / "absolute.txt")
     assert load_inputs(root / "absolute.txt", allow_outside=True).paths == ["/etc/passwd"]
     assert Manifest.from_csv(root / "escape.csv", root=tmp_path).paths == [str(root / "../secret.jpg")]
+
+
+def test_a_download_without_a_checksum_is_refused_unless_trusted_and_bounded(tmp_path: Path) -> None:
+    # issue 27, finding 9: MIT-67 came over plain HTTP with no checksum; an intercepting proxy's 300 MB arrived unchecked
+    source = tmp_path / "remote.tar"
+    source.write_bytes(b"x" * 3000)
+    with pytest.raises(DownloadError, match=r"no published or pinned checksum.*--trust-unverified"):
+        download(source.as_uri(), tmp_path / "dl" / "data.tar")
+    assert not (tmp_path / "dl").exists()  # refused before anything was fetched
+    assert download(source.as_uri(), tmp_path / "dl" / "data.tar", trust_unverified=True).stat().st_size == 3000
+    with pytest.raises(DownloadError, match="more than 1,000 bytes arrived"):
+        download(source.as_uri(), tmp_path / "big" / "data.tar", hashlib.sha256(b"x" * 3000).hexdigest(), max_bytes=1000)
+    assert not list((tmp_path / "big").iterdir())
+
+
+def test_the_data_command_fetches_no_unverifiable_file_without_consent(tmp_path: Path, capsys) -> None:
+    from cnnfeat.data import main
+
+    assert main(["download", "mit67", "--data-root", str(tmp_path), "--no-progress"]) == 1
+    assert "indoorCVPR_09.tar: no published or pinned checksum" in capsys.readouterr().err
+    assert not (tmp_path / "mit67" / "downloads" / "indoorCVPR_09.tar").exists()
+
+
+def test_archive_bombs_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # finding 9: safe_extract had no size limit (a 300 KB zip became 300 MB)
+    from cnnfeat.download import ExtractionLimits
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.jpg", b"\0" * (300 << 20))
+    assert bomb.stat().st_size < 400_000
+    with pytest.raises(UnsafeArchiveError, match=r"over the limit of .* possible archive bomb"):
+        safe_extract(bomb, tmp_path / "out")
+    assert not any((tmp_path / "out").rglob("*"))
+    many = _zip(tmp_path / "many.zip", {f"{i}.jpg": b"a" for i in range(50)})
+    with pytest.raises(UnsafeArchiveError, match="50 members, over the limit of 10"):
+        safe_extract(many, tmp_path / "m", limits=ExtractionLimits(max_members=10))
+    tar = tmp_path / "big.tar"
+    with tarfile.open(tar, "w") as archive:
+        info = tarfile.TarInfo("a.jpg")
+        info.size = 5000
+        archive.addfile(info, io.BytesIO(b"a" * 5000))
+    with pytest.raises(UnsafeArchiveError, match="would unpack to 5,000 bytes"):
+        safe_extract(tar, tmp_path / "t", limits=ExtractionLimits(max_bytes=4000))
+    assert len(safe_extract(tar, tmp_path / "t2")) == 1  # within the defaults
