@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             parser.error("give exactly one input (a folder, CSV or path list) or --samples")
         _check_backbone(args.backbone)
         return _extract(args)
-    except (UnknownBackboneError, UnknownLayerError) as exc:
+    except (UnknownBackboneError, UnknownLayerError, _BadCommandLineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except CnnfeatError as exc:
@@ -232,8 +232,35 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+class _BadCommandLineError(Exception):
+    """An option's value that the extractor refuses: said as a bad command line (exit 2) before any work."""
+
+
+#: the extractor's parameters named by the options that set them, for messages
+_OPTION_OF = {"n_jobs": "--workers", "crop_pct": "--crop-pct", "max_pixels": "--max-pixels", "batch_size": "--batch-size"}
+
+
+def _check_output(output: str | None) -> None:
+    """``--output`` names one HDF5 store: never a folder made by accident, never a file cnnfeat did not write."""
+    from pathlib import Path
+
+    if output is None:
+        return
+    path = Path(output)
+    if path.suffix.lower() not in (".h5", ".hdf5"):
+        raise _BadCommandLineError(f"--output {output}: name the store file .h5 (or use --cache-dir for a folder of stores)")
+    if path.is_dir():
+        raise _BadCommandLineError(f"--output {output} is a folder; name a file, or use --cache-dir {output}")
+    if path.exists():
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise _BadCommandLineError(f"--output {output} exists and is not an HDF5 file; cnnfeat will not overwrite it")
+
+
 def _extract(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    from sklearn.utils._param_validation import InvalidParameterError
 
     from cnnfeat.config import cache_dir
     from cnnfeat.engines import make_engine
@@ -249,6 +276,7 @@ def _extract(args: argparse.Namespace) -> int:
     layers = [part for value in (args.layers or ["pool"]) for part in value.split(",") if part.strip()]
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")
+    _check_output(args.output)
     extractor = CNNFeatures(
         backbone=args.backbone,
         weights=None if args.weights.lower() == "none" else args.weights,
@@ -266,9 +294,17 @@ def _extract(args: argparse.Namespace) -> int:
         cache=args.output or Path(args.cache_dir or cache_dir()) / "features",
         on_error=args.on_error,
         heal=args.heal,
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
         n_jobs=args.workers,
     )
+    try:
+        extractor._validate_params()  # scikit-learn's check of every parameter, which fit would run later
+        extractor.image_transform()
+    except (InvalidParameterError, ConfigError) as exc:
+        message = str(exc)
+        for name, option in _OPTION_OF.items():
+            message = message.replace(f"The '{name}' parameter of CNNFeatures", option).replace(name, option)
+        raise _BadCommandLineError(message) from None
     print(f"{len(manifest)} images from {manifest.source} -> {extractor.store_path()}", file=sys.stderr)
     engine = make_engine(
         args.engine,

@@ -185,3 +185,26 @@ def test_a_rerun_with_nothing_new_writes_nothing_and_works_on_read_only_media(im
         assert refused.returncode == 1 and "Traceback" not in refused.stderr and "Read-only" in refused.stderr
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_bad_option_values_and_outputs_are_a_bad_command_line_before_any_work(image_tree: Path, tmp_path: Path) -> None:
+    # "also seen": InvalidParameterError tracebacks with exit 1, --max-pixels 0 silently the default, an existing
+    # results.txt given as --output hit a traceback, and --output feats.out made a folder
+    from cnnfeat.extract import EXIT_USAGE
+
+    (tmp_path / "results.txt").write_text("my notes\n")
+    (tmp_path / "fake.h5").write_text("not hdf5\n")
+    cases = {
+        ("--workers", "0"): "--workers must be an int in the range [1, inf)",
+        ("--crop-pct", "1.5"): "--crop-pct must be a float in the range (0.0, 1.0]",
+        ("--max-pixels", "0"): "--max-pixels must be an int in the range [1, inf)",
+        ("--output", str(tmp_path / "results.txt")): "name the store file .h5",
+        ("--output", str(tmp_path / "feats.out")): "name the store file .h5",
+        ("--output", str(tmp_path / "fake.h5")): "exists and is not an HDF5 file; cnnfeat will not overwrite it",
+    }
+    for args, message in cases.items():
+        output = [] if "--output" in args else ["--output", str(tmp_path / "f.h5")]
+        done = _cnnfeat("extract", image_tree, *output, *args, *TINY, cwd=tmp_path)
+        assert done.returncode == EXIT_USAGE and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert (tmp_path / "results.txt").read_text() == "my notes\n" and (tmp_path / "fake.h5").read_text() == "not hdf5\n"
+    assert not (tmp_path / "feats.out").exists() and not (tmp_path / "f.h5").exists()

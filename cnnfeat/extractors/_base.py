@@ -402,7 +402,10 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
                 return cached
         with tempfile.TemporaryDirectory(prefix="cnnfeat-") if path is None else contextlib.nullcontext() as tmp:
             store_file = Path(tmp, "features.h5") if path is None else path
-            store_file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                store_file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{store_file.parent}: cannot create the feature store's folder ({exc.strerror or exc})") from None
             # An existing store knows its widths: a run of cache hits builds no model.
             dims = None if store_file.exists() else self._dims()
             computed = []
