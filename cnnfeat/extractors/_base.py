@@ -405,7 +405,8 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
             try:
                 store_file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"{store_file.parent}: cannot create the feature store's folder ({exc.strerror or exc})") from None
+                reason = exc.strerror or exc
+                raise StoreError(f"{store_file.parent}: cannot create the feature store's folder ({reason})") from None
             # An existing store knows its widths: a run of cache hits builds no model.
             dims = None if store_file.exists() else self._dims()
             computed = []
