@@ -21,6 +21,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -140,6 +141,8 @@ def _digest_of(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
 
 
 def _inside(root: Path, relative: str) -> Path:
+    if not relative.strip("/"):
+        raise UnsafeArchiveError(f"member {relative!r} has no name")
     pure = PurePosixPath(relative.replace("\\", "/"))
     if pure.is_absolute() or (pure.parts and pure.parts[0].endswith(":")):
         raise UnsafeArchiveError(f"member {relative!r} has an absolute path")
@@ -193,12 +196,21 @@ def safe_extract(
     archive = Path(archive)
     root = Path(dest).resolve()
     limits = limits or ExtractionLimits()
-    if zipfile.is_zipfile(archive):
-        root.mkdir(parents=True, exist_ok=True)
-        return _extract_zip(archive, root, limits)
-    if tarfile.is_tarfile(archive):
-        root.mkdir(parents=True, exist_ok=True)
-        return _extract_tar(archive, root, limits)
+    try:
+        if zipfile.is_zipfile(archive):
+            root.mkdir(parents=True, exist_ok=True)
+            return _extract_zip(archive, root, limits)
+        if tarfile.is_tarfile(archive):
+            root.mkdir(parents=True, exist_ok=True)
+            return _extract_tar(archive, root, limits)
+    # what the archive modules raise for damaged data (zlib, gzip, bz2, lzma errors are OSError, EOFError or these)
+    # (RuntimeError: zipfile's "encrypted, password required")
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError, ValueError, RuntimeError) as exc:
+        raise UnsafeArchiveError(f"{archive}: damaged archive ({type(exc).__name__}: {exc}); download it again") from None
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).resolve() != archive.resolve():
+            raise  # writing the output failed (a full disk, a read-only folder): not the archive's fault
+        raise UnsafeArchiveError(f"{archive}: damaged archive ({type(exc).__name__}: {exc}); download it again") from None
     raise UnsafeArchiveError(f"{archive}: not a zip or tar archive")
 
 

@@ -199,4 +199,3 @@ def test_auto_reuses_the_runtime_of_an_existing_store_whatever_it_measures_now(
     assert runtime == made_by and "existing store" in reason
     _, again = rerun.extract(image_paths)
     assert again.n_cached == len(image_paths) and again.n_computed == 0
-

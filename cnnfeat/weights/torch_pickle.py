@@ -19,6 +19,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -276,7 +277,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, struct.error, RecursionError,
-            zipfile.BadZipFile, OSError) as exc:  # fmt: skip
+            zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError) as exc:  # fmt: skip
         raise WeightsError(f"{source}: not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
     except WeightsError as exc:
         if not str(exc).startswith(source):  # raised where the file's name is not known
