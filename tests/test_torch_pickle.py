@@ -131,7 +131,8 @@ def test_a_storage_length_the_file_cannot_back_is_refused_before_it_is_read(tmp_
     header = pickle.dumps(LEGACY_MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps({"little_endian": True}, 2)
     state = b"\x80\x02}X" + struct.pack("<I", 1) + b"w" + b"ctorch._utils\n_rebuild_tensor_v2\n("
     state += b"(X" + struct.pack("<I", 7) + b"storage" + b"ctorch\nFloatStorage\nX" + struct.pack("<I", 1) + b"0"
-    state += b"X" + struct.pack("<I", 3) + b"cpu" + pickle_int(1) + b"tQ" + pickle_int(0) + b"(" + pickle_int(1) + b"t(" + pickle_int(1) + b"t"
+    state += b"X" + struct.pack("<I", 3) + b"cpu" + pickle_int(1) + b"tQ" + pickle_int(0)  # offset 0
+    state += b"(" + pickle_int(1) + b"t(" + pickle_int(1) + b"t"  # size (1,), stride (1,)
     state += b"\x89ccollections\nOrderedDict\n)RtRs."
     keys = pickle.dumps(["0"], 2)
     path = tmp_path / "huge.pth"
