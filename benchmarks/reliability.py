@@ -1,10 +1,10 @@
-"""Reliability checks, one line each with its counts: bad input, crashes, locks, write errors,
-cache correctness, bit flips at rest, untrusted files, and memory.
+"""Reliability checks, one line each with its counts: bad input, crashes, locks, concurrent writers, write
+errors, cache correctness, bit flips at rest, untrusted files, fuzzing, and memory.
 
 Usage::
 
     python benchmarks/reliability.py                 # about 4 minutes on 2 cores
-    python benchmarks/reliability.py --kill-trials 20 --rss-images 300
+    python benchmarks/reliability.py --kill-trials 20 --rss-images 300 --fuzz-inputs 4000 --rounds 20
 
 Exit status 0 when every check holds, 1 otherwise.
 """
@@ -255,6 +255,44 @@ def check_locks(tmp: Path) -> bool:
     )
 
 
+def check_concurrent_writers(tmp: Path, writers: int, appends: int, rounds: int) -> bool:
+    """N writers x M appends on one store, several rounds: a second writer only ever gets StoreLockedError."""
+    from tests.support import concurrent_writers_trial
+
+    committed = found = refused = 0
+    lost: set[str] = set()
+    errors: list[str] = []
+    for r in range(rounds):
+        trial = concurrent_writers_trial(tmp / f"writers_{r}.h5", writers, appends)
+        committed += len(trial["committed"])
+        found += len(trial["found"])
+        refused += trial["refused"]
+        lost |= set(trial["committed"]) - trial["found"]
+        errors += trial["errors"]
+    return line(
+        not lost and not errors and committed == rounds * writers * appends * 5,
+        "concurrent writers",
+        f"{rounds} rounds of {writers} writers x {appends} appends: {committed} rows committed, {found} in the stores, "
+        f"{len(lost)} lost, {refused} waits on the lock, {len(errors)} other errors{': ' + errors[0] if errors else ''}",
+    )
+
+
+def check_fuzz(tmp: Path, n: int, seed: int) -> bool:
+    """Mutated files of every kind read in child processes: a result or a clear error, never anything else."""
+    from tests.fuzzing import FAILURES, fuzz
+
+    started = time.perf_counter()
+    report = fuzz(n=n, seed=seed, folder=tmp)
+    kinds = "; ".join(f"{kind} {c['result']} read, {c['clear error']} refused" for kind, c in report.outcomes.items())
+    failures = {outcome: report.count(outcome) for outcome in FAILURES}
+    detail = f"{report.n_inputs} inputs (seed {seed}, {time.perf_counter() - started:.0f} s): {kinds}; " + ", ".join(
+        f"{v} {k}es" if k == "crash" else f"{v} {k}s" for k, v in failures.items()
+    )
+    for kind, path, what in report.failures[:3]:
+        detail += f"\n    {kind} {path}: {what[-300:]}"
+    return line(not report.failures, "fuzzing", detail)
+
+
 def check_write_error(tmp: Path) -> bool:
     """A real EFBIG from RLIMIT_FSIZE, the same errno path as a full disk."""
     code = f"""
@@ -422,6 +460,11 @@ def main() -> int:
     parser.add_argument("--ray-trials", type=int, default=4, help="Ray driver and actor SIGKILL trials (default: %(default)s)")
     parser.add_argument("--rss-images", type=int, default=150, help="N for the N vs 10N peak-RSS check (default: %(default)s)")
     parser.add_argument("--rss-backbone", default="efficientnet_lite0")
+    parser.add_argument("--fuzz-inputs", type=int, default=1000, help="mutated inputs per file kind (default: %(default)s)")
+    parser.add_argument("--fuzz-seed", type=int, default=0)
+    parser.add_argument("--writers", type=int, default=4, help="concurrent writers on one store (default: %(default)s)")
+    parser.add_argument("--appends", type=int, default=50, help="appends per writer and round (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the concurrent-writer trial (default: %(default)s)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="cnnfeat-reliability-") as name:
@@ -433,10 +476,12 @@ def main() -> int:
             check_extraction_kills(tmp / "xkills", args.extraction_kills),
             check_ray_faults(tmp / "ray", args.ray_trials),
             check_locks(tmp),
+            check_concurrent_writers(tmp / "writers", args.writers, args.appends, args.rounds),
             check_write_error(tmp),
             check_cache(tmp / "cache"),
             check_bit_flips(tmp / "flips", args.flip_trials),
             check_untrusted(tmp / "untrusted"),
+            check_fuzz(tmp / "fuzz", args.fuzz_inputs, args.fuzz_seed),
             check_memory(tmp / "rss", args.rss_images, args.rss_backbone),
         ]
     print(f"{sum(results)} of {len(results)} checks hold")

@@ -11,8 +11,11 @@ bit-flip trials of a finished store, and the tiny-network extractor.
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -510,3 +513,65 @@ def tiny(**params: object) -> object:
     defaults: dict[str, object] = {"backbone": "tiny_test", "weights": None, "batch_size": 4}
     defaults.update(params)
     return CNNFeatures(**defaults)
+
+
+_WRITER = """
+import json, sys, time
+import numpy as np
+from cnnfeat.exceptions import StoreLockedError
+from cnnfeat.store import FeatureStore
+path, config, me, appends = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+done, refused, errors = [], 0, []
+for i in range(appends):
+    keys = [f"{me:03d}{i:05d}{j:02d}".rjust(64, "0") for j in range(5)]
+    while True:
+        try:
+            with FeatureStore(path, config, dims={"a": 3}) as store:
+                store.append(keys, {"a": np.ones((5, 3))}, keys)
+            done += keys
+            break
+        except StoreLockedError:
+            refused += 1
+            time.sleep(0.001)
+        except Exception as exc:
+            errors.append(repr(exc))
+            break
+print(json.dumps({"done": done, "refused": refused, "errors": errors}))
+"""
+
+
+def concurrent_writers_trial(path: Path, writers: int, appends: int) -> dict[str, Any]:
+    """``writers`` processes each open ``path``, append 5 rows and close, ``appends`` times, all at once.
+
+    Returns the rows whose append returned (``committed``), those the store holds at the end
+    (``found``), how often a writer was refused the lock (``refused``) and any other error.
+    """
+    from cnnfeat.store import FEATURE_CODE_VERSION, FeatureStore
+
+    config = {"extractor": "writers", "taps": ["a"], "feature_code_version": FEATURE_CODE_VERSION}
+    if not path.exists():
+        FeatureStore(path, config, dims={"a": 3}).close()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), json.dumps(config), str(n), str(appends)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(writers)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"writer failed: {err[-2000:]}")
+        results.append(json.loads(out))
+    with FeatureStore(path, mode="r") as store:
+        found = set(store.keys())
+    committed = [key for r in results for key in r["done"]]
+    return {
+        "committed": committed,
+        "found": found,
+        "refused": sum(r["refused"] for r in results),
+        "errors": [e for r in results for e in r["errors"]],
+    }

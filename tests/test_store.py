@@ -15,7 +15,7 @@ import pytest
 
 from cnnfeat.exceptions import StoreLockedError, StoreMismatchError
 from cnnfeat.store import FEATURE_CODE_VERSION, FeatureStore, fingerprint_of
-from tests.support import kill_and_resume_trial
+from tests.support import concurrent_writers_trial, kill_and_resume_trial
 
 CONFIG = {"extractor": "test", "taps": ["a", "b"], "feature_code_version": FEATURE_CODE_VERSION}
 DIMS = {"a": 3, "b": 2}
@@ -121,47 +121,10 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
 def test_concurrent_writers_never_share_the_lock_and_lose_no_committed_row(tmp_path: Path) -> None:
     # issue 27, finding 1: the lock file was unlinked after the flock was dropped, so a process could lock the old,
     # unlinked inode while another locked a new file, and one writer's merge then overwrote the other's rows
-    path = tmp_path / "f.h5"
-    FeatureStore(path, CONFIG, dims=DIMS).close()
-    code = f"""
-        import json, sys, time
-        import numpy as np
-        from cnnfeat.exceptions import StoreLockedError
-        from cnnfeat.store import FeatureStore
-        me, done, refused, errors = int(sys.argv[1]), [], 0, []
-        for i in range(40):
-            keys = [f"{{me:02d}}{{i:03d}}{{j:02d}}".rjust(64, "0") for j in range(5)]
-            while True:
-                try:
-                    with FeatureStore({str(path)!r}, {CONFIG!r}, dims={DIMS!r}) as store:
-                        store.append(keys, {{"a": np.ones((5, 3)), "b": np.ones((5, 2))}}, keys)
-                    done += keys
-                    break
-                except StoreLockedError:
-                    refused += 1
-                    time.sleep(0.001)
-                except Exception as exc:
-                    errors.append(repr(exc))
-                    break
-        print(json.dumps({{"done": done, "refused": refused, "errors": errors}}))
-        """
-    script = tmp_path / "writer.py"
-    script.write_text(textwrap.dedent(code))
-    writers = [
-        subprocess.Popen([sys.executable, str(script), str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for n in range(4)
-    ]
-    results = []
-    for writer in writers:
-        out, err = writer.communicate(timeout=600)
-        assert writer.returncode == 0, err
-        results.append(json.loads(out))
-    assert [r["errors"] for r in results] == [[], [], [], []]
-    committed = [key for r in results for key in r["done"]]
-    assert len(committed) == 4 * 40 * 5 and sum(r["refused"] for r in results) > 0  # they did contend
-    with FeatureStore(path, mode="r") as store:
-        assert len(store) == len(committed)
-        assert all(key in store for key in committed)
+    trial = concurrent_writers_trial(tmp_path / "f.h5", writers=4, appends=40)
+    assert trial["errors"] == []
+    assert len(trial["committed"]) == 4 * 40 * 5 and trial["refused"] > 0  # they did contend
+    assert set(trial["committed"]) == trial["found"]
 
 
 def test_torn_journal_tail_is_dropped_and_complete_records_kept(tmp_path: Path) -> None:
