@@ -515,7 +515,7 @@ def tiny(**params: object) -> object:
     return CNNFeatures(**defaults)
 
 
-_WRITER = """
+_CONCURRENT_WRITER = """
 import json, sys, time
 import numpy as np
 from cnnfeat.exceptions import StoreLockedError
@@ -553,7 +553,7 @@ def concurrent_writers_trial(path: Path, writers: int, appends: int) -> dict[str
         FeatureStore(path, config, dims={"a": 3}).close()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(path), json.dumps(config), str(n), str(appends)],
+            [sys.executable, "-c", _CONCURRENT_WRITER, str(path), json.dumps(config), str(n), str(appends)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
