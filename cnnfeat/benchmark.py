@@ -26,7 +26,8 @@ Examples::
     python -m cnnfeat.benchmark --tables-only --out results/decaf     # rebuild tables and figures from records
     python -m cnnfeat.benchmark --list-datasets
 
-Exit status: 0 every run succeeded, 1 some run failed (see its record), 2 bad command line.
+Exit status: 0 every run succeeded, 1 some run failed (see its record), 2 bad command line, 3 every run
+succeeded but some files of your data were skipped (``--on-error skip``, the default).
 """
 
 from __future__ import annotations
@@ -88,7 +89,14 @@ def _parser() -> argparse.ArgumentParser:
         help="treat the runs as a recipe search: score each without test labels (reverse validation on a domain "
         "shift) and add the row of the recipe chosen per split, and recipes.json (on in --suite best)",
     )
-    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="your own data (--data): skip images that cannot be read, once, before any split is made, and list them "
+        "(exit 3), or stop at the first (default: %(default)s)",
+    )
+    p.add_argument("--seeds", nargs="+", type=int, help="split seeds (default: the suite's)")
     p.add_argument("--data-root", type=Path, help="folder with one sub-folder per dataset (default: $CNNFEAT_DATA)")
     p.add_argument("--out", type=Path, default=Path("results/benchmark"))
     p.add_argument("--cache", type=Path, help="feature cache folder (default: the user cache)")
@@ -119,8 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _user_datasets(values: list[str]) -> list[Any]:
-    """``--data [NAME=]PATH`` values, loaded (a name must not be given twice)."""
+def _user_datasets(values: list[str], screen: bool = True) -> list[Any]:
+    """``--data [NAME=]PATH`` values, loaded and (``screen``) rid of unreadable images; a name must not be given twice."""
     from cnnfeat.catalog import dataset_from_inputs
     from cnnfeat.exceptions import ConfigError
 
@@ -129,7 +137,7 @@ def _user_datasets(values: list[str]) -> list[Any]:
         name, sep, path = value.partition("=")
         if not sep or not name or "/" in name or os.sep in name:
             name, path = "", value
-        dataset = dataset_from_inputs(Path(path).expanduser(), name or None)
+        dataset = dataset_from_inputs(Path(path).expanduser(), name or None, screen=screen)
         if dataset.name in loaded:
             raise ConfigError(f"--data: two data sets are named {dataset.name!r}; name them with NAME=PATH")
         loaded[dataset.name] = dataset
@@ -138,6 +146,10 @@ def _user_datasets(values: list[str]) -> list[Any]:
             f"{dataset.manifest.layout} ({dataset.layout} {path}); default protocol: {dataset.spec['protocols']['default']}",
             file=sys.stderr,
         )
+        if dataset.skipped:
+            print(f"{dataset.name}: skipped {len(dataset.skipped)} files that cannot be read:", file=sys.stderr)
+            for skipped_path, reason in dataset.skipped:
+                print(f"  {skipped_path}: {reason}", file=sys.stderr)
     return list(loaded.values())
 
 
@@ -179,7 +191,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         else:  # a named suite runs the datasets of its list that are present
             datasets = [d for d in datasets if d in present or not dataset_spec(d)["files"]]
     try:
-        loaded = _user_datasets(args.data or [])
+        loaded = _user_datasets(args.data or [], screen=args.on_error == "skip")
         datasets = datasets + loaded
         runs = expand(
             args.methods or suite["methods"],
@@ -243,7 +255,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     failed = [r for r in records if r.get("status") != "ok"]
     for r in failed[:10]:
         print(f"FAILED {r['row']} on {r['column']} seed {r['seed']}: {r['error']}", file=sys.stderr)
-    return 1 if failed else 0
+    skipped = sum(len(d.skipped) for d in loaded)
+    if skipped:
+        print(f"skipped {skipped} unreadable files (listed above and in every record's data.skipped)", file=sys.stderr)
+    return 1 if failed else 3 if skipped else 0
 
 
 if __name__ == "__main__":

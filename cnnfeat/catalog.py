@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.config import cache_dir
-from cnnfeat.exceptions import DatasetError, ImageDecodeError
-from cnnfeat.images import read_image_file
+from cnnfeat.exceptions import DatasetError, ImageDecodeError, ImageError
+from cnnfeat.images import decode_image, map_ordered, read_image_file
 from cnnfeat.inputs import IMAGE_EXTENSIONS, Manifest
 
 __all__ = [
@@ -84,6 +84,8 @@ class Dataset:
     problems: list[str] = field(default_factory=list)
     layout: str = "official archive"
     digest: str = ""
+    #: ``(path, reason)`` of the images left out before any split was made (a user's data, screened)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def is_user_data(self) -> bool:
@@ -216,8 +218,13 @@ def dataset_from_inputs(
     *,
     root: str | os.PathLike[str] | None = None,
     allow_outside: bool = False,
+    screen: bool = False,
 ) -> Dataset:
     """A user's own images as a benchmark dataset: a folder tree, a domain or split tree, or a CSV.
+
+    With ``screen``, every image is read and decoded once first, and those that cannot be
+    (corrupt, not an image, missing, too large) are left out, with their reasons in
+    ``Dataset.skipped``, before any split is made: a messy folder costs its bad files only.
 
     The inputs are read by :func:`cnnfeat.inputs.load_inputs`, as ``cnnfeat extract``
     reads them. Domains come from a domain tree or a ``domain`` column; an official split
@@ -234,6 +241,19 @@ def dataset_from_inputs(
     from cnnfeat.inputs import SPLIT_NAMES, load_inputs
 
     manifest = load_inputs(source, root=root, allow_outside=allow_outside)
+    skipped = _unreadable(manifest) if screen else []
+    if skipped:
+        bad = {path for path, _ in skipped}
+        keep = [i for i, path in enumerate(manifest.paths) if path not in bad]
+        manifest = Manifest(
+            [manifest.paths[i] for i in keep],
+            [manifest.labels[i] for i in keep],
+            [manifest.splits[i] for i in keep],
+            [manifest.domains[i] for i in keep],
+            source=manifest.source,
+        )
+        if not manifest.paths:
+            raise DatasetError(f"{source}: none of its {len(skipped)} images can be read (e.g. {skipped[0][0]}: {skipped[0][1]})")
     name = name or Path(source).stem
     unlabelled = [p for p, label in zip(manifest.paths, manifest.labels) if not label]
     if unlabelled:
@@ -270,7 +290,23 @@ def dataset_from_inputs(
         "user_data": True,
     }
     manifest.source = f"{name} ({source})"
-    return Dataset(name, spec, Path(source), manifest, splits, layout=kind, digest=inputs_digest(manifest))
+    digest = inputs_digest(manifest)
+    return Dataset(name, spec, Path(source), manifest, splits, layout=kind, digest=digest, skipped=skipped)
+
+
+def _unreadable(manifest: Manifest) -> list[tuple[str, str]]:
+    """``(path, reason)`` of every image that cannot be read and decoded (decoded at reduced size where it can be)."""
+
+    def check(path: str) -> None:
+        decode_image(read_image_file(path)[0], path, min_side=64)
+
+    found = []
+    for path, _, error in map_ordered(check, manifest.paths, workers=max(2, os.cpu_count() or 1), max_ahead=64):
+        if isinstance(error, ImageError):
+            found.append((path, error.reason))
+        elif error is not None:
+            raise error
+    return found
 
 
 def inputs_digest(manifest: Manifest) -> str:

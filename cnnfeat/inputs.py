@@ -21,7 +21,7 @@ from cnnfeat.exceptions import InputListError
 
 __all__ = ["IMAGE_EXTENSIONS", "Manifest", "load_inputs", "sample_images"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 #: top-level folder names (and CSV ``split`` values) that name a split, and the part each means
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -77,9 +77,10 @@ class Manifest:
             raise InputListError(f"{root}: not a folder")
         paths, labels, tops, depths = [], [], [], set()
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # .git, .thumbnails, __MACOSX's kin
             for name in sorted(filenames):
-                if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                # hidden files are not images: macOS's AppleDouble ._x.jpg beside x.jpg, .DS_Store, editors' backups
+                if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
                     path = Path(dirpath, name)
                     relative = path.relative_to(root).parts
                     paths.append(str(path))

@@ -729,6 +729,8 @@ def _data_provenance(dataset: Dataset) -> dict[str, Any]:
     found: dict[str, Any] = {"layout": dataset.layout, "root": str(dataset.root)}
     if dataset.is_user_data:
         found |= {"images": len(dataset.manifest), "classes": len(dataset.manifest.classes), "digest": dataset.digest}
+    if dataset.skipped:
+        found["skipped"] = [{"path": path, "reason": reason} for path, reason in dataset.skipped]
     return found
 
 

@@ -140,3 +140,33 @@ def test_benchmark_cli_refuses_what_the_data_lacks_as_a_bad_command_line(
     assert "needs two or more domains" in capsys.readouterr().err
     assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_messy_folder_costs_its_bad_files_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 25, item 1: one bad file made every run fail and the table empty (exit 1)
+    from cnnfeat.benchmark import main
+
+    root = tmp_path / "photos"
+    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+        for i in range(6):
+            _jpeg(root / f"class{c}" / f"{i}.jpg", colour, seed=10 * c + i)
+    good = (root / "class0" / "0.jpg").read_bytes()
+    (root / "class0" / "corrupt.jpg").write_bytes(good[: len(good) // 3])  # a truncated JPEG
+    (root / "class1" / "page.jpg").write_text("<!DOCTYPE html><html><body>404</body></html>")  # a saved error page
+    (root / "class1" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # macOS AppleDouble: not an image
+    (root / "class1" / "notes.txt").write_text("shot on my phone\n")
+    _jpeg(root / "class1" / "old.jfif", (40, 40, 200), seed=99)  # read, as a JPEG
+    out = tmp_path / "out"
+    args = ["--data", str(root), "--methods", TINY, "hog", "--protocol", "kfold:3", "--seeds", "0", "--out", str(out)]
+    assert main([*args, "--no-progress", "--cache", str(tmp_path / "c")]) == 3
+    err = capsys.readouterr().err
+    assert "skipped 2 files that cannot be read" in err
+    assert "corrupt.jpg: " in err and "page.jpg: not an image: the file holds an HTML/XML page" in err
+    assert "._0.jpg" not in err and "notes.txt" not in err
+    records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert all(r["n_train"] + r["n_test"] == 13 for r in records)  # 12 photos and the .jfif, nothing else
+    assert all(sorted(Path(s["path"]).name for s in r["data"]["skipped"]) == ["corrupt.jpg", "page.jpg"] for r in records)
+    assert (
+        main([*args, "--no-progress", "--cache", str(tmp_path / "c"), "--on-error", "fail", "--out", str(tmp_path / "o2")]) == 1
+    )
