@@ -259,6 +259,7 @@ def check_concurrent_writers(tmp: Path, writers: int, appends: int, rounds: int)
     """N writers x M appends on one store, several rounds: a second writer only ever gets StoreLockedError."""
     from tests.support import concurrent_writers_trial
 
+    tmp.mkdir(parents=True, exist_ok=True)
     committed = found = refused = 0
     lost: set[str] = set()
     errors: list[str] = []

@@ -203,6 +203,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             normalize=args.normalize or suite.get("normalize"),
             solver=args.solver,
         )
+        from cnnfeat.methods import Method
+
+        for method in dict.fromkeys(run.method for run in runs):  # every name resolved before any work
+            Method.parse(method).check()
     except CnnfeatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -102,6 +103,55 @@ class Method:
             params[key] = _value(value)
         return cls(text, kind, params)
 
+    def check(self) -> None:
+        """Resolve everything the method names, without running it; a wrong name or value raises now.
+
+        The backbone must exist, every parameter must be one the estimator has, with a valid
+        value, and every tap (or ``after:<layer>``) must be a layer of the network (learned
+        from a model with random weights, built once per backbone). Raises
+        :class:`~cnnfeat.exceptions.ConfigError` (``UnknownBackboneError``,
+        ``UnknownLayerError``) with a did-you-mean.
+
+        >>> Method.parse("cnn:tiny_test/pool?batch_sise=8").check()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        cnnfeat.exceptions.ConfigError: method ...: 'batch_sise' is not a parameter of CNNFeatures (did you mean 'batch_size'?)
+        """
+        import inspect
+
+        from sklearn.utils._param_validation import InvalidParameterError
+
+        if self.kind == "concat":
+            for part in self.parts:
+                part.check()
+            return
+        if self.kind in HANDCRAFTED:
+            return
+        from cnnfeat.backbones import get_backbone
+
+        get_backbone(self.backbone)
+        from cnnfeat.extractors.cnn import CNNFeatures
+        from cnnfeat.finetune import FineTunedCNN, parse_trainable
+
+        owner = CNNFeatures if self.kind == "cnn" else FineTunedCNN
+        accepted = sorted(set(inspect.signature(owner.__init__).parameters) - {"self"})
+        for name in self.params:
+            if name not in accepted:
+                raise ConfigError(
+                    f"method {self.text!r}: {name!r} is not a parameter of {owner.__name__}{did_you_mean(name, accepted)}"
+                )
+        try:
+            (self.make_features(None) if self.kind == "cnn" else self.make_classifier(None))._validate_params()
+        except InvalidParameterError as exc:
+            raise ConfigError(f"method {self.text!r}: {exc}") from None
+        if self.kind == "cnn":
+            layers = self.tap.split(",")
+        else:
+            how, layer = parse_trainable(self.params["trainable"])
+            layers = [str(layer)] if how == "after" else []
+        for layer in layers:
+            _check_layer(self.backbone, layer)
+
     def make_classifier(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
         """The (unfitted) :class:`~cnnfeat.FineTunedCNN` a ``finetune:`` method names."""
         if self.kind != "finetune":
@@ -163,3 +213,24 @@ def _value(text: str) -> Any:
         except ValueError:
             continue
     return text
+
+
+def _check_layer(backbone: str, layer: str) -> None:
+    from cnnfeat.backbones import POOL_TAPS
+    from cnnfeat.exceptions import UnknownLayerError
+
+    if layer in POOL_TAPS:
+        return
+    names = _layer_names(backbone)
+    if layer not in names:
+        raise UnknownLayerError(
+            f"backbone {backbone} has no layer {layer!r}{did_you_mean(layer, names)}; list them with "
+            f"`cnnfeat extract --list-layers {backbone}`"
+        )
+
+
+@functools.cache
+def _layer_names(backbone: str) -> list[str]:
+    from cnnfeat.backbones import list_layers
+
+    return list(list_layers(backbone))

@@ -170,3 +170,29 @@ def test_a_messy_folder_costs_its_bad_files_only(tmp_path: Path, capsys: pytest.
     assert (
         main([*args, "--no-progress", "--cache", str(tmp_path / "c"), "--on-error", "fail", "--out", str(tmp_path / "o2")]) == 1
     )
+
+
+def test_every_method_is_resolved_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 25, item 2: a typo failed each run separately, after work had started, each error printed three times
+    import time
+
+    from cnnfeat.benchmark import main
+
+    root = tmp_path / "photos"
+    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+        for i in range(4):
+            _jpeg(root / f"class{c}" / f"{i}.jpg", colour, seed=10 * c + i)
+    typos = {
+        "cnn:tiny_test/block1_pol?weights=none": "has no layer 'block1_pol' (did you mean 'block1_pool'?)",
+        "finetune:tiny_test/top1?epoch=3&weights=none": "'epoch' is not a parameter of FineTunedCNN (did you mean 'epochs'?)",
+        "cnn:tiny_tset/pool": "unknown backbone 'tiny_tset' (did you mean 'tiny_test'?)",
+        "cnn:tiny_test/pool?weights=none&batch_size=0": "The 'batch_size' parameter of CNNFeatures must be",
+    }
+    for method, message in typos.items():
+        started = time.perf_counter()
+        out = tmp_path / "out"
+        assert main(["--data", str(root), "--methods", method, "--out", str(out), "--no-progress"]) == 2
+        assert time.perf_counter() - started < 10
+        err = capsys.readouterr().err
+        assert message in err and err.count("error:") == 1, err
+        assert not list(out.glob("records/*.json"))
