@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             adapt=args.adapt or suite.get("adapt", ["none"]),
             normalize=args.normalize or suite.get("normalize"),
             solver=args.solver,
+            all_folds=args.seeds is None,  # k-fold runs all its folds unless seeds are named
         )
         from cnnfeat.methods import Method
 

@@ -34,6 +34,7 @@ import os
 import platform
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -125,6 +126,7 @@ def expand(
     adapt: Sequence[str] = ("none",),
     normalize: str | Sequence[str] | None = None,
     solver: str = "path",
+    all_folds: bool = False,
 ) -> list[RunSpec]:
     """Every run of the grid, with ``default`` / ``full`` / ``sampled`` / ``few_shot`` spelled out per dataset.
 
@@ -135,6 +137,8 @@ def expand(
     ``official`` runs seed k on official split k, so a dataset with one official split runs once.
     ``normalize`` is one normalisation or several (each a run of its own); None: each method's default.
     ``solver`` is logistic regression's (:class:`~cnnfeat.probes.SweptLinearClassifier`'s ``solver``).
+    ``all_folds``: ``kfold:k`` runs all its k folds, whatever ``seeds`` says (the command line's default).
+    A user's dataset whose smallest class is too small for a protocol is refused, naming protocols that fit it.
     """
     for probe in probes:
         if probe not in PROBES:
@@ -148,12 +152,15 @@ def expand(
     norms = [normalize] if isinstance(normalize, str) else list(normalize or [])
     runs = []
     for dataset in datasets:
+        loaded = dataset if isinstance(dataset, Dataset) else None
         if isinstance(dataset, Dataset):
             dataset, spec, digest = dataset.name, dataset.spec, dataset.digest
         else:
             spec, digest = dataset_spec(dataset), ""
         for protocol in protocols:
-            for resolved, seeds_for in _resolve_protocol(protocol, spec, seeds):
+            for resolved, seeds_for in _resolve_protocol(protocol, spec, seeds, all_folds):
+                if loaded is not None:
+                    _check_fits(resolved, loaded)
                 shift = Protocol.parse(resolved)
                 for method in methods:
                     finetune = parsed[method].kind == "finetune"  # a classifier of its own, trained on the source only
@@ -167,7 +174,28 @@ def expand(
     return list(dict.fromkeys(runs))
 
 
-def _resolve_protocol(protocol: str, spec: dict[str, Any], seeds: Sequence[int]) -> list[tuple[str, Sequence[int]]]:
+def _check_fits(protocol: str, dataset: Dataset) -> None:
+    """Refuse a protocol the data is too small for, before any work, naming protocols that fit it."""
+    parsed = Protocol.parse(protocol)
+    if parsed.name not in ("kfold", "n_per_class"):
+        return
+    counts = Counter(dataset.manifest.labels)
+    smallest, fewest = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    needed = int(parsed.detail) if parsed.name == "kfold" else int(parsed.detail) + 1
+    if fewest >= needed:
+        return
+    fitting = [f"kfold:{min(fewest, 5)}", f"n_per_class:{fewest - 1}"] if fewest >= 2 else []
+    what = "one in each fold" if parsed.name == "kfold" else f"{parsed.detail} to train, 1 to test"
+    raise ConfigError(
+        f"{dataset.name}: its smallest class ({smallest}) has {fewest} image{'s' * (fewest != 1)}; {protocol} needs "
+        f"{needed} per class ({what}). "
+        + (f"Use --protocol {' or '.join(fitting)}" if fitting else "Every protocol needs at least 2 images per class")
+    )
+
+
+def _resolve_protocol(
+    protocol: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool = False
+) -> list[tuple[str, Sequence[int]]]:
     defaults = spec.get("protocols", {})
     parsed = Protocol.parse(protocol)
     name, arg = parsed.name, parsed.detail
@@ -183,7 +211,7 @@ def _resolve_protocol(protocol: str, spec: dict[str, Any], seeds: Sequence[int])
         return [(f"n_per_class:{k}", seeds) for k in FEW_SHOT]
     if name == "kfold":
         k = int(arg or 5)
-        return [(f"kfold:{k}", [s for s in seeds if s < k])]
+        return [(f"kfold:{k}", list(range(k)) if all_folds else [s for s in seeds if s < k])]
     if name == "official":
         count = _official_split_count(spec)
         if not count and spec.get("user_data"):

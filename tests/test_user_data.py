@@ -180,7 +180,7 @@ def test_every_method_is_resolved_before_any_work(tmp_path: Path, capsys: pytest
 
     root = tmp_path / "photos"
     for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
-        for i in range(4):
+        for i in range(5):
             _jpeg(root / f"class{c}" / f"{i}.jpg", colour, seed=10 * c + i)
     typos = {
         "cnn:tiny_test/block1_pol?weights=none": "has no layer 'block1_pol' (did you mean 'block1_pool'?)",
@@ -196,3 +196,24 @@ def test_every_method_is_resolved_before_any_work(tmp_path: Path, capsys: pytest
         err = capsys.readouterr().err
         assert message in err and err.count("error:") == 1, err
         assert not list(out.glob("records/*.json"))
+
+
+def test_protocols_must_fit_the_smallest_class_and_k_fold_runs_every_fold(tmp_path: Path, capsys) -> None:
+    # issue 25, item 3: 3 images per class leaked scikit-learn's "n_splits=5 cannot be greater than the number of
+    # members in each class", and the default 5-fold ran only folds 0, 1 and 2 (the default seeds)
+    from cnnfeat.benchmark import main
+
+    for per_class, name in ((3, "three"), (1, "one"), (5, "five")):
+        for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+            for i in range(per_class):
+                _jpeg(tmp_path / name / f"class{c}" / f"{i}.jpg", colour, seed=10 * c + i)
+    args = ["--methods", TINY, "--no-progress", "--cache", str(tmp_path / "c")]
+    assert main(["--data", str(tmp_path / "three"), "--out", str(tmp_path / "o3"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "smallest class (class0) has 3 images; kfold:5 needs 5 per class" in err and "--protocol kfold:3" in err
+    assert "n_splits" not in err and "ValueError" not in err
+    assert main(["--data", str(tmp_path / "one"), "--out", str(tmp_path / "o1"), *args, "--protocol", "n_per_class:1"]) == 2
+    assert "Every protocol needs at least 2 images per class" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path / "five"), "--out", str(tmp_path / "o5"), *args]) == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "o5" / "records").glob("*.json")]
+    assert sorted(r["seed"] for r in records) == [0, 1, 2, 3, 4]  # all five folds
