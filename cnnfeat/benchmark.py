@@ -1,4 +1,4 @@
-"""``python -m cnnfeat.benchmark``: methods x probes x datasets x protocols x seeds -> records, tables, figures.
+"""cnnfeat benchmark: methods x probes x datasets x protocols x seeds -> records, tables, figures.
 
 With no arguments it runs the built-in default offline on ``eurosat_mini``, 1,000
 satellite photos that ship with cnnfeat (EfficientNet-Lite0 features against HOG,
@@ -12,19 +12,19 @@ per run), ``table.md``/``.csv``/``.json`` and PNG figures.
 
 Examples::
 
-    python -m cnnfeat.benchmark
-    python -m cnnfeat.benchmark --data ~/photos/by_class                   # your images, stratified 5-fold
-    python -m cnnfeat.benchmark --data shop=~/shop.csv --protocol n_per_class:10 kfold:5
-    python -m cnnfeat.benchmark --data ~/office --protocol full --adapt none coral   # a domain tree: every shift
-    python -m cnnfeat.benchmark --datasets office31 --protocol full --data-root ../shared/datasets
-    python -m cnnfeat.benchmark --suite decaf --data-root ../shared/datasets --out results/decaf
-    python -m cnnfeat.benchmark --datasets scene15 --methods cnn:efficientnet_lite0/pool hog sift_bovw \\
-        --probes logreg svm --seeds 0 1 2 3 4 --data-root ../shared/datasets
-    python -m cnnfeat.benchmark --suite decaf --data-root ../shared/datasets --jobs 2   # two probes at once
-    python -m cnnfeat.benchmark --suite best --data ~/photos/by_class      # search the recipes, choose on validation
-    python -m cnnfeat.benchmark --data /shared/photos --engine ray --ray-address auto  # on a Ray cluster
-    python -m cnnfeat.benchmark --tables-only --out results/decaf     # rebuild tables and figures from records
-    python -m cnnfeat.benchmark --list-datasets
+    cnnfeat benchmark
+    cnnfeat benchmark --data ~/photos/by_class                   # your images, stratified 5-fold
+    cnnfeat benchmark --data shop=~/shop.csv --protocol n_per_class:10 kfold:5
+    cnnfeat benchmark --data ~/office --protocol full --adapt none coral   # a domain tree: every shift
+    cnnfeat benchmark --datasets office31 --protocol full --data-root ~/data
+    cnnfeat benchmark --suite decaf --data-root ~/data --out results/decaf
+    cnnfeat benchmark --datasets scene15 --methods cnn:efficientnet_lite0/pool hog sift_bovw \\
+        --probes logreg svm --seeds 0 1 2 3 4 --data-root ~/data
+    cnnfeat benchmark --suite decaf --data-root ~/data --jobs 2   # two probes at once
+    cnnfeat benchmark --suite best --data ~/photos/by_class      # search the recipes, choose on validation
+    cnnfeat benchmark --data /shared/photos --engine ray --ray-address auto  # on a Ray cluster
+    cnnfeat benchmark --tables-only --out results/decaf     # rebuild tables and figures from records
+    cnnfeat benchmark --list-datasets
 
 Exit status: 0 every run succeeded, 1 some run failed (see its record), 2 bad command line, 3 every run
 succeeded but some files of your data were skipped (``--on-error skip``, the default).
@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from cnnfeat.console import setup
+from cnnfeat.console import plain_text, setup
 from cnnfeat.exceptions import CnnfeatError
 from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.suites import SUITES
@@ -46,7 +47,7 @@ from cnnfeat.suites import SUITES
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m cnnfeat.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="cnnfeat benchmark", description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--suite", choices=sorted(SUITES), default="default", help="a named grid; the flags below override its parts")
     p.add_argument("--datasets", nargs="+", help="catalog names (see --list-datasets)")
@@ -98,7 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", nargs="+", type=int, help="split seeds (default: the suite's)")
     p.add_argument("--data-root", type=Path, help="folder with one sub-folder per dataset (default: $CNNFEAT_DATA)")
-    p.add_argument("--out", type=Path, default=Path("results/benchmark"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/benchmark"),
+        help="folder for records, tables and figures (default: %(default)s)",
+    )
     p.add_argument("--cache", type=Path, help="feature cache folder (default: the user cache)")
     p.add_argument("--skip-existing", action=argparse.BooleanOptionalAction, default=False, help="reuse finished runs' records")
     p.add_argument(
@@ -120,10 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ray-address", help="'auto' joins the cluster `ray start` made (default: start a local one)")
     p.add_argument("--tables-only", action="store_true", help="rebuild tables and figures from the records in --out")
-    p.add_argument("--list-datasets", action="store_true")
-    p.add_argument("--list-methods", action="store_true")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--list-datasets", action="store_true", help="the catalog's datasets, and exit")
+    p.add_argument("--list-methods", action="store_true", help="the method grammar and the probes, and exit")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the library does (and TensorFlow's start-up)")
     return p
 
 
@@ -237,7 +243,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if engine is not None:
         quiet_ray(args.verbose)
         print(engine.describe(), file=sys.stderr)
-    command = " ".join([prog or "python -m cnnfeat.benchmark", *(argv if argv is not None else sys.argv[1:])])
+    # shell-quoted, so that the footer's command reruns when pasted (a method's ?a=1&b=2 would background at &)
+    command = shlex.join([*(prog or "cnnfeat benchmark").split(), *(argv if argv is not None else sys.argv[1:])])
     records = run_all(
         runs,
         args.out,

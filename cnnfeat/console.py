@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 
-__all__ = ["is_startup_noise", "quiet_ray", "setup"]
+__all__ = ["is_startup_noise", "plain_text", "quiet_ray", "setup"]
 
 #: native log lines of TensorFlow/XLA/absl that say nothing a user can act on
 _NOISE = re.compile(
@@ -45,6 +45,15 @@ def is_startup_noise(line: bytes | str) -> bool:
     """Whether one line of stderr is TensorFlow's native start-up noise."""
     raw = line.encode() if isinstance(line, str) else line
     return bool(_NOISE.match(raw.rstrip(b"\n")))
+
+
+def plain_text(docstring: str | None) -> str:
+    """A module docstring as ``--help`` shows it: without reStructuredText's ````literal```` and ``::`` markup.
+
+    >>> plain_text("Run ``cnnfeat benchmark``. Examples::")
+    'Run cnnfeat benchmark. Examples:'
+    """
+    return re.sub(r"::$", ":", (docstring or "").replace("``", ""), flags=re.MULTILINE)
 
 
 def setup(verbose: bool = False) -> None:

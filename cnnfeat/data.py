@@ -1,11 +1,11 @@
-"""``python -m cnnfeat.data``: list, download and verify the benchmark datasets of the catalog.
+"""cnnfeat data: list, download and verify the benchmark datasets of the catalog.
 
 Examples::
 
-    python -m cnnfeat.data list
-    python -m cnnfeat.data download flowers102 --data-root ~/data
-    python -m cnnfeat.data verify office31 scene15 --data-root ../shared/datasets --content
-    python -m cnnfeat.data layouts pacs      # the official layout and the download scripts' layouts accepted
+    cnnfeat data list
+    cnnfeat data download flowers102 --data-root ~/data
+    cnnfeat data verify office31 scene15 --data-root ~/data --content
+    cnnfeat data layouts pacs      # the official layout and the download scripts' layouts accepted
 
 Exit status: 0 all good, 1 a download or verification failed, 2 bad command line.
 """
@@ -25,7 +25,7 @@ from cnnfeat.catalog import (
     present_folder,
     resolve_data_root,
 )
-from cnnfeat.console import setup
+from cnnfeat.console import plain_text, setup
 from cnnfeat.download import download, safe_extract
 from cnnfeat.exceptions import DatasetError, DownloadError, UnsafeArchiveError
 
@@ -105,7 +105,7 @@ def _progress_bar(label: str):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=prog or "python -m cnnfeat.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog or "cnnfeat data", description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--data-root", type=Path, help="folder holding one sub-folder per dataset (default: $CNNFEAT_DATA or the cache)"
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     shapes = sub.add_parser("layouts", help="the folder layouts each dataset is accepted in")
     shapes.add_argument("names", nargs="*", choices=list_datasets(), metavar="NAME")
     for p in (listing, get, check, shapes):
-        p.add_argument("--data-root", type=Path, default=argparse.SUPPRESS)
+        p.add_argument("--data-root", type=Path, default=argparse.SUPPRESS, help="as above, after the subcommand")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
     args = parser.parse_args(argv)
     setup(args.verbose)

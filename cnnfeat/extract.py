@@ -1,4 +1,4 @@
-"""``python -m cnnfeat.extract``: extract CNN features of image files into an HDF5 feature store.
+"""cnnfeat extract: extract CNN features of image files into an HDF5 feature store.
 
 Exit status: 0 done; 1 error (nothing committed is lost); 2 bad command line;
 3 done, but some images were skipped (``--on-error skip``); 130 interrupted.
@@ -19,29 +19,29 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 EXAMPLES = """\
 examples:
   # pooled EfficientNet-Lite0 features (offline ImageNet weights) of a folder tree, labels from folder names
-  python -m cnnfeat.extract ../shared/datasets/office31/webcam --layers pool --output webcam.h5
+  cnnfeat extract ~/data/office31/webcam --layers pool --output webcam.h5
 
   # VGG16 fc6/fc7 analogues (DeCAF6/7) and an early block, from a CSV of path,label[,split,domain]
-  python -m cnnfeat.extract images.csv --backbone vgg16 --layers fc1,fc2,block4_pool --output vgg.h5
+  cnnfeat extract images.csv --backbone vgg16 --layers fc1,fc2,block4_pool --output vgg.h5
 
   # the same features from Keras itself (the reference; auto picks the fastest exact runtime)
-  python -m cnnfeat.extract images.csv --runtime keras --output ref.h5
+  cnnfeat extract images.csv --runtime keras --output ref.h5
 
   # int8 (ONNX Runtime, static quantisation calibrated on 64 of the input's images): faster, not exact
-  python -m cnnfeat.extract photos/ --precision int8 --output int8.h5
+  cnnfeat extract photos/ --precision int8 --output int8.h5
 
   # on a Ray cluster (`ray start --head` here, `ray start --address=HEAD:6379` on the others; the
   # images on a file system every node mounts at the same path); rows are committed here, resumable
-  python -m cnnfeat.extract /shared/photos --engine ray --ray-address auto --output /shared/photos.h5
+  cnnfeat extract /shared/photos --engine ray --ray-address auto --output /shared/photos.h5
 
   # Razavian-style 10 crops, float16 storage, keep going past unreadable files
-  python -m cnnfeat.extract paths.txt --views 10crop --dtype float16 --on-error skip --output f.h5
+  cnnfeat extract paths.txt --views 10crop --dtype float16 --on-error skip --output f.h5
 
   # the two sample photos scikit-learn ships (works offline on a fresh install)
-  python -m cnnfeat.extract --samples
+  cnnfeat extract --samples
 
-  python -m cnnfeat.extract --list-backbones
-  python -m cnnfeat.extract --list-layers efficientnet_lite0
+  cnnfeat extract --list-backbones
+  cnnfeat extract --list-layers efficientnet_lite0
 
   # what the file holds, and its features as a table for pandas/polars
   cnnfeat info webcam.h5
@@ -55,7 +55,7 @@ was killed resumes where its last committed batch ended.
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m cnnfeat.extract",
+        prog="cnnfeat extract",
         description="Extract features of pretrained CNN layers for image files, in one forward pass, "
         "into a content-addressed, crash-safe HDF5 feature store.",
         epilog=EXAMPLES,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,8 @@ def test_cli_default_runs_the_built_in_photos_offline_and_rebuilds_tables(
     assert (out / "table.md").read_text().startswith("| method | eurosat_mini (30/class) |")
     assert (out / "bars_eurosat_mini.png").is_file() and len(list((out / "records").glob("*.json"))) == 1
     assert (out / "cost_eurosat_mini.png").stat().st_size > 2000
+    (record,) = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    assert shlex.split(record["command"])[2:4] == ["--methods", TINY]  # shell-quoted: TINY's & reruns when pasted
     (out / "table.md").unlink()
     assert main(["--tables-only", "--out", str(out)]) == 0 and (out / "table.md").is_file()
     assert main(["--datasets", "digits", "--probes", "ridge", "--out", str(out)]) == 2
