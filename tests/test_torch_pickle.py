@@ -141,3 +141,13 @@ def test_a_storage_length_the_file_cannot_back_is_refused_before_it_is_read(tmp_
         load_state_dict(path)
     path.write_bytes(header + state + keys + struct.pack("<q", 1) + np.float32(7).tobytes())
     assert load_state_dict(path)["w"].tolist() == [7.0]
+
+
+def test_a_pickle_length_field_larger_than_the_file_is_a_clear_error(tmp_path: Path) -> None:
+    # found by the fuzzer (tests/fuzzing.py): BINBYTES8 claiming 2^62 bytes was an OverflowError traceback, and a
+    # smaller claim would have had the reader allocate it
+    for claim in (1 << 62, 1 << 34):
+        path = tmp_path / "claim.pth"
+        path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", claim) + b"abc")
+        with pytest.raises(WeightsError, match=r"claim\.pth: not a readable PyTorch state dict"):
+            load_state_dict(path)

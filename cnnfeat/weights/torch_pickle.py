@@ -168,7 +168,9 @@ def _load_legacy(f: BinaryIO, source: str) -> Any:
     keys = _RestrictedUnpickler(f, source, register).load()
     if not isinstance(keys, list):
         raise WeightsError(f"{source}: storage key list missing")
-    size = os.fstat(f.fileno()).st_size
+    here = f.tell()
+    size = f.seek(0, os.SEEK_END)
+    f.seek(here)
     for key in keys:
         (n,) = struct.unpack("<q", _read_exact(f, 8, source))
         if str(key) not in storages:
@@ -189,6 +191,9 @@ def _load_zip(path: str, source: str) -> Any:
         if pkl is None:
             raise WeightsError(f"{source}: zip file has no data.pkl; not a PyTorch checkpoint")
         prefix = pkl[: -len("data.pkl")]
+        info = archive.getinfo(pkl)
+        if info.file_size > max(16 * info.compress_size, 1 << 20):
+            raise WeightsError(f"{source}: data.pkl inflates to {info.file_size} bytes; refused")
 
         def load(pid: tuple) -> np.ndarray:
             storage_type, key = _typed(pid)
@@ -273,11 +278,12 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             state = _load_zip(source, source)
         else:
             with open(source, "rb") as f:
-                state = _load_legacy(f, source)
+                # in memory: a pickle's length fields then cannot make the reader allocate more than the file holds
+                state = _load_legacy(io.BytesIO(f.read()), source)
     except UnsafePickleError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, struct.error, RecursionError,
-            zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError) as exc:  # fmt: skip
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, struct.error, RecursionError, OverflowError,
+            MemoryError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError) as exc:  # fmt: skip
         raise WeightsError(f"{source}: not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
     except WeightsError as exc:
         if not str(exc).startswith(source):  # raised where the file's name is not known
