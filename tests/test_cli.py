@@ -176,4 +176,3 @@ def test_every_commands_help_says_cnnfeat_renders_no_markup_and_explains_every_o
         for action in parser._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, f"cnnfeat {name} {action.option_strings or action.dest} has no help"
-
