@@ -39,6 +39,7 @@ _EXPORTS = {
     "SweptLinearClassifier": "cnnfeat.probes",
     "load_dataset": "cnnfeat.catalog",
     "load_inputs": "cnnfeat.inputs",
+    "load_model": "cnnfeat.model_file",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -19,6 +19,8 @@ commands:
   extract     features of image files into an HDF5 feature store      (cnnfeat extract --help)
   benchmark   methods x probes x datasets x protocols x seeds -> tables (cnnfeat benchmark --help)
   data        the dataset catalog: list, download, verify, layouts      (cnnfeat data --help)
+  train       fit a method on your images into a model file             (cnnfeat train --help)
+  predict     classify images with a model file, into a CSV             (cnnfeat predict --help)
   info        what a feature store holds
   export      a feature store as .npz, .parquet or .csv
 
@@ -28,9 +30,10 @@ examples:
   cnnfeat info photos.h5 --check                                      # every chunk through its checksum
   cnnfeat export photos.h5 --format parquet --output photos.parquet   # pandas.read_parquet / polars.read_parquet
   cnnfeat benchmark --data ~/photos                                   # Lite0 vs HOG on your images, 5-fold
+  cnnfeat train --data ~/photos --output photos.cnnfeat-model         # then: cnnfeat predict MODEL IMAGES...
   cnnfeat data list --data-root ~/data
 
-Exit status: 0 success, 1 error, 2 bad command line (extract: 3 some images skipped).
+Exit status: 0 success, 1 error, 2 bad command line, 3 done but some images skipped.
 """
 
 
@@ -140,6 +143,8 @@ COMMANDS: dict[str, Callable[[Sequence[str], str], int]] = {
     "extract": _delegate("cnnfeat.extract"),
     "benchmark": _delegate("cnnfeat.benchmark"),
     "data": _delegate("cnnfeat.data"),
+    "train": _delegate("cnnfeat.train"),
+    "predict": _delegate("cnnfeat.predict"),
     "info": _info,
     "export": _export,
 }

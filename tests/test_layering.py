@@ -12,9 +12,9 @@ LAYERS: list[set[str]] = [
     {"exceptions", "config", "files"},
     {"weights", "backbones", "images", "store", "inputs", "download", "catalog"},
     {"runtimes", "protocols", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export"}
-    | {"finetune", "logistic_stream"},
+    | {"finetune", "logistic_stream", "model_file"},
     {"engines", "runner", "recipes", "tables", "plots", "suites", "report"},
-    {"console", "cli", "extract", "benchmark", "data", "__main__"},
+    {"console", "cli", "extract", "benchmark", "data", "train", "predict", "__main__"},
 ]
 
 
