@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from cnnfeat.console import setup
 
@@ -19,6 +20,7 @@ commands:
   extract     features of image files into an HDF5 feature store      (cnnfeat extract --help)
   benchmark   methods x probes x datasets x protocols x seeds -> tables (cnnfeat benchmark --help)
   data        the dataset catalog: list, download, verify, layouts      (cnnfeat data --help)
+  report      rebuild a results folder's tables, figures and report.html
   train       fit a method on your images into a model file             (cnnfeat train --help)
   predict     classify images with a model file, into a CSV             (cnnfeat predict --help)
   info        what a feature store holds
@@ -35,6 +37,23 @@ examples:
 
 Exit status: 0 success, 1 error, 2 bad command line, 3 done but some images skipped.
 """
+
+
+def _report(argv: Sequence[str], prog: str) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Rebuild a results folder's tables, figures and report.html from its records (no run is redone).",
+    )
+    parser.add_argument("out", type=Path, help="a folder written by cnnfeat benchmark (it holds records/)")
+    parser.add_argument("--data-root", type=Path, help="where the datasets are, for figures that read features")
+    args = parser.parse_args(list(argv))
+    from cnnfeat.benchmark import main as benchmark
+
+    extra = ["--data-root", str(args.data_root)] if args.data_root else []
+    code = benchmark(["--tables-only", "--out", str(args.out), *extra], prog=prog)
+    if code == 0:
+        print(f"report: {args.out / 'report.html'}", file=sys.stderr)
+    return code
 
 
 def _info(argv: Sequence[str], prog: str) -> int:
@@ -143,6 +162,7 @@ COMMANDS: dict[str, Callable[[Sequence[str], str], int]] = {
     "extract": _delegate("cnnfeat.extract"),
     "benchmark": _delegate("cnnfeat.benchmark"),
     "data": _delegate("cnnfeat.data"),
+    "report": _report,
     "train": _delegate("cnnfeat.train"),
     "predict": _delegate("cnnfeat.predict"),
     "info": _info,

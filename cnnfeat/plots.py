@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnfeat.methods import Method
 from cnnfeat.protocols import Protocol
-from cnnfeat.tables import extraction_seconds_per_1k, pivot
+from cnnfeat.tables import extraction_seconds_per_1k, pivot, row_letters
 
 __all__ = ["bar_chart", "cost_chart", "few_shot_curve", "layer_curve", "pareto_front", "run_cost", "training_curves", "tsne_map"]
 
@@ -103,7 +103,7 @@ def cost_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, t
     ]
     points = [(float(np.mean(costs[c])), table.mean_std(*c)[0]) for c in cells]  # type: ignore[index]
     fig, ax = _subplots(figsize=(8.5, 4.6))
-    letters = {row: chr(ord("A") + i) if i < 26 else str(i) for i, row in enumerate(table.rows)}
+    letters = row_letters(table.rows)
     colours = {row: f"C{i % 10}" for i, row in enumerate(table.rows)}
     for cell, (cost, accuracy) in zip(cells, points):
         row, column = cell

@@ -1,4 +1,4 @@
-"""A benchmark's output folder, made from its records: ``table.md``/``.csv``/``.json`` and the figures.
+"""A benchmark's output folder, made from its records: ``table.md``/``.csv``/``.json``, the figures, ``report.html``.
 
 Bar charts and accuracy against cost per dataset, the few-shot curve when three or more shot counts were run, the
 training curves of fine-tuned runs per dataset, and,
@@ -32,6 +32,7 @@ def write_report(
     """
     import json
 
+    from cnnfeat.html_report import write_html
     from cnnfeat.recipes import choices
     from cnnfeat.runner import sort_records
 
@@ -47,6 +48,7 @@ def write_report(
         Path(cache) if cache else None,
         {d.name: d for d in loaded},
     )
+    write_html(records, out)  # last: it embeds every figure written above
     return markdown
 
 

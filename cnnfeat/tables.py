@@ -37,6 +37,7 @@ __all__ = [
     "footer_for",
     "pivot",
     "results_markdown",
+    "row_letters",
     "to_csv",
     "to_json",
     "to_markdown",
@@ -94,6 +95,11 @@ def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
         protocols[column].add(f"{protocol.name} ({name.replace('_', ' ')})")
     table.protocols = dict(protocols)
     return table
+
+
+def row_letters(rows: list[str]) -> dict[str, str]:
+    """Short labels for table rows, in their order: A, B, ... (the cost figure and report.html share them)."""
+    return {row: chr(ord("A") + i) if i < 26 else str(i) for i, row in enumerate(rows)}
 
 
 def extraction_seconds_per_1k(record: dict[str, Any]) -> float | None:

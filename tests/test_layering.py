@@ -13,7 +13,7 @@ LAYERS: list[set[str]] = [
     {"weights", "backbones", "images", "store", "inputs", "download", "catalog"},
     {"runtimes", "protocols", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export"}
     | {"finetune", "logistic_stream", "model_file"},
-    {"engines", "runner", "recipes", "tables", "plots", "suites", "report"},
+    {"engines", "runner", "recipes", "tables", "plots", "suites", "report", "answer", "html_report"},
     {"console", "cli", "extract", "benchmark", "data", "train", "predict", "__main__"},
 ]
 
