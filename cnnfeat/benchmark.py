@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         parser.prog = prog
     args = parser.parse_args(argv)
     setup(args.verbose)
-    from cnnfeat.catalog import dataset_spec, list_datasets, present_folder
+    from cnnfeat.catalog import configured_data_root, dataset_spec, list_datasets, present_folder
     from cnnfeat.methods import METHOD_PATTERNS
     from cnnfeat.report import write_report
     from cnnfeat.runner import PROBES, expand, load_records, run_all
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print("methods: " + ", ".join(METHOD_PATTERNS) + "\nprobes: " + ", ".join(PROBES))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    data_root = args.data_root or (Path(os.environ["CNNFEAT_DATA"]) if os.environ.get("CNNFEAT_DATA") else None)
+    data_root = configured_data_root(args.data_root)
     if args.tables_only:
         records = load_records(args.out)
         if not records:

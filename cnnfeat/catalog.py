@@ -47,6 +47,7 @@ from cnnfeat.inputs import IMAGE_EXTENSIONS, Manifest
 __all__ = [
     "Dataset",
     "check_dataset",
+    "configured_data_root",
     "content_digest",
     "dataset_from_inputs",
     "dataset_spec",
@@ -113,11 +114,16 @@ def dataset_spec(name: str) -> dict[str, Any]:
 
 def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     """``explicit``, else ``$CNNFEAT_DATA``, else ``<cnnfeat cache>/data``."""
+    return configured_data_root(explicit) or cache_dir() / "data"
+
+
+def configured_data_root(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """``explicit``, else ``$CNNFEAT_DATA`` (the one place it is read), else None: no data root was given."""
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get("CNNFEAT_DATA"):
         return Path(os.environ["CNNFEAT_DATA"]).expanduser()
-    return cache_dir() / "data"
+    return None
 
 
 def content_digest(folder: str | os.PathLike[str]) -> str:

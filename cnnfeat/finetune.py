@@ -12,8 +12,8 @@ are decoded once and kept in memory as uint8, and each epoch (augmented, shuffle
 network.
 
 Training is seeded and resumable: with ``checkpoint_dir`` each finished epoch is saved (model,
-optimizer state, history, early-stopping state) and a training killed mid-run resumes from its
-last finished epoch, giving the model an uninterrupted run gives.
+optimizer state, history, early-stopping state), and a training killed mid-run resumes from its
+last finished epoch and ends with the model an uninterrupted run would have given.
 
 Examples
 --------

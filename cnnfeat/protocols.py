@@ -1,8 +1,8 @@
 """Split protocols of the transfer-learning literature, seeded and reproducible.
 
 Each function returns index arrays into the dataset's rows, so the same
-features serve every split. See ``../shared/ANCHORS.md`` for where each
-protocol is used.
+features serve every split. The protocols' sources and the published numbers
+measured with them are in the documentation's results page.
 
 Examples
 --------

@@ -9,7 +9,7 @@ candidate's test accuracy as the row :data:`CHOSEN_ROW`:
 1. Features, normalisation and probe: the highest *cross-validation* accuracy on the
    training images (stratified 5-fold, seed 0, the same folds for every candidate), each
    candidate at the C (or k) its own validation split chose. A single 20 % validation split
-   is too small to rank recipes a point apart (on 15-Scene, 300 images: a point is three).
+   is too small to rank recipes a point apart (on 300 training images, one image is a third of a point).
    On a domain shift these are the labelled source images, and the runs without
    adaptation are compared (an adapted run's probe also sees pseudo-labelled target rows,
    which would flatter it). Where the folds cannot be made (one image of a class), the

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnfeat.adaptation import CORAL, FeatureAugmentation, SubspaceAlignment, split_domains
+from cnnfeat.adaptation import (
+    CORAL,
+    BalancedDistributionAdaptation,
+    FeatureAugmentation,
+    SelectivePseudoLabeling,
+    SubspaceAlignment,
+    split_domains,
+)
 from cnnfeat.exceptions import ConfigError
 
 
@@ -71,12 +78,22 @@ def test_feature_augmentation_uses_labelled_target_rows() -> None:
     assert model.score(xt[30:], yt[30:]) > 0.6
 
 
-def test_without_domain_each_is_its_plain_classifier() -> None:
+@pytest.mark.parametrize("adaptation", [CORAL, SubspaceAlignment, BalancedDistributionAdaptation, SelectivePseudoLabeling])
+def test_without_domain_each_is_its_plain_classifier(adaptation: type) -> None:
     from sklearn.linear_model import LogisticRegression
 
     xs, ys, _, _ = _shifted(3)
     plain = LogisticRegression(max_iter=2000).fit(xs, ys).predict(xs)
-    np.testing.assert_array_equal(CORAL().fit(xs, ys).predict(xs), plain)
+    np.testing.assert_array_equal(adaptation().fit(xs, ys).predict(xs), plain)
+
+
+def test_without_domain_feature_augmentation_is_the_plain_classifier_on_source_copies() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys, _, _ = _shifted(3)
+    zeros = np.zeros_like(xs)  # Daume's (common, source, target) copies: all rows are source; predict sees targets
+    plain = LogisticRegression(max_iter=2000).fit(np.hstack([xs, xs, zeros]), ys).predict(np.hstack([xs, zeros, xs]))
+    np.testing.assert_array_equal(FeatureAugmentation().fit(xs, ys).predict(xs), plain)
 
 
 def test_domain_validation() -> None:

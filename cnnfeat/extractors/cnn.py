@@ -63,12 +63,14 @@ class CNNFeatures(CachedImageFeatures):
         Keep the aspect and centre-crop, or stretch to a square (DeCAF).
     crop_pct, interpolation : optional
         Override the backbone's own values.
-    precision : {"float32", "mixed", "bf16"}
+    precision : {"float32", "mixed", "bf16", "int8"}
         ``"mixed"`` runs the network in float16 in Keras (for GPUs); ``"bf16"`` in OpenVINO's
-        bf16 mode (CPUs with AVX512_BF16 or AMX). Either changes the features (and the fingerprint).
+        bf16 mode (CPUs with AVX512_BF16 or AMX); ``"int8"`` a statically quantised graph in ONNX
+        Runtime, calibrated on ``calibration``. Each changes the features (and the fingerprint).
     runtime : {"keras", "auto", "onnxruntime", "openvino"}
         What runs the network: Keras (the reference), or the ONNX graph exported from it (made once
-        and cached), whose float32 features match Keras' within 1e-4 of their largest value.
+        and cached), whose float32 features match Keras' within
+        :data:`~cnnfeat.runtimes.EXACT_TOLERANCE` of their largest value.
         ``"auto"``: the fastest installed runtime measured on this machine (see
         :mod:`cnnfeat.runtimes.auto`). The resolved runtime is part of the fingerprint.
     calibration : path or None
