@@ -460,6 +460,8 @@ def _features(
         "device": report.device,
         "seconds": time.perf_counter() - started,
     }
+    if not report.n_computed and report.earlier_seconds_per_image:  # read from the cache: the speed measured then
+        info["earlier_seconds_per_1k"] = 1000 * report.earlier_seconds_per_image
     if rows is not None:
         for tap, X in blocks.items():
             full = np.full((len(paths), X.shape[1]), np.nan, np.float32)

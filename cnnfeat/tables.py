@@ -58,6 +58,10 @@ class Table:
     failed: list[str] = field(default_factory=list)
     #: per row: extraction seconds per 1,000 images (None where features came from the cache), probe seconds per run
     extraction: dict[str, list[float | None]] = field(default_factory=dict)
+    #: per row: for features read from the cache, the speed measured when they were computed (where recorded)
+    earlier_extraction: dict[str, list[float]] = field(default_factory=dict)
+    #: rows that train their own classifier on the images (fine-tuning): their extraction is part of their fit
+    trained: set[str] = field(default_factory=set)
     probe_seconds: dict[str, list[float]] = field(default_factory=dict)
 
     def mean_std(self, row: str, column: str) -> tuple[float, float, int] | None:
@@ -90,6 +94,10 @@ def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
         name = protocol.metric if metric == "auto" else metric
         table.cells.setdefault((row, column), []).append(100 * float(record[name]))
         table.extraction.setdefault(row, []).append(extraction_seconds_per_1k(record))
+        if (earlier := earlier_seconds_per_1k(record)) is not None:
+            table.earlier_extraction.setdefault(row, []).append(earlier)
+        if record.get("probe") == "finetune":
+            table.trained.add(row)
         if record.get("probe_seconds") is not None:
             table.probe_seconds.setdefault(row, []).append(float(record["probe_seconds"]))
         protocols[column].add(f"{protocol.name} ({name.replace('_', ' ')})")
@@ -109,6 +117,14 @@ def extraction_seconds_per_1k(record: dict[str, Any]) -> float | None:
     if not parts or any(not p.get("n_computed") or p.get("n_cached") for p in parts):
         return None
     return sum(1000 * float(p["seconds"]) / int(p["n_computed"]) for p in parts)
+
+
+def earlier_seconds_per_1k(record: dict[str, Any]) -> float | None:
+    """For features read from the cache: the seconds per 1,000 images measured when they were computed (all parts)."""
+    info = record.get("features") or {}
+    parts = info.get("parts", [info] if "seconds" in info else [])
+    values = [p.get("earlier_seconds_per_1k") for p in parts]
+    return float(sum(values)) if parts and all(v is not None for v in values) else None
 
 
 def footer_for(records: list[dict[str, Any]]) -> str:
@@ -164,7 +180,15 @@ def to_markdown(table: Table, *, footer: str = "", digits: int = 2, average: boo
         if costs:
             extraction = table.extraction.get(row, [])
             known = [e for e in extraction if e is not None]
-            cells.append(f"{np.mean(known):.1f}" if known else "cached" if extraction else "—")
+            earlier = table.earlier_extraction.get(row, [])
+            if row in table.trained:
+                cells.append("in s/run")  # the maps a fine-tuning run extracts are part of its training's time
+            elif known:
+                cells.append(f"{np.mean(known):.1f}")
+            elif earlier:
+                cells.append(f"{np.mean(earlier):.1f} (cached)")
+            else:
+                cells.append("cached" if extraction else "—")
             probe = table.probe_seconds.get(row)
             cells.append(f"{np.mean(probe):.1f}" if probe else "—")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
@@ -181,6 +205,13 @@ def to_markdown(table: Table, *, footer: str = "", digits: int = 2, average: boo
             f"(cached: read from the feature cache). {COST_COLUMNS[1]}: seconds per run to fit the probe (its C or k search "
             "included) and predict; for the chosen recipe, every candidate's, with their scoring."
         )
+        if table.earlier_extraction:
+            text += (
+                " A number before (cached) is the extraction rate measured when those features were computed "
+                "(start-up, such as building the network, excluded)."
+            )
+        if table.trained:
+            text += " A fine-tuning row extracts its frozen part's maps as part of its training: in s/run."
     if table.failed:
         text += f"\n\n{len(table.failed)} run(s) failed: " + "; ".join(table.failed[:5])
     return text + (f"\n\n{footer}" if footer else "")

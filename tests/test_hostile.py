@@ -110,7 +110,7 @@ for _, out, error in map_ordered(lambda _: t.load(data, "big.png"), range(6), wo
 """
     one, two, six = (_peak_rss_mb(decode.format(path=str(big), workers=n), tmp_path) for n in (1, 2, 6))
     # the pixel budget lets two 8000x8000 images be decoded at once, however many threads there are
-    assert six < 1.15 * two and two < 2.2 * one, (one, two, six)
+    assert six < 1.35 * two and two < 2.2 * one, (one, two, six)  # unbounded, six threads took 1.76x two
 
 
 def _small_disk(folder: Path, size: str) -> Path:

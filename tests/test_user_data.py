@@ -217,3 +217,25 @@ def test_protocols_must_fit_the_smallest_class_and_k_fold_runs_every_fold(tmp_pa
     assert main(["--data", str(tmp_path / "five"), "--out", str(tmp_path / "o5"), *args]) == 0
     records = [json.loads(p.read_text()) for p in (tmp_path / "o5" / "records").glob("*.json")]
     assert sorted(r["seed"] for r in records) == [0, 1, 2, 3, 4]  # all five folds
+
+
+def test_a_rerun_from_the_cache_still_shows_the_extraction_speed_measured_then(tmp_path: Path) -> None:
+    # issue 25, item 7: the table's extract s/1k img read "cached" after any rerun, so the measured speed disappeared
+    from cnnfeat.benchmark import main
+
+    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+        for i in range(5):
+            _jpeg(tmp_path / "photos" / f"class{c}" / f"{i}.jpg", colour, seed=10 * c + i)
+    args = ["--data", str(tmp_path / "photos"), "--methods", TINY, "--no-progress", "--cache", str(tmp_path / "c")]
+    assert main([*args, "--out", str(tmp_path / "first")]) == 0
+    assert main([*args, "--out", str(tmp_path / "again")]) == 0
+    first = next(line for line in (tmp_path / "first" / "table.md").read_text().splitlines() if line.startswith("| cnn:"))
+    again = next(line for line in (tmp_path / "again" / "table.md").read_text().splitlines() if line.startswith("| cnn:"))
+    from cnnfeat.store import FeatureStore
+
+    assert float(first.split(" | ")[2]) > 0 and first.split(" | ")[2][0].isdigit()  # computed in the first run
+    (store,) = (tmp_path / "c").glob("tiny_test-*.h5")
+    with FeatureStore(store, mode="r") as opened:
+        noted = 1000 * opened.measured_speed
+    assert again.split(" | ")[2] == f"{noted:.1f} (cached)"  # the rate noted in the store when it was computed
+    assert "extraction rate measured when those features were computed" in (tmp_path / "again" / "table.md").read_text()

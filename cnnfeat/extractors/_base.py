@@ -82,6 +82,8 @@ class ExtractionReport:
     keys: list[str | None] = field(default_factory=list, repr=False)
     #: images each worker of a distributed engine handled (empty for the local engine)
     workers: dict[str, int] = field(default_factory=dict)
+    #: seconds per image of the extraction that computed the store's rows (so a cached rerun still knows its speed)
+    earlier_seconds_per_image: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -428,6 +430,9 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
                         progress=progress,
                     )
                     report.device = self._device() if computed else "none (all features from the cache)"
+                    if report.n_computed:
+                        store.note_speed(report.seconds / report.n_computed)
+                    report.earlier_seconds_per_image = store.measured_speed
                 else:
                     report = engine.run(self, sources, store, progress=progress)
                 report.store_path = None if path is None else str(path)
@@ -498,6 +503,7 @@ def _read_if_all_cached(
             store_path=str(path),
             device="none (all features from the cache)",
             keys=keys,
+            earlier_seconds_per_image=store.measured_speed,
         )
         features = _gather(store, keys) if return_features else _verify(store, keys)
     report.seconds = time.perf_counter() - started

@@ -100,6 +100,7 @@ class FeatureStore:
         self._records: list[tuple[int, int]] = []  # (offset of first tap block, n rows)
         self._pending_rows = 0
         self._run_index: dict[str, list[str]] | None = None
+        self._speed: float | None = None
         if self._lock is not None:
             self._lock.acquire()
             for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a merge cut short by a crash
@@ -262,6 +263,19 @@ class FeatureStore:
         if self._pending_rows > max(4096, len(self._index)):
             self.compact()
         return len(take)
+
+    def note_speed(self, seconds_per_image: float) -> None:
+        """Record how fast the rows being added were computed (kept as an attribute at the next merge)."""
+        self._speed = float(seconds_per_image)
+
+    @property
+    def measured_speed(self) -> float | None:
+        """Seconds per image of the last extraction that computed rows into this store (None if never noted)."""
+        value = self._h5.attrs.get("extraction_seconds_per_image") if self._h5 is not None else None
+        try:
+            return float(value) if value is not None and 0 < float(value) < 1e6 else None
+        except (TypeError, ValueError):
+            return None
 
     def set_index(self, paths: Sequence[str], keys: Sequence[str | None], **columns: Sequence[str]) -> None:
         """Record which row each input of a run maps to, as ``/index`` (written on close).
@@ -470,6 +484,8 @@ class FeatureStore:
                 self._write_run_index(f)
                 f.attrs["n_rows"] = end  # the commit marker, written after the rows
                 f.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                if self._speed is not None:
+                    f.attrs["extraction_seconds_per_image"] = self._speed
             self._h5.close()
             self._install(tmp)
         except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed writes (ENOSPC on close)
