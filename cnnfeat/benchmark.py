@@ -33,6 +33,7 @@ succeeded but some files of your data were skipped (``--on-error skip``, the def
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -245,20 +246,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(engine.describe(), file=sys.stderr)
     # shell-quoted, so that the footer's command reruns when pasted (a method's ?a=1&b=2 would background at &)
     command = shlex.join([*(prog or "cnnfeat benchmark").split(), *(argv if argv is not None else sys.argv[1:])])
-    records = run_all(
-        runs,
-        args.out,
-        data_root=data_root,
-        cache=args.cache,
-        skip_existing=args.skip_existing,
-        strict=args.strict,
-        command=command,
-        on_run=on_run,
-        loaded=loaded,
-        engine=engine,
-        jobs=args.jobs or (None if engine is not None else 1),  # on a cluster: as many as it has CPUs
-        choose_recipe=args.choose_recipe if args.choose_recipe is not None else suite.get("choose_recipe", False),
-    )
+    # third-party lines printed while the runs work (Keras' "Downloading data from ...") go to stderr: stdout is the table
+    with contextlib.redirect_stdout(sys.stderr):
+        records = run_all(
+            runs,
+            args.out,
+            data_root=data_root,
+            cache=args.cache,
+            skip_existing=args.skip_existing,
+            strict=args.strict,
+            command=command,
+            on_run=on_run,
+            loaded=loaded,
+            engine=engine,
+            jobs=args.jobs or (None if engine is not None else 1),  # on a cluster: as many as it has CPUs
+            choose_recipe=args.choose_recipe if args.choose_recipe is not None else suite.get("choose_recipe", False),
+        )
     bar.close()
     if engine is not None:
         engine.close()

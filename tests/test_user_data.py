@@ -239,3 +239,27 @@ def test_a_rerun_from_the_cache_still_shows_the_extraction_speed_measured_then(t
         noted = 1000 * opened.measured_speed
     assert again.split(" | ")[2] == f"{noted:.1f} (cached)"  # the rate noted in the store when it was computed
     assert "extraction rate measured when those features were computed" in (tmp_path / "again" / "table.md").read_text()
+
+
+def test_lines_printed_by_third_parties_during_the_runs_go_to_stderr_not_into_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 25, item 2: Keras' "Downloading data from ..." landed on stdout, inside the table output
+    import cnnfeat.runner
+    from cnnfeat.benchmark import main
+
+    real = cnnfeat.runner.run_all
+
+    def chatty(*args, **kwargs):  # as keras.utils.get_file prints while a run fetches weights
+        print("Downloading data from https://storage.googleapis.com/x.h5")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cnnfeat.runner, "run_all", chatty)
+    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+        for i in range(5):
+            _jpeg(tmp_path / "photos" / f"class{c}" / f"{i}.jpg", colour, seed=10 * c + i)
+    args = ["--data", str(tmp_path / "photos"), "--methods", TINY, "--no-progress", "--out", str(tmp_path / "o")]
+    assert main([*args, "--cache", str(tmp_path / "c")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("| method |") and "Downloading" not in captured.out
+    assert "Downloading data from" in captured.err
