@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -200,10 +201,12 @@ def _list_layers(name: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    started = time.perf_counter()
     parser = build_parser()
     if prog:
         parser.prog = prog
     args = parser.parse_args(argv)
+    args.started = started
     setup(args.verbose)
     logging.captureWarnings(False)
 
@@ -341,6 +344,8 @@ def _extract(args: argparse.Namespace) -> int:
     with FeatureStore(report.store_path, mode="r") as store:
         dims, n_rows = store.dims, store.n_rows
     print(report.summary())
+    wall = time.perf_counter() - args.started
+    print(f"wall: {wall:.1f} s in all ({wall - report.seconds:.1f} s of start-up: loading the runtime, building the network)")
     print("features: " + ", ".join(f"/features/{t} ({d} per image)" for t, d in dims.items()) + f"; {n_rows} rows in the file")
     return EXIT_SKIPPED if report.skipped else EXIT_OK
 

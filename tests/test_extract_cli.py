@@ -19,6 +19,9 @@ def test_folder_tree_to_hdf5_with_index(image_tree: Path, tmp_path: Path, capsys
     assert main([str(image_tree), "--output", str(out), "--layers", "pool,block2_pool", *TINY]) == EXIT_OK
     text = capsys.readouterr().out
     assert "images: 13  cache hits: 0  newly computed: 13" in text
+    extraction = float(text.split("time: ")[1].split()[0])
+    wall = float(text.split("wall: ")[1].split()[0])
+    assert wall >= extraction and "of start-up" in text  # the wall time includes what the extraction time leaves out
     with h5py.File(out) as f:
         assert f["features/pool"].shape == (13, 32) and f["features/block2_pool"].shape == (13, 16)
         labels = [x.decode() for x in f["index/label"][:]]
