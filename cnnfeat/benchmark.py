@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnfeat.console import plain_text, setup
+from cnnfeat.console import parse_command, plain_text
 from cnnfeat.exceptions import CnnfeatError
 from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.suites import SUITES
@@ -161,11 +161,7 @@ def _user_datasets(values: list[str], screen: bool = True) -> list[Any]:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = _parser()
-    if prog:
-        parser.prog = prog
-    args = parser.parse_args(argv)
-    setup(args.verbose)
+    args = parse_command(_parser(), argv, prog)
     from cnnfeat.catalog import configured_data_root, dataset_spec, list_datasets, present_folder
     from cnnfeat.methods import METHOD_PATTERNS
     from cnnfeat.report import write_report

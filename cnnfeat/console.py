@@ -13,6 +13,7 @@ the library never touches the process's streams.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import logging
@@ -20,8 +21,9 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Sequence
 
-__all__ = ["is_startup_noise", "plain_text", "quiet_ray", "setup"]
+__all__ = ["is_startup_noise", "parse_command", "plain_text", "quiet_ray", "setup"]
 
 #: native log lines of TensorFlow/XLA/absl that say nothing a user can act on
 _NOISE = re.compile(
@@ -45,6 +47,15 @@ def is_startup_noise(line: bytes | str) -> bool:
     """Whether one line of stderr is TensorFlow's native start-up noise."""
     raw = line.encode() if isinstance(line, str) else line
     return bool(_NOISE.match(raw.rstrip(b"\n")))
+
+
+def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str | None) -> argparse.Namespace:
+    """A command's arguments (``prog``: how ``cnnfeat <command>`` names it), with logging set up by ``-v``."""
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    setup(getattr(args, "verbose", False))
+    return args
 
 
 def plain_text(docstring: str | None) -> str:

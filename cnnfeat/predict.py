@@ -21,7 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from cnnfeat.console import plain_text, setup
+from cnnfeat.console import parse_command, plain_text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,10 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = _parser()
-    if prog:
-        parser.prog = prog
-    args = parser.parse_args(argv)
-    setup(args.verbose)
+    args = parse_command(parser, argv, prog)
     if args.top_k < 1:
         parser.error("--top-k must be >= 1")
     from cnnfeat.exceptions import CnnfeatError

@@ -21,7 +21,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cnnfeat.console import plain_text, setup
+from cnnfeat.console import parse_command, plain_text
 
 DEFAULT_METHOD = "cnn:efficientnet_lite0/pool"
 
@@ -60,11 +60,7 @@ def _from_recipe(path: Path) -> tuple[str, str, str]:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = _parser()
-    if prog:
-        parser.prog = prog
-    args = parser.parse_args(argv)
-    setup(args.verbose)
+    args = parse_command(_parser(), argv, prog)
     from cnnfeat.exceptions import CnnfeatError, ConfigError
     from cnnfeat.model_file import check_trainable
 

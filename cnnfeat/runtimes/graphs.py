@@ -60,6 +60,20 @@ class ExportedGraph:
         self.dims: dict[str, int] = {t: int(d) for t, d in meta["dims"].items()}
 
 
+def cached_graph(path: Path, meta_path: Path, remedy: str) -> ExportedGraph | None:
+    """The graph cached at ``path`` if it has the bytes its record names; None (with a warning saying ``remedy``) if not."""
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if sha256_file(path) == meta["sha256"]:
+            return ExportedGraph(path, meta)
+        logger.warning("%s: the cached graph does not match its sha256 (damaged or truncated); %s", path, remedy)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("%s: cannot read the cached graph's record (%s); %s", meta_path, exc, remedy)
+    return None
+
+
 def load_or_export(
     model_config: Mapping[str, Any], build: Callable[[], Any], *, folder: str | os.PathLike[str] | None = None
 ) -> ExportedGraph:
@@ -67,14 +81,9 @@ def load_or_export(
     key = graph_key(model_config)
     folder = Path(folder) if folder is not None else cache_dir() / "graphs"
     onnx_path, meta_path = folder / f"{key}.onnx", folder / f"{key}.json"
-    if onnx_path.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if sha256_file(onnx_path) == meta["sha256"]:
-                return ExportedGraph(onnx_path, meta)
-            logger.warning("%s: the cached graph does not match its sha256 (damaged or truncated); exporting it again", onnx_path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("%s: cannot read the cached graph's record (%s); exporting it again", meta_path, exc)
+    cached = cached_graph(onnx_path, meta_path, "exporting it again")
+    if cached is not None:
+        return cached
     folder.mkdir(parents=True, exist_ok=True)
     built = build()
     size = int(built.model.inputs[0].shape[1])

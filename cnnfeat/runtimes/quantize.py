@@ -23,7 +23,7 @@ import numpy as np
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.files import atomic_write, sha256_file
 from cnnfeat.images import read_image_file
-from cnnfeat.runtimes.graphs import ExportedGraph
+from cnnfeat.runtimes.graphs import ExportedGraph, cached_graph
 
 __all__ = ["CALIBRATION_IMAGES", "calibration_sample", "quantized_graph"]
 
@@ -58,14 +58,9 @@ def quantized_graph(
     key = hashlib.sha256(json.dumps([graph.meta["sha256"], digest, onnxruntime.__version__, "qdq-u8s8-perchannel"]).encode())
     path = graph.path.with_name(f"{graph.path.stem}-int8-{key.hexdigest()[:24]}.onnx")
     meta_path = path.with_suffix(".json")
-    if path.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if sha256_file(path) == meta["sha256"]:
-                return ExportedGraph(path, meta)
-            logger.warning("%s: the cached int8 graph does not match its sha256; quantising again", path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("%s: cannot read the cached int8 graph's record (%s); quantising again", meta_path, exc)
+    cached = cached_graph(path, meta_path, "quantising again")
+    if cached is not None:
+        return cached
     batches = [np.stack([load(p) for p in sample[i : i + batch_size]]) for i in range(0, len(sample), batch_size)]
     name = graph.meta.get("input_name", "rgb")
 
