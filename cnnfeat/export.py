@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.files import atomic_write
 from cnnfeat.store import FeatureStore
 
 __all__ = ["EXPORT_FORMATS", "export_features", "feature_table", "store_info"]
@@ -114,8 +115,8 @@ def export_features(
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
     columns, features = feature_table(path, taps)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         if format == "npz":
             with open(tmp, "wb") as f:
                 np.savez(f, **{k: np.asarray(v, dtype=str) for k, v in columns.items()}, **features)
@@ -123,9 +124,8 @@ def export_features(
             _write_parquet(tmp, columns, features, path)
         else:
             _write_csv(tmp, columns, features)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(output, write)
     return len(columns["key"])
 
 

@@ -47,6 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 from cnnfeat.backbones import block_ends, get_backbone, make_base, preprocess
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.extractors._base import as_sources, default_workers, read_source, source_name
+from cnnfeat.files import atomic_write
 from cnnfeat.images import ImageTransform
 
 __all__ = ["AUGMENTATIONS", "HEADS", "FineTunedCNN", "parse_trainable"]
@@ -573,11 +574,14 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             "classes": self.classes_.tolist(),
             "fitted": {k: getattr(self, k) for k in _FITTED_EXTRAS if hasattr(self, k)},
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        with zipfile.ZipFile(tmp, "w") as archive:
-            archive.writestr("estimator.json", json.dumps(meta, indent=1))
-            archive.writestr("model.keras", _model_to_bytes(self._keras_model()))
-        os.replace(tmp, path)
+        model_bytes = _model_to_bytes(self._keras_model())
+
+        def write(tmp: Path) -> None:
+            with zipfile.ZipFile(tmp, "w") as archive:
+                archive.writestr("estimator.json", json.dumps(meta, indent=1))
+                archive.writestr("model.keras", model_bytes)
+
+        atomic_write(path, write)
         return path
 
     @classmethod
@@ -677,17 +681,11 @@ class _Checkpoints:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        for name, write in (
-            (f"{stage}.best.npz", lambda p: np.savez(p, *best) if best is not None else None),
-            (f"{stage}.keras", model.save),
-        ):
-            tmp = self.folder / f".{name}.tmp{Path(name).suffix}"
-            write(tmp)
-            if tmp.exists():
-                os.replace(tmp, self.folder / name)
-        tmp = self.folder / f".{stage}.json.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.folder / f"{stage}.json")  # last: the epoch counts only when its model is saved
+        if best is not None:
+            atomic_write(self.folder / f"{stage}.best.npz", lambda tmp: np.savez(tmp, *best))
+        atomic_write(self.folder / f"{stage}.keras", lambda tmp: model.save(str(tmp)))
+        # last: the epoch counts only when its model is saved
+        atomic_write(self.folder / f"{stage}.json", lambda tmp: tmp.write_text(json.dumps(state)))
 
     def load(self, stage: str) -> tuple[Any, dict[str, Any]] | None:
         if self.folder is None or not (self.folder / f"{stage}.json").exists():

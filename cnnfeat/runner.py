@@ -44,6 +44,7 @@ import numpy as np
 
 from cnnfeat.catalog import Dataset, dataset_spec, load_dataset
 from cnnfeat.exceptions import ConfigError, DatasetError
+from cnnfeat.files import atomic_write
 from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.methods import Method
 from cnnfeat.protocols import (
@@ -554,10 +555,8 @@ def run_all(
                 yield _failure(spec, exc)
 
     def write(record: dict[str, Any]) -> None:
-        path = records_dir / f"{record['key']}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        os.replace(tmp, path)
+        text = json.dumps(record, indent=1, default=str)
+        atomic_write(records_dir / f"{record['key']}.json", lambda tmp: tmp.write_text(text))
 
     for (spec, record), fields in zip(todo, map_in_order(_probe, jobs_of_runs(), engine=engine, jobs=jobs)):
         record |= fields
