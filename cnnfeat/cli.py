@@ -172,7 +172,14 @@ COMMANDS: dict[str, Callable[[Sequence[str], str], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``cnnfeat`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # the reader went away (`cnnfeat info f.h5 | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the final flush is quiet too
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: cnnfeat <command> [options]\n\n" + EXAMPLES)
         return 0 if argv else 2
@@ -194,9 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnfeatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # the reader went away (`cnnfeat info f.h5 | head`): not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the final flush is quiet too
-        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
