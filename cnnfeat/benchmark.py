@@ -209,8 +209,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         )
         from cnnfeat.methods import Method
 
-        for method in dict.fromkeys(run.method for run in runs):  # every name resolved before any work
-            Method.parse(method).check()
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints its download line: stdout is for the table
+            for method in dict.fromkeys(run.method for run in runs):  # every name resolved before any work
+                Method.parse(method).check()
     except CnnfeatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -151,6 +151,7 @@ class Method:
             layers = [str(layer)] if how == "after" else []
         for layer in layers:
             _check_layer(self.backbone, layer)
+        _check_weights(self.backbone, self.params.get("weights", "imagenet"))
 
     def make_classifier(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
         """The (unfitted) :class:`~cnnfeat.FineTunedCNN` a ``finetune:`` method names."""
@@ -227,6 +228,17 @@ def _check_layer(backbone: str, layer: str) -> None:
             f"backbone {backbone} has no layer {layer!r}{did_you_mean(layer, names)}; list them with "
             f"`cnnfeat extract --list-layers {backbone}`"
         )
+
+
+@functools.cache
+def _check_weights(backbone: str, weights: Any) -> None:
+    """Weights that Keras downloads are fetched now (once; later builds read its cache), or the reason they cannot be."""
+    from cnnfeat.backbones import get_backbone
+    from cnnfeat.backbones.build import make_base
+
+    spec = get_backbone(backbone)
+    if weights == "imagenet" and spec.imagenet_weights == "keras":
+        make_base(spec, False, "imagenet", 0)  # a WeightsError names the download and the ways out
 
 
 @functools.cache

@@ -263,3 +263,29 @@ def test_lines_printed_by_third_parties_during_the_runs_go_to_stderr_not_into_th
     captured = capsys.readouterr()
     assert captured.out.startswith("| method |") and "Downloading" not in captured.out
     assert "Downloading data from" in captured.err
+
+
+def test_weights_that_cannot_be_downloaded_are_said_once_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 25, item 2: a Keras backbone whose weights could not be downloaded failed every run separately
+    from keras.src.utils import file_utils  # where keras.applications look get_file up
+
+    from cnnfeat.benchmark import main
+
+    def offline(*args, **kwargs):
+        print("Downloading data from https://storage.googleapis.com/x.h5")  # what Keras prints first
+        raise OSError("URL fetch failure (this test is offline)")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # nothing cached there
+    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+        for i in range(5):
+            _jpeg(tmp_path / "photos" / f"class{c}" / f"{i}.jpg", colour, seed=10 * c + i)
+    out = tmp_path / "o"
+    assert main(["--data", str(tmp_path / "photos"), "--methods", "cnn:mobilenet/pool", "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("error:") == 1 and "could not get Keras' ImageNet weights for mobilenet" in captured.err
+    assert "this test is offline" in captured.err and "Downloading data from" in captured.err
+    assert "cnn:mobilenet/<tap>?weights=PATH" in captured.err and "efficientnet_lite0" in captured.err
+    assert captured.out == "" and not list(out.glob("records/*.json"))

@@ -155,7 +155,8 @@ def make_base(spec: BackboneSpec, include_top: bool, weights: str | os.PathLike[
         except Exception as exc:
             raise WeightsError(
                 f"could not get Keras' ImageNet weights for {spec.name} ({exc}); the download needs the "
-                "internet once; offline, pass a local weights file or use efficientnet_lite0"
+                "internet once; offline, pass a local weights file (extract: --weights PATH; a benchmark method: "
+                f"cnn:{spec.name}/<tap>?weights=PATH) or use an offline backbone (efficientnet_lite0)"
             ) from exc
     base = _call_builder(spec, include_top, None)
     source = _weights_file(spec, weights) or ""
