@@ -41,7 +41,7 @@ import numpy as np
 
 from cnnfeat.config import cache_dir
 from cnnfeat.exceptions import DatasetError, ImageDecodeError, ImageError
-from cnnfeat.images import decode_image, map_ordered, read_image_file
+from cnnfeat.images import DECODE_BUDGET, declared_pixels, decode_image, map_ordered, read_image_file
 from cnnfeat.inputs import IMAGE_EXTENSIONS, Manifest
 
 __all__ = [
@@ -304,7 +304,9 @@ def _unreadable(manifest: Manifest) -> list[tuple[str, str]]:
     """``(path, reason)`` of every image that cannot be read and decoded (decoded at reduced size where it can be)."""
 
     def check(path: str) -> None:
-        decode_image(read_image_file(path)[0], path, min_side=64)
+        data = read_image_file(path)[0]
+        with DECODE_BUDGET.hold(declared_pixels(data)):  # the same memory bound as extraction's decoding
+            decode_image(data, path, min_side=64)
 
     found = []
     for path, _, error in map_ordered(check, manifest.paths, workers=max(2, os.cpu_count() or 1), max_ahead=64):

@@ -32,11 +32,14 @@ import numpy as np
 from cnnfeat.exceptions import ConfigError, ImageDecodeError, ImageTooLargeError
 
 __all__ = [
+    "DECODE_BUDGET",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "INTERPOLATIONS",
     "VIEWS",
     "ImageTransform",
+    "PixelBudget",
+    "declared_pixels",
     "decode_image",
     "map_ordered",
     "read_image_file",
