@@ -26,6 +26,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def read_model(path: str | os.PathLike[str]) -> tuple[ModelCard, dict[str, np.nd
             arrays_bytes = z.read("arrays.npz")
     except ModelFileError:
         raise
-    except (OSError, zipfile.BadZipFile, ValueError, KeyError, RuntimeError, NotImplementedError, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, zlib.error, ValueError, KeyError, RuntimeError, NotImplementedError, EOFError) as exc:
         raise ModelFileError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a cnnfeat model file")

@@ -1,4 +1,5 @@
-"""A seeded mutation fuzzer for every kind of file cnnfeat reads: stores, weight pickles, archives, CSVs, images.
+"""A seeded mutation fuzzer for every kind of file cnnfeat reads: stores, weight pickles, model files, archives,
+CSVs, images.
 
 Valid seed files of each kind are mutated (bit flips, interesting bytes, large integers written
 over fields, truncation, duplicated and inserted blocks; images mostly in their headers), and
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("store", "weights", "archive", "csv", "image")
+KINDS = ("store", "weights", "model", "archive", "csv", "image")
 FAILURES = ("traceback", "crash", "hang")
 INTERESTING = (0x00, 0xFF, 0x7F, 0x80, 0x01, 0xFE)
 
@@ -95,6 +96,16 @@ def make_seeds(kind: str, folder: Path) -> list[Path]:
         path = folder / "seed.pt"
         path.write_bytes(torch_checkpoint(np.arange(12, dtype=np.float32), 0, (3, 4), (4, 1)))
         return [path]
+    if kind == "model":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        from cnnfeat.model_file import ModelCard, save_model
+
+        rng = np.random.default_rng(0)
+        probe = make_pipeline(LogisticRegression().fit(rng.normal(size=(30, 8)), np.arange(30) % 3))
+        card = ModelCard("cnn:tiny_test/pool?weights=none", "l2", ["a", "b", "c"], data_digest="0" * 64)
+        return [save_model(folder / "seed.cnnfeat-model", probe, card)]
     if kind == "archive":
         zipped, tarred = folder / "seed.zip", folder / "seed.tar.gz"
         with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -187,6 +198,9 @@ def read(path, scratch):
     if kind == "weights":
         from cnnfeat.weights.torch_pickle import load_state_dict
         load_state_dict(path)
+    elif kind == "model":
+        from cnnfeat.model_file import load_model
+        load_model(path)
     elif kind == "archive":
         from cnnfeat.download import safe_extract
         safe_extract(path, os.path.join(scratch, "out"))
