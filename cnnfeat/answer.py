@@ -5,7 +5,7 @@ over the splits' accuracies (scipy's ``ttest_rel``), two-sided at 5 %. Pairing i
 benchmark's design allows, since every row of a column is run on the same seeded splits, and it
 removes the split-to-split variation that dominates small data. A row whose difference from the
 best is not significant is *not distinguishable* from it; the cheapest of those (seconds per
-1,000 images, :func:`cnnfeat.plots.run_cost`) is the one to use. With one split there is no
+1,000 images, :func:`cnnfeat.tables.run_cost`) is the one to use. With one split there is no
 test, and the answer says so.
 
 Examples
@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnfeat.plots import run_cost
 from cnnfeat.protocols import Protocol
-from cnnfeat.tables import pivot
+from cnnfeat.tables import cell_costs, pivot
 
 __all__ = ["ALPHA", "Answer", "answer", "describe"]
 
@@ -57,14 +56,14 @@ class Answer:
     finetune: str = ""
 
 
-def _per_seed(records: list[dict[str, Any]], column: str) -> dict[str, dict[int, float]]:
-    found: dict[str, dict[int, float]] = {}
+def _per_seed(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, float]]]:
+    """``column -> row -> seed -> accuracy %`` (each protocol's metric), in one pass over the records."""
+    found: dict[str, dict[str, dict[int, float]]] = {}
     for r in records:
-        if r.get("status") != "ok":
-            continue
-        protocol = Protocol.parse(r["protocol"])
-        if protocol.column(r["dataset"]) == column:
-            found.setdefault(r["row"], {})[int(r["seed"])] = 100 * float(r[protocol.metric])
+        if r.get("status") == "ok":
+            protocol = Protocol.parse(r["protocol"])
+            column = found.setdefault(protocol.column(r["dataset"]), {})
+            column.setdefault(r["row"], {})[int(r["seed"])] = 100 * float(r[protocol.metric])
     return found
 
 
@@ -73,22 +72,18 @@ def answer(records: list[dict[str, Any]]) -> list[Answer]:
     from scipy.stats import ttest_rel
 
     table = pivot([r for r in records if not r.get("recipe_search")] or records)
+    per_seed = _per_seed(records)
+    costs, measured_cells = cell_costs(records)
     found = []
     for column in table.columns:
-        values = _per_seed(records, column)
+        values = per_seed.get(column, {})
         rows = [row for row in table.rows if row in values]
         if not rows:
             continue
         mean = {row: float(np.mean(list(values[row].values()))) for row in rows}
         std = {row: float(np.std(list(values[row].values()), ddof=1)) if len(values[row]) > 1 else 0.0 for row in rows}
-        costs: dict[str, list[float]] = {}
-        measured = True
-        for r in records:
-            if r.get("status") == "ok" and r.get("row") in mean and Protocol.parse(r["protocol"]).column(r["dataset"]) == column:
-                seconds, known = run_cost(r)
-                costs.setdefault(r["row"], []).append(seconds)
-                measured = measured and known
-        cost = {row: float(np.mean(c)) for row, c in costs.items()}
+        cost = {row: float(np.mean(costs[(row, column)])) for row in rows if (row, column) in costs}
+        measured = all(measured_cells.get((row, column), True) for row in rows)
         best = max(rows, key=lambda row: (mean[row], -cost.get(row, 0.0)))
         result = Answer(column, best, mean, std, cost, splits=len(values[best]), costs_comparable=measured)
         for row in rows:

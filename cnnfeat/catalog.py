@@ -31,7 +31,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -247,7 +247,7 @@ def dataset_from_inputs(
     from cnnfeat.inputs import SPLIT_NAMES, load_inputs
 
     manifest = load_inputs(source, root=root, allow_outside=allow_outside)
-    skipped = _unreadable(manifest) if screen else []
+    skipped, content = _screen(manifest) if screen else ([], {})
     if skipped:
         bad = {path for path, _ in skipped}
         keep = [i for i, path in enumerate(manifest.paths) if path not in bad]
@@ -296,33 +296,42 @@ def dataset_from_inputs(
         "user_data": True,
     }
     manifest.source = f"{name} ({source})"
-    digest = inputs_digest(manifest)
+    digest = inputs_digest(manifest, content)
     return Dataset(name, spec, Path(source), manifest, splits, layout=kind, digest=digest, skipped=skipped)
 
 
-def _unreadable(manifest: Manifest) -> list[tuple[str, str]]:
-    """``(path, reason)`` of every image that cannot be read and decoded (decoded at reduced size where it can be)."""
+def _screen(manifest: Manifest) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """``(path, reason)`` of every image that cannot be read and decoded, and the sha256 of those that can.
 
-    def check(path: str) -> None:
-        data = read_image_file(path)[0]
+    Decoded at reduced size where it can be; the digests spare :func:`inputs_digest` a second read.
+    """
+
+    def check(path: str) -> str:
+        data, sha256 = read_image_file(path)
         with DECODE_BUDGET.hold(declared_pixels(data)):  # the same memory bound as extraction's decoding
             decode_image(data, path, min_side=64)
+        return sha256
 
-    found = []
-    for path, _, error in map_ordered(check, manifest.paths, workers=max(2, os.cpu_count() or 1), max_ahead=64):
+    skipped, content = [], {}
+    for path, sha256, error in map_ordered(check, manifest.paths, workers=max(2, os.cpu_count() or 1), max_ahead=64):
         if isinstance(error, ImageError):
-            found.append((path, error.reason))
+            skipped.append((path, error.reason))
         elif error is not None:
             raise error
-    return found
+        else:
+            content[path] = sha256
+    return skipped, content
 
 
-def inputs_digest(manifest: Manifest) -> str:
-    """sha256 over every image's bytes, label, split and domain, in the manifest's order."""
+def inputs_digest(manifest: Manifest, known: Mapping[str, str] | None = None) -> str:
+    """sha256 over every image's bytes, label, split and domain, in the manifest's order.
+
+    ``known`` maps paths to the sha256 of their bytes where they were already read.
+    """
     digest = hashlib.sha256()
     for path, label, split, domain in zip(manifest.paths, manifest.labels, manifest.splits, manifest.domains):
         try:
-            content = read_image_file(path)[1]  # bounded: a link to /dev/zero is refused, not read forever
+            content = (known or {}).get(path) or read_image_file(path)[1]  # bounded: a link to /dev/zero is refused
         except ImageDecodeError as exc:  # the extractor reports the file by its policy; the digest only notes it
             content = f"unreadable: {exc.reason}"
         digest.update(f"{content}\t{label}\t{split}\t{domain}\n".encode())

@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnfeat.methods import Method
 from cnnfeat.protocols import Protocol
-from cnnfeat.tables import extraction_seconds_per_1k, pivot, row_letters
+from cnnfeat.tables import cell_costs, pivot, row_letters, run_cost
 
 __all__ = ["bar_chart", "cost_chart", "few_shot_curve", "layer_curve", "pareto_front", "run_cost", "training_curves", "tsne_map"]
 
@@ -50,21 +50,6 @@ def bar_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, ti
     return _save(fig, path)
 
 
-def run_cost(record: dict[str, Any]) -> tuple[float, bool]:
-    """Seconds per 1,000 images of one run, and whether its feature extraction was measured in it.
-
-    The extraction's seconds per 1,000 images plus the probe's fit and prediction (a fine-tuned
-    classifier: its training) spread over the run's images. Where the features came from the
-    cache only the probe's part is known, and the flag is False.
-    """
-    images = sum(int(record.get(k) or 0) for k in ("n_train", "n_test", "n_unlabelled")) or 1
-    probe = 1000 * float(record.get("probe_seconds") or 0.0) / images
-    extraction = extraction_seconds_per_1k(record)
-    if record.get("probe") == "finetune":  # its maps are extracted inside its training, which probe_seconds holds
-        return probe, True
-    return probe + (extraction or 0.0), extraction is not None
-
-
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points ``(cost, accuracy)`` that no other point beats on both, cheapest first.
 
@@ -87,19 +72,12 @@ def cost_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, t
     cost is the probe's alone.
     """
     table = pivot(records)
-    costs: dict[tuple[str, str], list[float]] = defaultdict(list)
-    measured: dict[tuple[str, str], bool] = defaultdict(lambda: True)
-    for r in records:
-        if r.get("status") == "ok" and r["row"] in table.rows:
-            cell = (r["row"], Protocol.parse(r["protocol"]).column(r["dataset"]))
-            cost, known = run_cost(r)
-            costs[cell].append(cost)
-            measured[cell] = measured[cell] and known
+    costs, measured = cell_costs(records)
     cells = [
         (row, col)
         for row in table.rows
         for col in table.columns
-        if table.mean_std(row, col) and np.mean(costs[(row, col)] or 0) > 0
+        if table.mean_std(row, col) and np.mean(costs.get((row, col)) or 0) > 0
     ]
     points = [(float(np.mean(costs[c])), table.mean_std(*c)[0]) for c in cells]  # type: ignore[index]
     fig, ax = _subplots(figsize=(8.5, 4.6))

@@ -33,11 +33,13 @@ from cnnfeat.protocols import Protocol
 __all__ = [
     "COST_COLUMNS",
     "Table",
+    "cell_costs",
     "extraction_seconds_per_1k",
     "footer_for",
     "pivot",
     "results_markdown",
     "row_letters",
+    "run_cost",
     "to_csv",
     "to_json",
     "to_markdown",
@@ -108,6 +110,34 @@ def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
 def row_letters(rows: list[str]) -> dict[str, str]:
     """Short labels for table rows, in their order: A, B, ... (the cost figure and report.html share them)."""
     return {row: chr(ord("A") + i) if i < 26 else str(i) for i, row in enumerate(rows)}
+
+
+def run_cost(record: dict[str, Any]) -> tuple[float, bool]:
+    """Seconds per 1,000 images of one run, and whether its feature extraction was measured in it.
+
+    The extraction's seconds per 1,000 images plus the probe's fit and prediction (a fine-tuned
+    classifier: its training) spread over the run's images. Where the features came from the
+    cache only the probe's part is known, and the flag is False.
+    """
+    images = sum(int(record.get(k) or 0) for k in ("n_train", "n_test", "n_unlabelled")) or 1
+    probe = 1000 * float(record.get("probe_seconds") or 0.0) / images
+    extraction = extraction_seconds_per_1k(record)
+    if record.get("probe") == "finetune":  # its maps are extracted inside its training, which probe_seconds holds
+        return probe, True
+    return probe + (extraction or 0.0), extraction is not None
+
+
+def cell_costs(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], bool]]:
+    """Per table cell ``(row, column)``: each successful run's :func:`run_cost`, and whether all were measured."""
+    costs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    measured: dict[tuple[str, str], bool] = defaultdict(lambda: True)
+    for r in records:
+        if r.get("status") == "ok":
+            cell = (r["row"], Protocol.parse(r["protocol"]).column(r["dataset"]))
+            cost, known = run_cost(r)
+            costs[cell].append(cost)
+            measured[cell] = measured[cell] and known
+    return dict(costs), dict(measured)
 
 
 def extraction_seconds_per_1k(record: dict[str, Any]) -> float | None:
