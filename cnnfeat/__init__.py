@@ -32,7 +32,7 @@ _EXPORTS = {
     "HOGFeatures": "cnnfeat.extractors.hog",
     "SIFTBoVW": "cnnfeat.extractors.sift_bovw",
     "ColorHistogram": "cnnfeat.extractors.color",
-    "ExtractionReport": "cnnfeat.extractors._base",
+    "ExtractionReport": "cnnfeat.extractors.local",
     "RayEngine": "cnnfeat.engines",
     "FineTunedCNN": "cnnfeat.finetune",
     "CnnfeatError": "cnnfeat.exceptions",

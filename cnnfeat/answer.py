@@ -10,10 +10,11 @@ test, and the answer says so.
 
 Examples
 --------
->>> extracted = {"n_computed": 100, "n_cached": 0, "seconds": 1.0}  # features computed in the run: costs compare
+>>> from cnnfeat.runner import FeatureProvenance, Record
+>>> extracted = FeatureProvenance(n_computed=100, n_cached=0, seconds=1.0)  # features computed in the run: costs compare
 >>> records = [
-...     {"status": "ok", "row": row, "dataset": "d", "protocol": "kfold:5", "seed": s, "accuracy": a,
-...      "mean_per_class_accuracy": a, "n_train": 80, "n_test": 20, "probe_seconds": t, "features": extracted}
+...     Record(row=row, dataset="d", protocol="kfold:5", seed=s, accuracy=a, mean_per_class_accuracy=a,
+...            n_train=80, n_test=20, probe_seconds=t, features=extracted)
 ...     for row, accs, t in (("big", [.90, .80, .85], 9.0), ("small", [.89, .79, .86], 1.0), ("hog", [.5, .4, .45], .5))
 ...     for s, a in enumerate(accs)
 ... ]
@@ -24,12 +25,12 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from cnnfeat.protocols import Protocol
+from cnnfeat.runner import Record
 from cnnfeat.tables import cell_costs, pivot
 
 __all__ = ["ALPHA", "Answer", "answer", "describe"]
@@ -56,22 +57,22 @@ class Answer:
     finetune: str = ""
 
 
-def _per_seed(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, float]]]:
+def _per_seed(records: Sequence[Record]) -> dict[str, dict[str, dict[int, float]]]:
     """``column -> row -> seed -> accuracy %`` (each protocol's metric), in one pass over the records."""
     found: dict[str, dict[str, dict[int, float]]] = {}
     for r in records:
-        if r.get("status") == "ok":
-            protocol = Protocol.parse(r["protocol"])
-            column = found.setdefault(protocol.column(r["dataset"]), {})
-            column.setdefault(r["row"], {})[int(r["seed"])] = 100 * float(r[protocol.metric])
+        if r.ok:
+            protocol = r.parsed_protocol
+            column = found.setdefault(protocol.column(r.dataset), {})
+            column.setdefault(r.row, {})[r.seed] = 100 * r.metric(protocol.metric)
     return found
 
 
-def answer(records: list[dict[str, Any]]) -> list[Answer]:
+def answer(records: Sequence[Record]) -> list[Answer]:
     """The answer of every column of the records' table (see the module's description)."""
     from scipy.stats import ttest_rel
 
-    table = pivot([r for r in records if not r.get("recipe_search")] or records)
+    table = pivot([r for r in records if not r.recipe_search] or records)
     per_seed = _per_seed(records)
     costs, measured_cells = cell_costs(records)
     found = []

@@ -40,9 +40,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cnnfeat.adaptation import ADAPTATIONS
 from cnnfeat.console import parse_command, plain_text
+from cnnfeat.engines import ENGINES
 from cnnfeat.exceptions import CnnfeatError
 from cnnfeat.logistic_path import SOLVERS
+from cnnfeat.normalize import NORMALIZER_STEPS
+from cnnfeat.probes import PROBES
+from cnnfeat.protocols import PROTOCOLS
 from cnnfeat.suites import SUITES
 
 
@@ -65,18 +70,15 @@ def _parser() -> argparse.ArgumentParser:
         help="cnn:<backbone>/<tap>[@views][?param=value&...] (several networks: joined by +, each part a cnn: method), "
         "finetune:<backbone>/<head|top<k>|after:<layer>|all>[?param=value&...], hog, sift_bovw, color_hist",
     )
-    p.add_argument("--probes", nargs="+", help="logreg, svm, logreg+dropout, svm+dropout, knn (DINOv2's weighted k-NN)")
-    p.add_argument(
-        "--protocol",
-        nargs="+",
-        dest="protocols",
-        help="default, n_per_class:<n>, few_shot, official, kfold:<k>, full, sampled, sampled_st, lodo (leave one domain out)",
-    )
-    p.add_argument("--adapt", nargs="+", help="domain adaptation on domain-shift protocols: none, coral, sa, augment, bda, spl")
+    p.add_argument("--probes", nargs="+", help=PROBES.describe())
+    p.add_argument("--protocol", nargs="+", dest="protocols", help=PROTOCOLS.describe())
+    p.add_argument("--adapt", nargs="+", help="domain adaptation on domain-shift protocols: " + ADAPTATIONS.describe())
     p.add_argument(
         "--normalize",
         nargs="+",
-        help="feature normalisation(s) for every method, e.g. l2, power+l2, chi2, none (default: per method)",
+        help="feature normalisation(s) for every method: none, or steps joined by + (e.g. power+l2) from "
+        + NORMALIZER_STEPS.describe()
+        + " (default: per method)",
     )
     p.add_argument(
         "--solver",
@@ -121,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--engine",
-        choices=("local", "ray"),
+        choices=ENGINES,
         default="local",
         help="extract features with actors on a Ray cluster and fit the probes as Ray tasks (default: %(default)s)",
     )
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from cnnfeat.catalog import configured_data_root, dataset_spec, list_datasets, present_folder
     from cnnfeat.methods import METHOD_PATTERNS
     from cnnfeat.report import write_report
-    from cnnfeat.runner import PROBES, expand, load_records, run_all
+    from cnnfeat.runner import Record, RunSpec, expand, load_records, run_all
 
     if args.list_datasets:
         for name in list_datasets():
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if not records:
             print(f"no records in {args.out / 'records'}", file=sys.stderr)
             return 1
-        print(write_report(records, args.out, data_root=data_root, cache=args.cache))
+        print(write_report(records, args.out))
         return 0
 
     suite = dict(SUITES[args.suite])
@@ -225,8 +227,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     bar = tqdm(total=len(runs), unit="run", disable=not args.progress, file=sys.stderr)
 
-    def on_run(spec: Any, record: dict[str, Any]) -> None:
-        score = f"{100 * record['mean_per_class_accuracy']:.1f}" if record.get("status") == "ok" else "FAILED"
+    def on_run(spec: RunSpec, record: Record) -> None:
+        score = f"{100 * record.metric('mean_per_class_accuracy'):.1f}" if record.ok else "FAILED"
         bar.set_postfix_str(f"{spec.dataset} {spec.protocol} {spec.method} {spec.probe}: {score}")
         bar.update(1)
 
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except CnnfeatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if engine is not None:
+    if engine.distributed:
         quiet_ray(args.verbose)
         print(engine.describe(), file=sys.stderr)
     # shell-quoted, so that the footer's command reruns when pasted (a method's ?a=1&b=2 would background at &)
@@ -256,17 +258,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             on_run=on_run,
             loaded=loaded,
             engine=engine,
-            jobs=args.jobs or (None if engine is not None else 1),  # on a cluster: as many as it has CPUs
+            jobs=args.jobs or (None if engine.distributed else 1),  # on a cluster: as many as it has CPUs
             choose_recipe=args.choose_recipe if args.choose_recipe is not None else suite.get("choose_recipe", False),
         )
     bar.close()
-    if engine is not None:
-        engine.close()
+    engine.close()
     # the tables hold this suite's runs only, not older records left in --out
-    print(write_report(records, args.out, data_root=data_root, cache=args.cache, loaded=loaded))
-    failed = [r for r in records if r.get("status") != "ok"]
+    print(write_report(records, args.out))
+    failed = [r for r in records if not r.ok]
     for r in failed[:10]:
-        print(f"FAILED {r['row']} on {r['column']} seed {r['seed']}: {r['error']}", file=sys.stderr)
+        print(f"FAILED {r.row} on {r.column} seed {r.seed}: {r.error}", file=sys.stderr)
     skipped = sum(len(d.skipped) for d in loaded)
     if skipped:
         print(f"skipped {skipped} unreadable files (listed above and in every record's data.skipped)", file=sys.stderr)

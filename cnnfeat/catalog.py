@@ -312,13 +312,14 @@ def _screen(manifest: Manifest) -> tuple[list[tuple[str, str]], dict[str, str]]:
             decode_image(data, path, min_side=64)
         return sha256
 
-    skipped, content = [], {}
+    skipped: list[tuple[str, str]] = []
+    content: dict[str, str] = {}
     for path, sha256, error in map_ordered(check, manifest.paths, workers=max(2, os.cpu_count() or 1), max_ahead=64):
         if isinstance(error, ImageError):
             skipped.append((path, error.reason))
         elif error is not None:
             raise error
-        else:
+        elif sha256 is not None:
             content[path] = sha256
     return skipped, content
 
@@ -458,7 +459,7 @@ def _id_lists(root: Path, layout: dict[str, Any]) -> Loaded:
         rows = [line.split(maxsplit=1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if any(len(r) != 2 for r in rows):
             raise DatasetError(f"{path}: every line must be '<id> <value>'")
-        return dict(rows)  # type: ignore[arg-type]
+        return dict(rows)
 
     images, labels, classes, is_train = table("images"), table("labels"), table("classes"), table("split")
     ids = sorted(images, key=int)

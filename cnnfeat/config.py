@@ -1,12 +1,14 @@
-"""Where cnnfeat keeps files of its own (converted weights, default feature stores)."""
+"""The environment cnnfeat reads: where it keeps files of its own (converted weights, default feature stores), the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import sys
 from pathlib import Path
 
-__all__ = ["cache_dir", "cpu_threads"]
+__all__ = ["cache_dir", "cpu_name", "cpu_threads"]
 
 
 def cache_dir() -> Path:
@@ -33,3 +35,13 @@ def cpu_threads() -> int:
     except ValueError:
         wanted = 0
     return wanted if wanted > 0 else os.cpu_count() or 1
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s, else the platform's): the one place it is read."""
+    name = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return name

@@ -98,7 +98,8 @@ def _filter_stderr() -> None:
     if _installed or sys.stderr is not sys.__stderr__:
         return
     try:
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         original = os.dup(2)
         read_end, write_end = os.pipe()
         os.dup2(write_end, 2)

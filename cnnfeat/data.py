@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cnnfeat.catalog import (
@@ -91,7 +92,7 @@ def _download(name: str, root: Path, progress: bool, trust_unverified: bool = Fa
     return ok
 
 
-def _progress_bar(label: str):  # type: ignore[no-untyped-def]
+def _progress_bar(label: str) -> Callable[[int, int | None], None]:
     from tqdm import tqdm
 
     bar = tqdm(desc=label, unit="B", unit_scale=True, file=sys.stderr)

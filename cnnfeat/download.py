@@ -25,9 +25,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from cnnfeat.exceptions import DownloadError, UnsafeArchiveError
+from cnnfeat.files import install
 
 __all__ = ["ExtractionLimits", "download", "safe_extract", "sha256_of"]
 
@@ -128,7 +129,7 @@ def download(
         raise DownloadError(
             f"{url}: {algorithm} is {digest.hexdigest()}, expected {expected}; the file was deleted, not unpacked"
         )
-    os.replace(part, dest)
+    install(part, dest)
     return dest
 
 
@@ -214,7 +215,7 @@ def safe_extract(
     raise UnsafeArchiveError(f"{archive}: not a zip or tar archive")
 
 
-def _copy_within(src: BinaryIO, target: Path, budget: list[int], archive: Path) -> None:
+def _copy_within(src: IO[bytes], target: Path, budget: list[int], archive: Path) -> None:
     """Copy a member's bytes, refusing past what the archive may still write (``budget[0]``)."""
     with open(target, "wb") as out:
         while block := src.read(1 << 20):

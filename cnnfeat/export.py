@@ -119,7 +119,8 @@ def export_features(
     def write(tmp: Path) -> None:
         if format == "npz":
             with open(tmp, "wb") as f:
-                np.savez(f, **{k: np.asarray(v, dtype=str) for k, v in columns.items()}, **features)
+                arrays: dict[str, Any] = {k: np.asarray(v, dtype=str) for k, v in columns.items()} | features
+                np.savez(f, **arrays)
         elif format == "parquet":
             _write_parquet(tmp, columns, features, path)
         else:

@@ -55,6 +55,12 @@ was killed resumes where its last committed batch ended.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cnnfeat.backbones.build import POOLINGS
+    from cnnfeat.engines import ENGINES
+    from cnnfeat.extractors.local import ON_ERROR
+    from cnnfeat.images import INTERPOLATIONS, RESIZE_MODES, VIEWS
+    from cnnfeat.runtimes import PRECISIONS, RUNTIMES
+
     parser = argparse.ArgumentParser(
         prog="cnnfeat extract",
         description="Extract features of pretrained CNN layers for image files, in one forward pass, "
@@ -85,39 +91,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--pooling",
-        choices=("avg", "max", "flatten"),
+        choices=POOLINGS,
         default="avg",
         help="how spatial layer maps become vectors (default: %(default)s)",
     )
     parser.add_argument(
         "--views",
-        choices=("center", "center+flip", "10crop"),
+        choices=list(VIEWS),
         default="center",
         help="test-time views, averaged (default: %(default)s)",
     )
     parser.add_argument(
         "--resize",
-        choices=("crop", "warp"),
+        choices=RESIZE_MODES,
         default="crop",
         help="keep aspect + centre crop, or stretch (DeCAF) (default: %(default)s)",
     )
     parser.add_argument("--crop-pct", type=float, help="centre-crop fraction (default: the backbone's)")
-    parser.add_argument(
-        "--interpolation", choices=("bilinear", "bicubic", "area"), help="resize filter (default: the backbone's)"
-    )
+    parser.add_argument("--interpolation", choices=list(INTERPOLATIONS), help="resize filter (default: the backbone's)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--workers", type=int, help="decode threads (default: one per core)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type (default: %(default)s)")
     parser.add_argument(
         "--runtime",
-        choices=("auto", "keras", "onnxruntime", "openvino"),
+        choices=RUNTIMES,
         default="auto",
         help="what runs the network: the fastest installed runtime whose features match Keras, measured once on "
         "this machine (auto), Keras itself, or its exported graph in ONNX Runtime or OpenVINO (default: %(default)s)",
     )
     parser.add_argument(
         "--precision",
-        choices=("float32", "mixed", "bf16", "int8"),
+        choices=PRECISIONS,
         default="float32",
         help="'mixed' = float16 compute in Keras, for GPUs; 'bf16' = OpenVINO's bf16 on CPUs with AVX512_BF16 or AMX; "
         "'int8' = ONNX Runtime on a quantised graph; each changes the features (default: %(default)s)",
@@ -129,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--on-error",
-        choices=("fail", "skip"),
+        choices=ON_ERROR,
         default="fail",
         help="stop at the first unreadable image, or skip and list it (default: %(default)s)",
     )
@@ -142,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine = parser.add_argument_group("distributed extraction (Ray)")
     engine.add_argument(
         "--engine",
-        choices=("local", "ray"),
+        choices=ENGINES,
         default="local",
         help="where the batches run: this process, or actors on a Ray cluster that read, decode and compute "
         '(pip install "cnnfeat[ray]") (default: %(default)s)',
@@ -317,7 +321,7 @@ def _extract(args: argparse.Namespace) -> int:
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,
     )
-    if engine is not None:
+    if engine.distributed:
         quiet_ray(args.verbose)
         print(engine.describe(), file=sys.stderr)
     bar = None
@@ -339,9 +343,8 @@ def _extract(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-        if engine is not None:
-            engine.close()
-    with FeatureStore(report.store_path, mode="r") as store:
+        engine.close()
+    with FeatureStore(str(report.store_path), mode="r") as store:
         dims, n_rows = store.dims, store.n_rows
     print(report.summary())
     wall = time.perf_counter() - args.started

@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "checksum_matches", "sha256_file", "write_checksummed"]
+__all__ = ["atomic_write", "checksum_matches", "install", "sha256_file", "write_checksummed"]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -49,14 +49,23 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     tmp = path.with_name(f".{os.getpid()}-{path.name}")
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        install(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def install(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Give the finished file ``tmp`` the name ``path``, durably: fsync it, rename it (atomic), fsync the folder.
+
+    For writers that make the temporary file themselves (the feature store's merge, a download);
+    everything else uses :func:`atomic_write`.
+    """
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     with contextlib.suppress(OSError):  # persist the rename itself
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(Path(path).parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cnnfeat.answer import answer, describe
 from cnnfeat.files import atomic_write
+from cnnfeat.runner import Record
 from cnnfeat.tables import footer_for, pivot, row_letters
 
 __all__ = ["write_html"]
@@ -30,14 +31,14 @@ figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; } figca
 """
 
 
-def write_html(records: list[dict[str, Any]], out: str | os.PathLike[str]) -> Path:
+def write_html(records: Sequence[Record], out: str | os.PathLike[str]) -> Path:
     """Write ``out/report.html`` from the records and the figures already in ``out``; returns its path."""
     out = Path(out)
     table = pivot(records)
     label = row_letters(table.rows)
     esc = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cnnfeat results</title><style>{_STYLE}</style>"]
-    datasets = sorted({r["dataset"] for r in records if r.get("status") == "ok"})
+    datasets = sorted({r.dataset for r in records if r.ok})
     parts.append(f"</head><body><h1>cnnfeat results: {esc(', '.join(datasets))}</h1><h2>The answer</h2>")
     found = answer(records)
     for a in found:

@@ -21,7 +21,7 @@ import os
 import stat
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "INTERPOLATIONS",
+    "RESIZE_MODES",
     "VIEWS",
     "ImageTransform",
     "PixelBudget",
@@ -55,6 +56,8 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 #: extreme aspect ratio (a 40000x1 strip) cannot ask for an enormous resized image; ordinary photos are untouched
 MAX_ASPECT = 16
 INTERPOLATIONS = {"bilinear": 1, "bicubic": 2, "area": 3}  # cv2.INTER_LINEAR, INTER_CUBIC, INTER_AREA
+#: keep the aspect ratio and crop the centre, or stretch to the square (DeCAF)
+RESIZE_MODES = ("crop", "warp")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -253,8 +256,7 @@ def _decode_pillow(data: bytes, path: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.seek(0)  # first frame of an animation
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            return _to_rgb(ImageOps.exif_transpose(im))
     except ImageDecodeError:
         raise
     except Exception as exc:
@@ -329,7 +331,7 @@ class ImageTransform:
             raise ConfigError(f"crop_pct must be in (0, 1]; got {self.crop_pct}")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation must be one of {sorted(INTERPOLATIONS)}; got {self.interpolation!r}")
-        if self.resize not in ("crop", "warp"):
+        if self.resize not in RESIZE_MODES:
             raise ConfigError(f"resize must be 'crop' or 'warp'; got {self.resize!r}")
         if self.views not in VIEWS:
             raise ConfigError(f"views must be one of {sorted(VIEWS)}; got {self.views!r}")
@@ -409,7 +411,7 @@ def map_ordered(
     *,
     workers: int,
     max_ahead: int,
-) -> Iterator[tuple[_T, _R | None, BaseException | None]]:
+) -> Generator[tuple[_T, _R | None, BaseException | None], None, None]:
     """Apply ``fn`` in a thread pool, yielding ``(item, result, error)`` in input order.
 
     At most ``max_ahead`` items are in flight, so memory stays bounded however
@@ -424,9 +426,9 @@ def map_ordered(
         for item in items:
             pending.append((item, pool.submit(fn, item)))
             if len(pending) >= max_ahead:
-                yield _result(*pending.popleft())
+                yield _result(pending.popleft())
         while pending:
-            yield _result(*pending.popleft())
+            yield _result(pending.popleft())
     finally:
         # an abandoned generator may be finalised by the garbage collector inside one of
         # the pool's own threads, which cannot join itself
@@ -434,7 +436,8 @@ def map_ordered(
         pool.shutdown(wait=not in_pool_thread, cancel_futures=True)
 
 
-def _result(item: _T, future: Future[_R]) -> tuple[_T, _R | None, BaseException | None]:
+def _result(submitted: tuple[Any, Future[Any]]) -> tuple[Any, Any, BaseException | None]:
+    item, future = submitted
     try:
         return item, future.result(), None
     except Exception as exc:

@@ -179,6 +179,11 @@ class Method:
         return json.dumps({k: v for k, v in self.params.items() if k != "layers"}, sort_keys=True)
 
     @property
+    def fitted_per_split(self) -> bool:
+        """Whether the features learn from the training images (SIFT's codebook), so each split fits its own."""
+        return self.kind == "sift_bovw"
+
+    @property
     def default_normalize(self) -> str:
         return HANDCRAFTED.get(self.kind, "none")
 

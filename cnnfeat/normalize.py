@@ -21,6 +21,8 @@ Pipeline(steps=[('power', SignedPower()), ('l2', Normalizer())])
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from numbers import Real
 from typing import Any
 
@@ -31,8 +33,15 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.registry import Registry
 
-__all__ = ["NORMALIZER_STEPS", "SignedPower", "make_normalizer"]
+__all__ = ["NORMALIZER_STEPS", "SignedPower", "make_normalizer", "unit_rows"]
+
+
+def unit_rows(X: Any, dtype: Any = None) -> np.ndarray:
+    """Each row divided by its L2 norm (a zero row stays zero), in ``dtype`` when given, else in X's own."""
+    X = np.asarray(X, dtype=dtype)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 class SignedPower(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -65,27 +74,31 @@ class SignedPower(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
-def _step(name: str, n_components: int | float | None) -> Any:
+def _pca(n_components: int | float | None, whiten: bool = False) -> Any:
     from sklearn.decomposition import PCA
-    from sklearn.kernel_approximation import AdditiveChi2Sampler
-    from sklearn.preprocessing import Normalizer, StandardScaler
 
-    if name == "l2":
-        return Normalizer()
-    if name == "power":
-        return SignedPower()
-    if name == "standard":
-        return StandardScaler()
-    if name == "pca":
-        return PCA(n_components=n_components, random_state=0)
-    if name == "whiten":
-        return PCA(n_components=n_components, whiten=True, random_state=0)
-    if name == "chi2":
-        return AdditiveChi2Sampler(sample_steps=2)
-    raise ConfigError(f"unknown normalisation step {name!r}; choose from {', '.join(NORMALIZER_STEPS)}")
+    return PCA(n_components=n_components, whiten=whiten, random_state=0)
 
 
-NORMALIZER_STEPS = ("l2", "power", "standard", "pca", "whiten", "chi2")
+def _sklearn(module: str, name: str, **params: Any) -> Callable[[int | float | None], Any]:
+    """A step made by a scikit-learn class, imported when the step is made."""
+
+    def make(n_components: int | float | None) -> Any:
+        return getattr(importlib.import_module(module), name)(**params)
+
+    return make
+
+
+#: normalisation step name -> the step, given ``n_components`` (``pca`` and ``whiten`` use it)
+NORMALIZER_STEPS = Registry[Callable[[int | float | None], Any]]("normalisation step")
+NORMALIZER_STEPS.add("l2", _sklearn("sklearn.preprocessing", "Normalizer"), help="unit L2 norm per row")
+NORMALIZER_STEPS.add("power", lambda n: SignedPower(), help="signed square root")
+NORMALIZER_STEPS.add("standard", _sklearn("sklearn.preprocessing", "StandardScaler"), help="zero mean, unit variance")
+NORMALIZER_STEPS.add("pca", _pca, help="PCA")
+NORMALIZER_STEPS.add("whiten", lambda n: _pca(n, whiten=True), help="PCA-whitening")
+NORMALIZER_STEPS.add(
+    "chi2", _sklearn("sklearn.kernel_approximation", "AdditiveChi2Sampler", sample_steps=2), help="chi-squared map"
+)
 
 
 def make_normalizer(spec: str | None, *, n_components: int | float | None = None) -> Pipeline | str:
@@ -103,4 +116,4 @@ def make_normalizer(spec: str | None, *, n_components: int | float | None = None
     names = [part.strip().lower() for part in spec.split("+") if part.strip()]
     if len(set(names)) != len(names):
         raise ConfigError(f"a normalisation step appears twice in {spec!r}")
-    return Pipeline([(name, _step(name, n_components)) for name in names])
+    return Pipeline([(name, NORMALIZER_STEPS.get(name)(n_components)) for name in names])

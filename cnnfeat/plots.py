@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnfeat.methods import Method
-from cnnfeat.protocols import Protocol
+from cnnfeat.runner import Record
 from cnnfeat.tables import cell_costs, pivot, row_letters, run_cost
 
 __all__ = ["bar_chart", "cost_chart", "few_shot_curve", "layer_curve", "pareto_front", "run_cost", "training_curves", "tsne_map"]
@@ -29,7 +30,7 @@ def _subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return fig, fig.subplots(*args, **kwargs)
 
 
-def bar_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+def bar_chart(records: Sequence[Record], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Grouped bars: one group per column (dataset or shift), one bar per method, std over seeds as error bars."""
     table = pivot(records)
     n_rows = max(len(table.rows), 1)
@@ -64,7 +65,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def cost_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+def cost_chart(records: Sequence[Record], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Accuracy against seconds per 1,000 images (log scale), one point per table row and column, the Pareto front drawn.
 
     Error bars are the std over seeds, in both directions. Points are lettered, with the
@@ -131,13 +132,13 @@ def cost_chart(records: list[dict[str, Any]], path: str | os.PathLike[str], *, t
     return _save(fig, path)
 
 
-def few_shot_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+def few_shot_curve(records: Sequence[Record], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Accuracy against training images per class (records of ``n_per_class:<k>`` protocols), one line per method."""
     curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        shots = Protocol.parse(r["protocol"]).shots if r.get("status") == "ok" else None
+        shots = r.parsed_protocol.shots if r.ok else None
         if shots is not None:
-            curves[f"{r['dataset']}: {r['row']}"][shots].append(100 * r["mean_per_class_accuracy"])
+            curves[f"{r.dataset}: {r.row}"][shots].append(100 * r.metric("mean_per_class_accuracy"))
     fig, ax = _subplots(figsize=(6, 4.2))
     for label, points in curves.items():
         ks = sorted(points)
@@ -149,7 +150,7 @@ def few_shot_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], 
     return _finish(fig, ax, path, "training images per class", title)
 
 
-def training_curves(records: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+def training_curves(records: Sequence[Record], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Training and validation accuracy per epoch of fine-tuned runs (mean over runs), stages end to end.
 
     A dotted vertical line marks where the fine-tuning stage (the unfrozen blocks, at the
@@ -158,15 +159,15 @@ def training_curves(records: list[dict[str, Any]], path: str | os.PathLike[str],
     curves: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
     starts: dict[str, int] = {}
     for r in records:
-        history = (r.get("training") or {}).get("history") if r.get("status") == "ok" else None
+        history = r.training.history if r.ok and r.training else None
         if not history:
             continue
         for metric in ("accuracy", "val_accuracy"):
             values = [v for stage in ("head", "fine_tune") for v in history.get(stage, {}).get(metric, [])]
             if values:
-                curves[r["row"]][metric].append(values)
+                curves[r.row][metric].append(values)
         if "fine_tune" in history:
-            starts[r["row"]] = len(history["head"].get("accuracy", []))
+            starts[r.row] = len(history["head"].get("accuracy", []))
     fig, ax = _subplots(figsize=(7, 4.2))
     for i, (row, metrics) in enumerate(curves.items()):
         colour = f"C{i % 10}"
@@ -187,13 +188,13 @@ def training_curves(records: list[dict[str, Any]], path: str | os.PathLike[str],
     return _save(fig, path)
 
 
-def layer_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], taps: list[str], *, title: str = "") -> Path:
+def layer_curve(records: Sequence[Record], path: str | os.PathLike[str], taps: list[str], *, title: str = "") -> Path:
     """Probe accuracy of each tap of a CNN, from early to late layers (``taps`` in network order)."""
     by_tap: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        method = Method.parse(r.get("method", "")) if r.get("status") == "ok" else None
+        method = Method.parse(r.method) if r.ok else None
         if method is not None and method.kind == "cnn" and method.tap in taps:
-            by_tap[f"{r['dataset']}, {method.backbone}, {r['probe']}"][method.tap].append(100 * r["mean_per_class_accuracy"])
+            by_tap[f"{r.dataset}, {method.backbone}, {r.probe}"][method.tap].append(100 * r.metric("mean_per_class_accuracy"))
     fig, ax = _subplots(figsize=(max(6.0, 0.7 * len(taps)), 4.2))
     for label, values in by_tap.items():
         present = [t for t in taps if t in values]
@@ -205,26 +206,16 @@ def layer_curve(records: list[dict[str, Any]], path: str | os.PathLike[str], tap
     return _finish(fig, ax, path, "tap (early → late)", title)
 
 
-def tsne_map(
-    features: dict[str, np.ndarray], labels: Any, path: str | os.PathLike[str], *, seed: int = 0, title: str = ""
-) -> Path:
-    """Side-by-side 2-D t-SNE maps of several feature sets (e.g. an early and a late tap), coloured by class."""
-    from sklearn.manifold import TSNE
-    from sklearn.preprocessing import StandardScaler
+def tsne_map(maps: Mapping[str, Any], labels: Any, path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Side-by-side 2-D maps (e.g. t-SNE of an early and a late tap: :func:`cnnfeat.runner.embeddings.embed_2d`), by class."""
+    from matplotlib import colormaps
 
     labels = np.asarray(labels)
     classes = sorted(set(labels.tolist()))
-    from matplotlib import colormaps
-
     colours = colormaps["tab20"].resampled(len(classes))
-    fig, axes = _subplots(1, len(features), figsize=(5.2 * len(features), 5), squeeze=False)
-    for ax, (name, X) in zip(axes[0], features.items()):
-        X = StandardScaler().fit_transform(X)
-        if X.shape[1] > 50:
-            from sklearn.decomposition import PCA
-
-            X = PCA(n_components=50, random_state=seed).fit_transform(X)
-        xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, max(5, len(X) // 10))).fit_transform(X)
+    fig, axes = _subplots(1, len(maps), figsize=(5.2 * len(maps), 5), squeeze=False)
+    for ax, (name, xy) in zip(axes[0], maps.items()):
+        xy = np.asarray(xy)
         for i, cls in enumerate(classes):
             mask = labels == cls
             ax.scatter(xy[mask, 0], xy[mask, 1], s=4, color=colours(i), label=str(cls))

@@ -1,32 +1,48 @@
-"""Split protocols of the transfer-learning literature, seeded and reproducible.
+"""Split protocols: a registry in which each protocol resolves per dataset, splits, and names its table column.
 
-Each function returns index arrays into the dataset's rows, so the same
-features serve every split. The protocols' sources and the published numbers
-measured with them are in the documentation's results page.
+A protocol string is ``<name>[:<detail>]`` (``n_per_class:30``, ``kfold:5``, ``full:amazon->webcam``).
+:class:`Protocol` parses it; :data:`PROTOCOLS` maps each name to a :class:`ProtocolKind`
+that expands it into the runs a dataset needs (``default`` becomes the dataset's own,
+``few_shot`` one run per shot count, ``full`` one per domain shift), makes each run's
+:class:`~cnnfeat.splits.Split`, and says which column and metric the tables use. A new
+protocol is one subclass and one :func:`register_protocol`.
 
 Examples
 --------
->>> from cnnfeat.protocols import n_per_class
->>> split = n_per_class(["a", "a", "a", "b", "b", "b"], n_train=2, seed=0)
->>> len(split.train), len(split.test)
-(4, 2)
+>>> from cnnfeat.protocols import PROTOCOLS, Protocol
+>>> p = Protocol.parse("sampled_st:amazon->webcam")
+>>> p.is_domain_shift, p.source, p.target, p.column("office31"), p.metric
+(True, 'amazon', 'webcam', 'office31 amazon->webcam ST', 'accuracy')
+>>> Protocol.parse("n_per_class:30").shots, Protocol.parse("kfold:5").column("mine")
+(30, 'mine (5-fold)')
+>>> "lodo" in PROTOCOLS
+True
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from cnnfeat.catalog import Dataset
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.registry import Registry
+from cnnfeat.splits import (
+    Split,
+    domain_shift_full,
+    domain_shift_sampled,
+    k_fold,
+    leave_one_domain_out,
+    n_per_class,
+    official,
+)
 
 __all__ = [
-    "DOMAIN_SHIFT",
     "FEW_SHOT",
-    "PROTOCOL_PATTERNS",
+    "PROTOCOLS",
     "Protocol",
+    "ProtocolKind",
     "Split",
     "domain_shift_full",
     "domain_shift_sampled",
@@ -34,30 +50,58 @@ __all__ = [
     "leave_one_domain_out",
     "n_per_class",
     "official",
+    "register_protocol",
 ]
 
 #: the shots per class of a few-shot curve
 FEW_SHOT = (1, 2, 5, 10, 20, 30)
-#: the protocols whose runs train on one domain and test on another
-DOMAIN_SHIFT = ("full", "sampled", "sampled_st")
-#: what ``--protocol`` accepts; ``default`` and ``few_shot`` expand to the others per dataset
-PROTOCOL_PATTERNS = ("default", "n_per_class:<n>", "few_shot", "official", "kfold:<k>", "full", "sampled", "sampled_st", "lodo")
+
+#: a protocol with its detail spelled out, and the split seeds (or folds, or official split numbers) it runs
+Resolved = list[tuple[str, list[int]]]
+
+
+class ProtocolKind:
+    """What a protocol name means. Subclasses override what differs from a plain, seeded split."""
+
+    #: trains on one domain and tests on another (adaptations apply)
+    domain_shift = False
+    #: labelled target images are among the training rows (feature augmentation needs them)
+    labelled_target = False
+    #: the published metric: plain accuracy under domain shift (DeCAF, DAN), else mean per-class accuracy
+    metric = "mean_per_class_accuracy"
+
+    def __init__(self, name: str, help: str, *, usage: str = "") -> None:
+        self.name = name
+        self.help = help
+        self.usage = usage or name
+
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        """The protocols this one stands for on the dataset described by catalog entry ``spec``, with their seeds."""
+        return [(f"{self.name}:{detail}" if detail else self.name, list(seeds))]
+
+    def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
+        raise ConfigError(f"the {protocol.name} protocol expands into others before any split is made")
+
+    def column(self, dataset: str, detail: str) -> str:
+        return dataset
+
+    def needed_per_class(self, detail: str) -> tuple[int, str] | None:
+        """Images per class a run needs, and why; None when the split does not need a count per class."""
+        return None
+
+    def fitting(self, fewest: int) -> str | None:
+        """This protocol as it fits data whose smallest class has ``fewest`` images (None: it cannot be fitted)."""
+        return None
+
+
+PROTOCOLS = Registry[ProtocolKind]("protocol")
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """A parsed protocol string: ``n_per_class:30``, ``kfold:5``, ``official``, ``full:amazon->webcam``, ...
+    """A parsed protocol string; its meaning comes from the :data:`PROTOCOLS` entry of its name.
 
-    The one owner of the protocol grammar: the runner expands and splits with it, the tables
-    name their columns and pick the published metric with it.
-
-    Examples
-    --------
-    >>> p = Protocol.parse("sampled_st:amazon->webcam")
-    >>> p.is_domain_shift, p.source, p.target, p.column("office31"), p.metric
-    (True, 'amazon', 'webcam', 'office31 amazon->webcam ST', 'accuracy')
-    >>> Protocol.parse("n_per_class:30").shots, Protocol.parse("kfold:5").column("mine")
-    (30, 'mine (5-fold)')
+    Names no longer registered still parse (an old record sorts and tabulates) and mean a plain split.
     """
 
     name: str
@@ -73,8 +117,12 @@ class Protocol:
         return f"{self.name}:{self.detail}" if self.detail else self.name
 
     @property
+    def kind(self) -> ProtocolKind:
+        return PROTOCOLS.get(self.name) if self.name in PROTOCOLS else ProtocolKind(self.name, "")
+
+    @property
     def is_domain_shift(self) -> bool:
-        return self.name in DOMAIN_SHIFT
+        return self.kind.domain_shift
 
     @property
     def source(self) -> str:
@@ -94,170 +142,184 @@ class Protocol:
 
     @property
     def metric(self) -> str:
-        """The published metric: plain accuracy under domain shift (DeCAF, DAN), else mean per-class accuracy."""
-        return "accuracy" if self.is_domain_shift or self.name == "lodo" else "mean_per_class_accuracy"
+        return self.kind.metric
 
     def column(self, dataset: str) -> str:
         """A table column: the dataset and what this protocol varies (shots, folds, shift, S or ST)."""
-        if self.name == "n_per_class":
-            return f"{dataset} ({self.detail}/class)"
-        if self.name == "kfold":
-            return f"{dataset} ({self.detail}-fold)"
-        if self.name == "full":
-            return f"{dataset} {self.detail}"
-        if self.name in ("sampled", "sampled_st"):
-            return f"{dataset} {self.detail} {'ST' if self.name == 'sampled_st' else 'S'}"
-        if self.name == "lodo":  # every other domain -> this one (the multi-source table: a column per target)
-            return f"{dataset} ->{self.detail}"
-        return dataset
+        return self.kind.column(dataset, self.detail)
+
+    def resolve(self, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool = False) -> Resolved:
+        return self.kind.resolve(self.detail, spec, seeds, all_folds) if self.name in PROTOCOLS else _unknown(self.text)
+
+    def split(self, dataset: Dataset, seed: int) -> Split:
+        return self.kind.split(self, dataset, seed) if self.name in PROTOCOLS else _unknown(self.text)
 
 
-@dataclass(frozen=True)
-class Split:
-    """Row indices of one split. ``train_domain`` marks source/target rows for adaptation."""
-
-    train: np.ndarray
-    test: np.ndarray
-    val: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    description: str = ""
+def _unknown(text: str) -> Any:
+    raise ConfigError(f"unknown protocol {text!r}; choose from {', '.join(PROTOCOLS)} (`cnnfeat benchmark --help`)")
 
 
-def _by_class(labels: Sequence[Any]) -> dict[Any, np.ndarray]:
-    labels = np.asarray(labels)
-    return {c: np.flatnonzero(labels == c) for c in sorted(set(labels.tolist()))}
+class Default(ProtocolKind):
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        name = spec.get("protocols", {}).get("default", "n_per_class")
+        return Protocol("full" if name == "domain_shift_full" else name).resolve(spec, seeds, all_folds)
 
 
-def n_per_class(
-    labels: Sequence[Any], n_train: int, seed: int, *, n_val: int = 0, n_test_max: int | None = None, min_test: int = 1
-) -> Split:
-    """``n_train`` (and ``n_val``) random images per class for training, the rest (capped) for testing.
+class NPerClass(ProtocolKind):
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        return [(f"n_per_class:{detail or spec.get('protocols', {}).get('n_train', 30)}", list(seeds))]
 
-    Used for Caltech-101 (30 per class, test capped at 50), 15-Scene (100 per class)
-    and Oxford-17 (40 train / 20 val / 20 test).
-
-    Raises
-    ------
-    ConfigError
-        A class has too few images for the request.
-    """
-    if n_train < 1 or n_val < 0:
-        raise ConfigError(f"n_train must be >= 1 and n_val >= 0; got {n_train}, {n_val}")
-    rng = np.random.default_rng(seed)
-    train, val, test = [], [], []
-    for cls, rows in _by_class(labels).items():
-        if len(rows) < n_train + n_val + min_test:
-            raise ConfigError(f"class {cls!r} has {len(rows)} images; {n_train} train + {n_val} val + {min_test} test requested")
-        order = rng.permutation(rows)
-        train.append(order[:n_train])
-        val.append(order[n_train : n_train + n_val])
-        test.append(order[n_train + n_val :][:n_test_max])
-    return Split(
-        train=np.sort(np.concatenate(train)),
-        val=np.sort(np.concatenate(val)),
-        test=np.sort(np.concatenate(test)),
-        description=f"{n_train} train{f' + {n_val} val' if n_val else ''} per class, rest test"
-        + (f" (at most {n_test_max} per class)" if n_test_max else "")
-        + f", seed {seed}",
-    )
-
-
-def domain_shift_full(domains: Sequence[str], source: str, target: str) -> Split:
-    """All labelled source images train; all target images are the (unlabelled) test set (DAN, DANN, CDAN)."""
-    d = np.asarray(domains)
-    src, tgt = np.flatnonzero(d == source), np.flatnonzero(d == target)
-    if not len(src) or not len(tgt):
-        raise ConfigError(f"no images in domain {source if not len(src) else target!r}; domains are {sorted(set(d.tolist()))}")
-    return Split(train=src, test=tgt, unlabelled=tgt, description=f"{source}->{target}, full protocol")
-
-
-def domain_shift_sampled(
-    labels: Sequence[Any],
-    domains: Sequence[str],
-    source: str,
-    target: str,
-    seed: int,
-    *,
-    n_source: int | None = None,
-    n_target_labelled: int = 0,
-) -> Split:
-    """Saenko et al. 2010 / DeCAF: a few source images per class, optionally 3 labelled target images per class.
-
-    ``n_source`` defaults to 20 for amazon and 8 for dslr or webcam; a class with fewer
-    source images (Office-31 dslr has 7 rulers) contributes all it has. Test: the target
-    images not used as labelled targets.
-    """
-    labels, d = np.asarray(labels), np.asarray(domains)
-    n_source = n_source if n_source is not None else (20 if source == "amazon" else 8)
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for cls in sorted(set(labels.tolist())):
-        src = np.flatnonzero((labels == cls) & (d == source))
-        tgt = np.flatnonzero((labels == cls) & (d == target))
-        if not len(src) or len(tgt) <= n_target_labelled:
-            raise ConfigError(f"class {cls!r}: {len(src)} source / {len(tgt)} target images; too few for this protocol")
-        train.append(rng.permutation(src)[:n_source])  # all of them where a class has fewer (dslr 'ruler': 7)
-        tgt = rng.permutation(tgt)
-        train.append(tgt[:n_target_labelled])
-        test.append(tgt[n_target_labelled:])
-    setting = "ST" if n_target_labelled else "S"
-    return Split(
-        train=np.sort(np.concatenate(train)),
-        test=np.sort(np.concatenate(test)),
-        description=f"{source}->{target}, sampled ({setting}): {n_source} source"
-        + (f" + {n_target_labelled} target" if n_target_labelled else "")
-        + f" per class, seed {seed}",
-    )
-
-
-def k_fold(labels: Sequence[Any], k: int, fold: int, seed: int = 0) -> Split:
-    """Fold ``fold`` of a stratified, shuffled ``k``-fold split (the fold is the test set)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    if not 0 <= fold < k:
-        raise ConfigError(f"fold must be in [0, {k}); got {fold}")
-    labels = np.asarray(labels)
-    train, test = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))[fold]
-    return Split(train=train, test=test, description=f"stratified {k}-fold, fold {fold}, seed {seed}")
-
-
-def leave_one_domain_out(
-    domains: Sequence[str], target: str, official_splits: dict[str, dict[str, np.ndarray]] | None = None
-) -> Split:
-    """Multi-source domain generalisation: train on every domain but ``target``, test on all of ``target``.
-
-    Where ``official_splits`` has a split per source domain (PACS' ``*_kfold.txt``), the training rows
-    are each source domain's official train and validation rows; otherwise all of its rows.
-    """
-    d = np.asarray(domains)
-    sources = sorted(set(d.tolist()) - {target})
-    if target not in set(d.tolist()) or not sources:
-        raise ConfigError(
-            f"leave-one-domain-out needs the held-out domain {target!r} and one other; domains are {sorted(set(d.tolist()))}"
+    def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
+        n, defaults = int(protocol.detail), dataset.spec.get("protocols", {})
+        standard = n == defaults.get("n_train")  # the dataset's own protocol: its validation rows and test cap
+        return n_per_class(
+            dataset.manifest.labels,
+            n,
+            seed,
+            n_val=defaults.get("n_val", 0) if standard else 0,
+            n_test_max=defaults.get("n_test_max") if standard else None,
         )
-    splits = official_splits or {}
-    if all(s in splits for s in sources):
-        train = np.concatenate([np.r_[splits[s]["train"], splits[s].get("val", np.zeros(0, int))] for s in sources])
-        how = "their official train+val splits"
-    else:
-        train = np.flatnonzero(d != target)
-        how = "all their images"
-    return Split(
-        train=np.sort(train.astype(int)),
-        test=np.flatnonzero(d == target),
-        description=f"leave one domain out: {', '.join(sources)} ({how}) -> all of {target}",
-    )
+
+    def column(self, dataset: str, detail: str) -> str:
+        return f"{dataset} ({detail}/class)"
+
+    def needed_per_class(self, detail: str) -> tuple[int, str] | None:
+        return int(detail) + 1, f"{detail} to train, 1 to test"
+
+    def fitting(self, fewest: int) -> str | None:
+        return f"n_per_class:{fewest - 1}" if fewest >= 2 else None
 
 
-def official(splits: dict[str, dict[str, np.ndarray]], index: int) -> Split:
-    """Split number ``index`` (0-based) of a dataset's official split files (see :mod:`cnnfeat.catalog`)."""
-    names = sorted(splits, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    if not names:
-        raise ConfigError("this dataset has no official split files (see `python -m cnnfeat.data verify`)")
-    if not 0 <= index < len(names):
-        raise ConfigError(f"official split {index} requested; the dataset has {len(names)}")
-    parts = splits[names[index]]
-    empty = np.zeros(0, int)
-    return Split(
-        train=parts["train"], val=parts.get("val", empty), test=parts["test"], description=f"official split {names[index]}"
-    )
+class FewShot(ProtocolKind):
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        return [(f"n_per_class:{k}", list(seeds)) for k in FEW_SHOT]
+
+
+class KFold(ProtocolKind):
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        k = int(detail or 5)
+        return [(f"kfold:{k}", list(range(k)) if all_folds else [s for s in seeds if s < k])]
+
+    def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
+        return k_fold(dataset.manifest.labels, int(protocol.detail), seed)
+
+    def column(self, dataset: str, detail: str) -> str:
+        return f"{dataset} ({detail}-fold)"
+
+    def needed_per_class(self, detail: str) -> tuple[int, str] | None:
+        return int(detail), "one in each fold"
+
+    def fitting(self, fewest: int) -> str | None:
+        return f"kfold:{min(fewest, 5)}" if fewest >= 2 else None
+
+
+class Official(ProtocolKind):
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        count = _official_split_count(spec)
+        if not count and spec.get("user_data"):
+            raise ConfigError(
+                f"{spec['name']}: the official protocol needs a split: a 'split' column (train/val/test) in the CSV "
+                "or a tree <train|val|test>/<class>/<file>; use kfold:<k> or n_per_class:<n> instead"
+            )
+        chosen = [s for s in seeds if s < count] if count else list(seeds)
+        if not chosen:
+            raise ConfigError(
+                f"{spec['name']} has {count} official split(s); seed k runs split k, so seeds {list(seeds)} name none"
+            )
+        return [("official", chosen)]
+
+    def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
+        if not dataset.official_splits:
+            raise ConfigError(
+                f"{dataset.name} ({dataset.layout} layout, {dataset.root}) has no official split files, which the "
+                "official protocol reads; use a copy that has them (see `cnnfeat data layouts`) or another protocol"
+            )
+        return official(dataset.official_splits, seed)
+
+
+def _official_split_count(spec: dict[str, Any]) -> int:
+    """How many official splits a catalog entry (or a user's dataset) defines; 0 when it has none."""
+    if spec.get("user_data"):
+        return 1 if spec["protocols"]["default"] == "official" else 0
+    layout = spec["layout"]
+    if layout["type"] == "id_lists":
+        return 1
+    files = layout.get("split_files")
+    if not files:
+        return 0
+    return len(layout["domains"]) if files.get("format") == "path_label" else int(files.get("splits", 1))
+
+
+class DomainShift(ProtocolKind):
+    """Train on a source domain, test on a target: one run per ordered pair of domains (or the catalog's shifts)."""
+
+    domain_shift = True
+    metric = "accuracy"
+
+    def __init__(self, name: str, help: str, *, sampled: bool, n_target_labelled: int = 0) -> None:
+        super().__init__(name, help)
+        self.sampled = sampled
+        self.n_target_labelled = n_target_labelled
+        self.labelled_target = n_target_labelled > 0
+
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        domains = spec["layout"].get("domains", [])
+        shifts = spec.get("protocols", {}).get("shifts") or [f"{s}->{t}" for s in domains for t in domains if s != t]
+        if not shifts and spec.get("user_data"):
+            raise ConfigError(
+                f"{spec['name']}: the {self.name} protocol needs two or more domains: a tree <domain>/<class>/<file> "
+                "or a 'domain' column in the CSV; this data has none"
+            )
+        # the full protocol has no randomness in its split: one seed
+        return [(f"{self.name}:{shift}", list(seeds) if self.sampled else list(seeds[:1])) for shift in shifts]
+
+    def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
+        domains = dataset.manifest.domains
+        if not self.sampled:
+            return domain_shift_full(domains, protocol.source, protocol.target)
+        split = domain_shift_sampled(
+            dataset.manifest.labels, domains, protocol.source, protocol.target, seed, n_target_labelled=self.n_target_labelled
+        )
+        # the transductive adaptation methods see the unlabelled target (test) images
+        return Split(train=split.train, test=split.test, unlabelled=split.test, description=split.description)
+
+    def column(self, dataset: str, detail: str) -> str:
+        if not self.sampled:
+            return f"{dataset} {detail}"
+        return f"{dataset} {detail} {'ST' if self.labelled_target else 'S'}"
+
+
+class LeaveOneDomainOut(ProtocolKind):
+    metric = "accuracy"
+
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        domains = spec["layout"].get("domains", [])
+        if len(domains) < 2 and spec.get("user_data"):
+            raise ConfigError(f"{spec['name']}: leave-one-domain-out needs two or more domains; this data has {len(domains)}")
+        return [(f"lodo:{d}", list(seeds[:1])) for d in domains] if len(domains) >= 2 else []  # no randomness: one seed
+
+    def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
+        return leave_one_domain_out(dataset.manifest.domains, protocol.target, dataset.official_splits)
+
+    def column(self, dataset: str, detail: str) -> str:
+        return f"{dataset} ->{detail}"  # every other domain -> this one (the multi-source table: a column per target)
+
+
+def register_protocol(kind: ProtocolKind) -> ProtocolKind:
+    """Add a protocol to :data:`PROTOCOLS` under its name; ``--protocol`` accepts it from then on."""
+    PROTOCOLS.add(kind.name, kind, help=kind.help, usage=kind.usage)
+    return kind
+
+
+for _kind in (
+    Default("default", "the dataset's own"),
+    KFold("kfold", "stratified k-fold, every fold", usage="kfold:<k>"),
+    NPerClass("n_per_class", "n training images per class", usage="n_per_class:<n>"),
+    FewShot("few_shot", f"n_per_class for n in {', '.join(map(str, FEW_SHOT))}"),
+    Official("official", "the official split files; seed k runs split k"),
+    DomainShift("full", "every source image -> every target image", sampled=False),
+    DomainShift("sampled", "Saenko's sampled source -> target", sampled=True),
+    DomainShift("sampled_st", "sampled, with 3 labelled target images", sampled=True, n_target_labelled=3),
+    LeaveOneDomainOut("lodo", "leave one domain out"),
+):
+    register_protocol(_kind)

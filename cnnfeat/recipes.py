@@ -32,10 +32,13 @@ a run without adaptation before the adapted ones.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from cnnfeat.runner.records import FeatureProvenance, Record
 
 __all__ = [
     "CHOSEN_ROW",
@@ -49,8 +52,6 @@ __all__ = [
 ]
 
 CHOSEN_ROW = "recipe chosen on validation"
-#: the record fields that time the search's scoring, after the runs
-SCORING_SECONDS = ("cross_validation_seconds", "reverse_validation_seconds")
 
 #: (training rows, their labels, unlabelled rows, which rows are the source domain) -> a fitted classifier
 FitRows = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]
@@ -58,8 +59,9 @@ FitRows = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]
 
 def validation_score(model: Any) -> float | None:
     """The validation accuracy at the C or k a fitted probe chose (inside any pipeline or adaptation)."""
-    while model is not None and not hasattr(model, "val_scores_"):
-        model = model.steps[-1][1] if hasattr(model, "steps") else getattr(model, "estimator_", None)
+    from cnnfeat.probes import innermost
+
+    model = innermost(model, "val_scores_")
     if model is None or not model.val_scores_:
         return None
     chosen = model.C_ if hasattr(model, "C_") else model.k_
@@ -130,131 +132,139 @@ def reverse_validation(
     return float(np.mean(backward.predict(X[held_out]) == labels[held_out]))
 
 
-def _split_of(record: dict[str, Any]) -> tuple[str, str, int]:
-    return str(record["dataset"]), str(record["protocol"]), int(record["seed"])
+def _split_of(record: Record) -> tuple[str, str, int]:
+    return record.dataset, record.protocol, record.seed
 
 
-def _recipe(record: dict[str, Any]) -> tuple[str, str, str]:
+def _recipe(record: Record) -> tuple[str, str, str]:
     """Features, normalisation and probe: what the first step chooses."""
-    return str(record["method"]), str(record.get("normalize", "none")), str(record["probe"])
+    return record.method, record.normalize, record.probe
 
 
-def _candidates(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+def _candidates(records: Sequence[Record]) -> dict[tuple[str, str, int], list[Record]]:
     """A recipe search's successful, scored runs, per split."""
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int], list[Record]] = {}
     for r in records:
-        if r.get("status") == "ok" and r.get("recipe_search") and r.get("validation_score") is not None:
+        if r.ok and r.recipe_search and r.validation_score is not None:
             groups.setdefault(_split_of(r), []).append(r)
     return groups
 
 
-def _top(records: list[dict[str, Any]], score: str) -> dict[str, Any]:
-    return min(records, key=lambda r: (-r[score], r.get("n_features", 0), r["row"]))
+def _top(records: list[Record], score: Callable[[Record], float | None]) -> Record:
+    return min(records, key=lambda r: (-(score(r) or 0.0), r.n_features or 0, r.row))
 
 
-def _is_shift(group: list[dict[str, Any]]) -> bool:
-    from cnnfeat.protocols import Protocol
-
-    return Protocol.parse(str(group[0]["protocol"])).is_domain_shift
+def _is_shift(group: list[Record]) -> bool:
+    return group[0].parsed_protocol.is_domain_shift
 
 
-def _plain(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _plain(group: list[Record]) -> list[Record]:
     """The runs step 1 compares: on a shift, those without adaptation (if any)."""
-    plain = [r for r in group if r.get("adapt", "none") == "none"] if _is_shift(group) else group
+    plain = [r for r in group if r.adapt == "none"] if _is_shift(group) else group
     return plain or group
 
 
-def _features_choice(group: list[dict[str, Any]]) -> dict[str, Any]:
+def _features_choice(group: list[Record]) -> Record:
     """Step 1: the best cross-validation score (the validation score where a run has none)."""
     plain = _plain(group)
-    scored = all(r.get("cross_validation") is not None for r in plain)
-    return _top(plain, "cross_validation" if scored else "validation_score")
+    scored = all(r.cross_validation is not None for r in plain)
+    return _top(plain, (lambda r: r.cross_validation) if scored else (lambda r: r.validation_score))
 
 
-def needing_cross_validation(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs step 1 must score: each split's candidates without a cross-validation score (a probe's C or k known)."""
+def needing_cross_validation(records: Sequence[Record]) -> list[Record]:
+    """The runs step 1 must score: each split's candidates not yet cross-validated (a probe's C or k known)."""
     wanted = []
     for group in _candidates(records).values():
         plain = _plain(group)
-        if len({r["row"] for r in plain}) > 1:  # a choice to make
-            wanted += [r for r in plain if "cross_validation" not in r and (r.get("C") is not None or r.get("k") is not None)]
+        if len({r.row for r in plain}) > 1:  # a choice to make
+            wanted += [r for r in plain if not r.cross_validated and (r.C is not None or r.k is not None)]
     return wanted
 
 
-def _family(group: list[dict[str, Any]], features: dict[str, Any]) -> list[dict[str, Any]]:
+def _family(group: list[Record], features: Record) -> list[Record]:
     """The chosen features' runs, one per adaptation."""
     return [r for r in group if _recipe(r) == _recipe(features)]
 
 
-def _adaptations(group: list[dict[str, Any]], features: dict[str, Any]) -> list[dict[str, Any]]:
+def _adaptations(group: list[Record], features: Record) -> list[Record]:
     """Step 2's candidates: on a shift, the chosen features' runs where they differ in adaptation (else none)."""
     family = _family(group, features)
-    return family if _is_shift(group) and len({r.get("adapt", "none") for r in family}) > 1 else []
+    return family if _is_shift(group) and len({r.adapt for r in family}) > 1 else []
 
 
-def _best(group: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _best(group: list[Record]) -> Record | None:
     """The chosen run; None while the chosen features' adaptations are not all scored (an unfinished search)."""
     features = _features_choice(group)
     adaptations = _adaptations(group, features)
     if not adaptations:
         return features
-    scored = [r for r in adaptations if r.get("reverse_validation") is not None]
-    return _top(scored, "reverse_validation") if len(scored) == len(adaptations) else None
+    scored = [r for r in adaptations if r.reverse_validation is not None]
+    return _top(scored, lambda r: r.reverse_validation) if len(scored) == len(adaptations) else None
 
 
-def needing_reverse_validation(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def needing_reverse_validation(records: Sequence[Record]) -> list[Record]:
     """The runs step 2 must score: on each shift, the chosen features' runs, where they differ in adaptation."""
     wanted = []
     for group in _candidates(records).values():
-        wanted += [r for r in _adaptations(group, _features_choice(group)) if r.get("reverse_validation") is None]
+        wanted += [r for r in _adaptations(group, _features_choice(group)) if r.reverse_validation is None]
     return wanted
 
 
-def choose(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def choose(records: Sequence[Record]) -> list[Record]:
     """One record per split of a recipe search: the chosen candidate's, under the row :data:`CHOSEN_ROW`.
 
     Examples
     --------
-    >>> runs = [{"status": "ok", "recipe_search": True, "dataset": "d", "protocol": "kfold:5", "seed": 0,
-    ...          "method": m, "probe": "logreg", "row": m, "validation_score": s, "accuracy": a}
-    ...         for m, s, a in [("a", 0.9, 0.8), ("b", 0.7, 0.95)]]
-    >>> [(r["row"], r["chosen"], r["accuracy"], r["candidates"]) for r in choose(runs)]
+    >>> from cnnfeat.runner import Record
+    >>> runs = [Record(recipe_search=True, dataset="d", protocol="kfold:5", method=m, probe="logreg", row=m,
+    ...                validation_score=s, accuracy=a) for m, s, a in [("a", 0.9, 0.8), ("b", 0.7, 0.95)]]
+    >>> [(r.row, r.chosen, r.accuracy, r.candidates) for r in choose(runs)]
     [('recipe chosen on validation', 'a', 0.8, 2)]
     """
     chosen = []
     for group in _candidates(records).values():
-        if len({r["row"] for r in group}) < 2:
+        if len({r.row for r in group}) < 2:
             continue
         best = _best(group)
         if best is None:
             continue
         # the search's cost is every candidate's: each probe fitted and scored, each network's features extracted
-        networks = {p.get("fingerprint"): p for r in group for p in _feature_parts(r)}
-        seconds = sum(r.get(f, 0.0) for r in group for f in ("probe_seconds", *SCORING_SECONDS))
-        cost = {"probe_seconds": seconds, "features": {"parts": list(networks.values())}}
-        chosen.append(best | cost | {"row": CHOSEN_ROW, "chosen": best["row"], "candidates": len(group)})
+        networks = {p.fingerprint: p for r in group for p in r.features.networks}
+        seconds = sum(
+            t or 0.0 for r in group for t in (r.probe_seconds, r.cross_validation_seconds, r.reverse_validation_seconds)
+        )
+        chosen.append(
+            dataclasses.replace(
+                best,
+                probe_seconds=seconds,
+                features=FeatureProvenance(parts=list(networks.values())),
+                row=CHOSEN_ROW,
+                chosen=best.row,
+                candidates=len(group),
+            )
+        )
     return chosen
 
 
-def _feature_parts(record: dict[str, Any]) -> list[dict[str, Any]]:
-    info = record.get("features") or {}
-    return list(info.get("parts", [info] if info else []))
-
-
-def choices(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What a recipe search chose on each split, and the scores it chose by (for ``recipes.json``)."""
+def choices(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """What a recipe search chose on each split, and the scores it chose by (``recipes.json``'s entries)."""
     found = []
     for (dataset, protocol, seed), group in _candidates(records).items():
         features = _features_choice(group)
-        ranked = sorted(group, key=lambda r: -r["validation_score"])
+        ranked = sorted(group, key=lambda r: -(r.validation_score or 0.0))
         best = _best(group)
-        entry = {"dataset": dataset, "protocol": protocol, "seed": seed, "chosen": None if best is None else best["row"]}
-        entry["validation_scores"] = {r["row"]: r["validation_score"] for r in ranked}
-        crossed = sorted((r for r in group if r.get("cross_validation") is not None), key=lambda r: -r["cross_validation"])
-        entry["cross_validation"] = {r["row"]: r["cross_validation"] for r in crossed}
+        entry: dict[str, Any] = {
+            "dataset": dataset,
+            "protocol": protocol,
+            "seed": seed,
+            "chosen": None if best is None else best.row,
+        }
+        entry["validation_scores"] = {r.row: r.validation_score for r in ranked}
+        crossed = sorted((r for r in group if r.cross_validation is not None), key=lambda r: -(r.cross_validation or 0.0))
+        entry["cross_validation"] = {r.row: r.cross_validation for r in crossed}
         if _is_shift(group):
-            entry["features_chosen_on_source_validation"] = features["row"]
-            family = [r for r in _family(group, features) if r.get("reverse_validation") is not None]
-            entry["reverse_validation"] = {r["row"]: r["reverse_validation"] for r in family}
+            entry["features_chosen_on_source_validation"] = features.row
+            family = [r for r in _family(group, features) if r.reverse_validation is not None]
+            entry["reverse_validation"] = {r.row: r.reverse_validation for r in family}
         found.append(entry)
     return found

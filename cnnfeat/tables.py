@@ -2,10 +2,11 @@
 
 Examples
 --------
+>>> from cnnfeat.runner import Record
 >>> from cnnfeat.tables import pivot, to_markdown
 >>> records = [
-...     {"status": "ok", "row": "hog + chi2 + svm", "dataset": "scene15", "protocol": "n_per_class:100",
-...      "seed": s, "mean_per_class_accuracy": a, "accuracy": a}
+...     Record(row="hog + chi2 + svm", dataset="scene15", protocol="n_per_class:100", seed=s,
+...            mean_per_class_accuracy=a, accuracy=a)
 ...     for s, a in enumerate([0.5, 0.6])
 ... ]
 >>> print(to_markdown(pivot(records), footer=""))  # doctest: +NORMALIZE_WHITESPACE
@@ -23,12 +24,12 @@ import io
 import json
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from cnnfeat.protocols import Protocol
+from cnnfeat.runner import FINETUNE, Record
 
 __all__ = [
     "COST_COLUMNS",
@@ -74,7 +75,7 @@ class Table:
         return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, len(arr)
 
 
-def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
+def pivot(records: Sequence[Record], metric: str = "auto") -> Table:
     """Group successful records by (row, column); ``metric="auto"`` uses each protocol's published metric.
 
     The runs of a recipe search add the row of the recipe chosen on validation (:func:`cnnfeat.recipes.choose`).
@@ -84,24 +85,24 @@ def pivot(records: list[dict[str, Any]], metric: str = "auto") -> Table:
     table = Table(metric=metric)
     protocols: dict[str, set[str]] = defaultdict(set)
     for record in [*records, *choose(records)]:
-        if record.get("status") != "ok":
-            table.failed.append(f"{record.get('row')} on {record.get('column')} seed {record.get('seed')}: {record.get('error')}")
+        if not record.ok:
+            table.failed.append(f"{record.row} on {record.column} seed {record.seed}: {record.error}")
             continue
-        protocol = Protocol.parse(record["protocol"])
-        row, column = record["row"], protocol.column(record["dataset"])
+        protocol = record.parsed_protocol
+        row, column = record.row, protocol.column(record.dataset)
         if row not in table.rows:
             table.rows.append(row)
         if column not in table.columns:
             table.columns.append(column)
         name = protocol.metric if metric == "auto" else metric
-        table.cells.setdefault((row, column), []).append(100 * float(record[name]))
+        table.cells.setdefault((row, column), []).append(100 * record.metric(name))
         table.extraction.setdefault(row, []).append(extraction_seconds_per_1k(record))
         if (earlier := earlier_seconds_per_1k(record)) is not None:
             table.earlier_extraction.setdefault(row, []).append(earlier)
-        if record.get("probe") == "finetune":
+        if record.probe == FINETUNE:
             table.trained.add(row)
-        if record.get("probe_seconds") is not None:
-            table.probe_seconds.setdefault(row, []).append(float(record["probe_seconds"]))
+        if record.probe_seconds is not None:
+            table.probe_seconds.setdefault(row, []).append(float(record.probe_seconds))
         protocols[column].add(f"{protocol.name} ({name.replace('_', ' ')})")
     table.protocols = dict(protocols)
     return table
@@ -112,77 +113,74 @@ def row_letters(rows: list[str]) -> dict[str, str]:
     return {row: chr(ord("A") + i) if i < 26 else str(i) for i, row in enumerate(rows)}
 
 
-def run_cost(record: dict[str, Any]) -> tuple[float, bool]:
+def run_cost(record: Record) -> tuple[float, bool]:
     """Seconds per 1,000 images of one run, and whether its feature extraction was measured in it.
 
     The extraction's seconds per 1,000 images plus the probe's fit and prediction (a fine-tuned
     classifier: its training) spread over the run's images. Where the features came from the
     cache only the probe's part is known, and the flag is False.
     """
-    images = sum(int(record.get(k) or 0) for k in ("n_train", "n_test", "n_unlabelled")) or 1
-    probe = 1000 * float(record.get("probe_seconds") or 0.0) / images
+    images = sum(n or 0 for n in (record.n_train, record.n_test, record.n_unlabelled)) or 1
+    probe = 1000 * float(record.probe_seconds or 0.0) / images
     extraction = extraction_seconds_per_1k(record)
-    if record.get("probe") == "finetune":  # its maps are extracted inside its training, which probe_seconds holds
+    if record.probe == FINETUNE:  # its maps are extracted inside its training, which probe_seconds holds
         return probe, True
     return probe + (extraction or 0.0), extraction is not None
 
 
-def cell_costs(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], bool]]:
+def cell_costs(records: Sequence[Record]) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], bool]]:
     """Per table cell ``(row, column)``: each successful run's :func:`run_cost`, and whether all were measured."""
     costs: dict[tuple[str, str], list[float]] = defaultdict(list)
     measured: dict[tuple[str, str], bool] = defaultdict(lambda: True)
     for r in records:
-        if r.get("status") == "ok":
-            cell = (r["row"], Protocol.parse(r["protocol"]).column(r["dataset"]))
+        if r.ok:
+            cell = (r.row, r.parsed_protocol.column(r.dataset))
             cost, known = run_cost(r)
             costs[cell].append(cost)
             measured[cell] = measured[cell] and known
     return dict(costs), dict(measured)
 
 
-def extraction_seconds_per_1k(record: dict[str, Any]) -> float | None:
+def extraction_seconds_per_1k(record: Record) -> float | None:
     """Seconds a run's features took per 1,000 images, all networks together; None if any came from the cache."""
-    info = record.get("features") or {}
-    parts = info.get("parts", [info] if "seconds" in info else [])
-    if not parts or any(not p.get("n_computed") or p.get("n_cached") for p in parts):
+    parts = record.features.networks
+    if not parts or any(not p.n_computed or p.n_cached for p in parts):
         return None
-    return sum(1000 * float(p["seconds"]) / int(p["n_computed"]) for p in parts)
+    return sum(1000 * float(p.seconds or 0.0) / int(p.n_computed or 1) for p in parts)
 
 
-def earlier_seconds_per_1k(record: dict[str, Any]) -> float | None:
+def earlier_seconds_per_1k(record: Record) -> float | None:
     """For features read from the cache: the seconds per 1,000 images measured when they were computed (all parts)."""
-    info = record.get("features") or {}
-    parts = info.get("parts", [info] if "seconds" in info else [])
-    values = [p.get("earlier_seconds_per_1k") for p in parts]
-    return float(sum(values)) if parts and all(v is not None for v in values) else None
+    values = [p.earlier_seconds_per_1k for p in record.features.networks]
+    return float(sum(v for v in values if v is not None)) if values and all(v is not None for v in values) else None
 
 
-def footer_for(records: list[dict[str, Any]]) -> str:
+def footer_for(records: Sequence[Record]) -> str:
     """How the table was made: the command(s), protocols, seeds, versions and machine."""
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.ok]
     if not ok:
         return ""
     first = ok[0]
-    seeds = sorted({r["seed"] for r in ok})
-    versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
-    protocols = sorted({r.get("split", r["protocol"]).split(", seed")[0] for r in ok})
+    seeds = sorted({r.seed for r in ok})
+    versions = ", ".join(f"{k} {v}" for k, v in first.versions.items())
+    protocols = sorted({(r.split or r.protocol).split(", seed")[0] for r in ok})
     # several commands may write into one --out; resuming one (--skip-existing) does not change what it makes
-    commands = list(dict.fromkeys(re.sub(r" --(no-)?skip-existing\b", "", r.get("command") or "(library call)") for r in ok))
+    commands = list(dict.fromkeys(re.sub(r" --(no-)?skip-existing\b", "", r.command or "(library call)") for r in ok))
     lines = [("Command: " if len(commands) == 1 else "Commands: ") + "; ".join(f"`{c}`" for c in commands)]
     lines.append(f"Seeds: {', '.join(map(str, seeds))}.")
     lines.append(
         "Protocols: " + "; ".join(protocols[:8]) + (f"; ... ({len(protocols)} in all)" if len(protocols) > 8 else "") + "."
     )
-    for name, data in {r["dataset"]: r["data"] for r in ok if (r.get("data") or {}).get("digest")}.items():
+    for name, data in {r.dataset: r.data for r in ok if r.data and r.data.digest}.items():
         lines.append(
-            f"Data: {name} = {data['root']} ({data['layout']}, {data['images']} images, {data['classes']} classes, "
-            f"content sha256 {data['digest'][:16]})."
+            f"Data: {name} = {data.root} ({data.layout}, {data.images} images, {data.classes} classes, "
+            f"content sha256 {(data.digest or '')[:16]})."
         )
-    lines.append(f"Versions: {versions}; machine: {first.get('machine', '?')}.")
+    lines.append(f"Versions: {versions}; machine: {first.machine or '?'}.")
     return "\n".join(lines)
 
 
-def results_markdown(records: list[dict[str, Any]]) -> str:
+def results_markdown(records: Sequence[Record]) -> str:
     """The benchmark's ``table.md``: the pivot of ``records``, with an average column where 2+ shifts are columns."""
     table = pivot(records)
     shifts = sum("->" in c for c in table.columns) >= 2
@@ -205,8 +203,8 @@ def to_markdown(table: Table, *, footer: str = "", digits: int = 2, average: boo
     for row in table.rows:
         cells = [_cell(table, row, c, digits) for c in table.columns]
         if average:
-            means = [table.mean_std(row, c) for c in table.columns]
-            cells.append(f"{np.mean([m[0] for m in means]):.{digits}f}" if all(means) else "—")
+            means = [found[0] for c in table.columns if (found := table.mean_std(row, c)) is not None]
+            cells.append(f"{np.mean(means):.{digits}f}" if len(means) == len(table.columns) else "—")
         if costs:
             extraction = table.extraction.get(row, [])
             known = [e for e in extraction if e is not None]

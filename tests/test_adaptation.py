@@ -168,7 +168,7 @@ def test_selective_pseudo_labelling_undoes_a_shift_that_defeats_source_only(seed
 
 
 def test_selection_is_per_predicted_class_and_grows_to_every_row() -> None:
-    from cnnfeat.adaptation import _select_per_class
+    from cnnfeat.adaptation.projection import _select_per_class
 
     pseudo = np.array([0] * 10 + [1] * 2)
     confidence = np.r_[np.linspace(1.0, 0.5, 10), [0.1, 0.05]]  # class 1 is never confident

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.runner import RunSpec, expand, load_records, machine_description, make_split, run_all
+from cnnfeat.runner import Record, RunSpec, expand, load_records, machine_description, run_all
 from cnnfeat.tables import pivot, to_csv, to_json, to_markdown
 
 TINY = "cnn:tiny_test/pool?weights=none&batch_size=8"
@@ -61,13 +61,13 @@ def test_splits_follow_the_protocols(office_root: Path) -> None:
 
     ds = load_dataset("office31", office_root, strict=False)
     domains = np.asarray(ds.manifest.domains)
-    full = make_split(RunSpec(TINY, "logreg", "office31", "full:amazon->webcam", 0), ds)
+    full = RunSpec(TINY, "logreg", "office31", "full:amazon->webcam", 0).split(ds)
     assert set(domains[full.train]) == {"amazon"} and set(domains[full.test]) == {"webcam"} and len(full.test) == 20
-    st = make_split(RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 3), ds)
+    st = RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 3).split(ds)
     assert (domains[st.train] == "dslr").sum() == 2 * 8 and (domains[st.train] == "webcam").sum() == 2 * 3
     assert len(st.test) == 20 - 6 and not set(st.train) & set(st.test)
-    again = make_split(RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 3), ds)
-    other = make_split(RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 4), ds)
+    again = RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 3).split(ds)
+    other = RunSpec(TINY, "logreg", "office31", "sampled_st:dslr->webcam", 4).split(ds)
     assert np.array_equal(st.train, again.train) and not np.array_equal(st.train, other.train)
 
 
@@ -78,31 +78,31 @@ def test_runner_records_isolates_failures_resumes_and_tables(office_root: Path, 
     out = tmp_path / "out"
     seen: list[str] = []
     records = run_all(runs, out, data_root=office_root, cache=tmp_path / "cache", strict=False,
-                      command="test", on_run=lambda spec, rec: seen.append(rec["status"]))  # fmt: skip
+                      command="test", on_run=lambda spec, rec: seen.append(rec.status))  # fmt: skip
     assert len(records) == len(runs) == 12 and len(seen) == 12
-    failed = [r for r in records if r["status"] == "failed"]
-    assert len(failed) == 4 and all("no_such_net" in r["error"] for r in failed)  # the others ran
-    ok = [r for r in records if r["status"] == "ok"]
+    failed = [r for r in records if r.status == "failed"]
+    assert len(failed) == 4 and all("no_such_net" in r.error for r in failed)  # the others ran
+    ok = [r for r in records if r.status == "ok"]
     for r in ok:
-        assert 0 <= r["accuracy"] <= 1 and r["n_train"] == (44 if "amazon" in r["protocol"] else 20) and r["C"] > 0
-        assert r["n_test"] == 20 and r["n_unlabelled"] == 20  # the target images, seen unlabelled by CORAL
-        assert r["val_accuracy_by_C"][repr(r["C"])] == max(r["val_accuracy_by_C"].values())
-        assert r["features"]["fingerprint"] and r["versions"]["scikit-learn"] and r["command"] == "test"
-        assert "images, expected 4110" in r["dataset_problems"][0]
-        assert r["machine"] == machine_description() and "cores" in r["machine"]
-    colour = [r for r in ok if r["method"] == "color_hist" and r["adapt"] == "none"]
-    assert max(r["accuracy"] for r in colour) >= 0.9  # the classes differ in colour: a probe that could fail, works
+        assert 0 <= r.accuracy <= 1 and r.n_train == (44 if "amazon" in r.protocol else 20) and r.C > 0
+        assert r.n_test == 20 and r.n_unlabelled == 20  # the target images, seen unlabelled by CORAL
+        assert r.val_accuracy_by_C[repr(r.C)] == max(r.val_accuracy_by_C.values())
+        assert r.features.fingerprint and r.versions["scikit-learn"] and r.command == "test"
+        assert "images, expected 4110" in r.dataset_problems[0]
+        assert r.machine == machine_description() and "cores" in r.machine
+    colour = [r for r in ok if r.method == "color_hist" and r.adapt == "none"]
+    assert max(r.accuracy for r in colour) >= 0.9  # the classes differ in colour: a probe that could fail, works
     assert len(list((out / "records").glob("*.json"))) == 12
 
     # features were computed once per (method, dataset): the second shift and CORAL read them
-    tiny = [r for r in ok if r["method"] == TINY]
-    assert len({r["features"]["seconds"] for r in tiny}) == 1
+    tiny = [r for r in ok if r.method == TINY]
+    assert len({r.features.seconds for r in tiny}) == 1
 
     # resume: finished runs are not run again, failed ones are
     seen.clear()
     again = run_all(runs, out, data_root=office_root, cache=tmp_path / "cache", strict=False, skip_existing=True,
-                    on_run=lambda spec, rec: seen.append(rec["status"]))  # fmt: skip
-    assert [r["probe_seconds"] for r in again if r["status"] == "ok"] == [r["probe_seconds"] for r in ok]
+                    on_run=lambda spec, rec: seen.append(rec.status))  # fmt: skip
+    assert [r.probe_seconds for r in again if r.status == "ok"] == [r.probe_seconds for r in ok]
     assert seen.count("failed") == 4
 
     table = pivot(load_records(out))
@@ -120,7 +120,7 @@ def test_runner_records_isolates_failures_resumes_and_tables(office_root: Path, 
 def test_strict_refuses_a_trimmed_dataset(office_root: Path, tmp_path: Path) -> None:
     runs = expand(["color_hist"], ["logreg"], ["office31"], ["full"], [0])[:1]
     (record,) = run_all(runs, tmp_path / "out", data_root=office_root, cache=tmp_path / "cache")
-    assert record["status"] == "failed" and "does not match the official counts" in record["error"]
+    assert record.status == "failed" and "does not match the official counts" in (record.error or "")
 
 
 def test_footer_names_every_command_that_wrote_into_the_folder() -> None:
@@ -128,13 +128,13 @@ def test_footer_names_every_command_that_wrote_into_the_folder() -> None:
 
     base = {"status": "ok", "seed": 0, "protocol": "full", "versions": {"cnnfeat": "0.1.0"}, "machine": "x86_64, 2 cores"}
     resumed = base | {"command": "bench --methods a --skip-existing", "seed": 1}
-    one = footer_for([base | {"command": "bench --methods a"}, resumed])
+    one = footer_for([Record.from_dict(base | {"command": "bench --methods a"}), Record.from_dict(resumed)])
     assert one.startswith("Command: `bench --methods a`\nSeeds: 0, 1.")
     two = footer_for(
         [
-            base | {"command": "bench --methods a"},
-            base | {"command": "bench --methods b"},
-            base | {"status": "failed", "command": "x"},
+            Record.from_dict(base | {"command": "bench --methods a"}),
+            Record.from_dict(base | {"command": "bench --methods b"}),
+            Record.from_dict(base | {"status": "failed", "command": "x"}),
         ]
     )
     assert two.startswith("Commands: `bench --methods a`; `bench --methods b`\n")
@@ -173,21 +173,22 @@ def test_a_runs_cost_is_its_extraction_plus_its_probe_per_thousand_images() -> N
 
     computed = {"n_computed": 500, "n_cached": 0, "seconds": 4.0}  # 8 s per 1,000 images
     record = {"n_train": 100, "n_test": 300, "probe_seconds": 2.0, "probe": "logreg", "features": computed}
-    assert run_cost(record) == (8.0 + 5.0, True)
-    assert run_cost({**record, "features": {**computed, "n_cached": 10}}) == (5.0, False)  # cached: the probe only
+    assert run_cost(Record.from_dict(record)) == (8.0 + 5.0, True)
+    cached = {**record, "features": {**computed, "n_cached": 10}}
+    assert run_cost(Record.from_dict(cached)) == (5.0, False)  # cached: the probe only
     two = {"parts": [computed, {"n_computed": 500, "n_cached": 0, "seconds": 1.0}]}  # two networks: both extractions
-    assert run_cost({**record, "features": two}) == (8.0 + 2.0 + 5.0, True)
+    assert run_cost(Record.from_dict({**record, "features": two})) == (8.0 + 2.0 + 5.0, True)
     finetuned = {"n_train": 100, "n_test": 300, "probe_seconds": 40.0, "probe": "finetune", "features": {"classifier": {}}}
-    assert run_cost(finetuned) == (100.0, True)  # its training (maps included) is the whole cost
+    assert run_cost(Record.from_dict(finetuned)) == (100.0, True)  # its training (maps included) is the whole cost
 
 
 def test_plots_write_png_files(tmp_path: Path) -> None:
     from cnnfeat import plots
 
     records = [
-        {"status": "ok", "row": f"m{m}", "column": "d", "dataset": "d", "protocol": f"n_per_class:{k}", "seed": s,
+        Record.from_dict({"row": f"m{m}", "column": "d", "dataset": "d", "protocol": f"n_per_class:{k}", "seed": s,
          "method": f"cnn:net/tap{m}", "probe": "logreg", "accuracy": 0.5, "mean_per_class_accuracy": 0.3 + 0.1 * m + 0.01 * k,
-         "n_train": 10 * k, "n_test": 50, "probe_seconds": 0.1 * (m + 1)}
+         "n_train": 10 * k, "n_test": 50, "probe_seconds": 0.1 * (m + 1)})
         for m in range(3) for k in (1, 5, 10) for s in (0, 1)
     ]  # fmt: skip
     paths = [
@@ -195,7 +196,7 @@ def test_plots_write_png_files(tmp_path: Path) -> None:
         plots.cost_chart(records, tmp_path / "cost.png"),
         plots.few_shot_curve(records, tmp_path / "shots.png"),
         plots.layer_curve(records, tmp_path / "layers.png", taps=["tap0", "tap1", "tap2"]),
-        plots.tsne_map({"a": np.random.default_rng(0).random((60, 8))}, np.arange(60) % 3, tmp_path / "tsne.png"),
+        plots.tsne_map({"a": np.random.default_rng(0).random((60, 2))}, np.arange(60) % 3, tmp_path / "tsne.png"),
     ]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
@@ -228,9 +229,9 @@ def test_taps_of_one_network_come_from_one_forward_pass(office_root: Path, tmp_p
     methods = [TINY, TINY.replace("/pool?", "/block2_pool?")]
     runs = expand(methods, ["logreg"], ["office31"], ["full"], [0])[:2]
     records = run_all(runs, tmp_path / "out", data_root=office_root, cache=tmp_path / "cache", strict=False)
-    assert [r["status"] for r in records] == ["ok", "ok"]
-    assert [r["features"]["extractor"]["taps"] for r in records] == [["pool", "block2_pool"]] * 2
-    assert records[0]["features"]["fingerprint"] == records[1]["features"]["fingerprint"]
+    assert [r.status for r in records] == ["ok", "ok"]
+    assert [r.features.taps for r in records] == [["pool", "block2_pool"]] * 2
+    assert records[0].features.fingerprint == records[1].features.fingerprint
 
 
 @pytest.mark.filterwarnings("error::UserWarning")  # e.g. a curve with no line in it
@@ -250,30 +251,30 @@ def test_several_taps_of_one_network_are_one_method_and_knn_is_a_probe(office_ro
     combined = "cnn:tiny_test/block2_conv,pool?weights=none&batch_size=8"
     runs = [r for r in expand([combined], ["logreg", "knn"], ["office31"], ["full"], [0]) if r.protocol == "full:amazon->webcam"]
     records = run_all(runs, tmp_path / "out", data_root=office_root, cache=tmp_path / "cache", strict=False)
-    assert [r["status"] for r in records] == ["ok", "ok"], [r.get("error") for r in records]
-    knn = next(r for r in records if r["probe"] == "knn")
-    assert knn["k"] in (10, 20, 100, 200) and set(knn["val_accuracy_by_k"]) == {"10", "20", "100", "200"}
-    assert knn["C"] is None and knn["accuracy"] > 0.5  # hue separates the two classes in every domain
-    assert records[0]["features"]["extractor"]["taps"] == ["block2_conv", "pool"]  # one forward pass, both taps
+    assert [r.status for r in records] == ["ok", "ok"], [r.error for r in records]
+    knn = next(r for r in records if r.probe == "knn")
+    assert knn.k in (10, 20, 100, 200) and set(knn.val_accuracy_by_k) == {"10", "20", "100", "200"}
+    assert knn.C is None and knn.accuracy > 0.5  # hue separates the two classes in every domain
+    assert records[0].features.taps == ["block2_conv", "pool"]  # one forward pass, both taps
 
 
 def test_several_networks_are_concatenated_each_tap_normalised_from_one_pass_each(office_root: Path, tmp_path: Path) -> None:
-    from cnnfeat.runner import _cnn_taps, _prepare
+    from cnnfeat.runner.features import FeatureBank
 
     two_taps = "cnn:tiny_test/block2_conv,pool?weights=none&batch_size=8"
     flipped = "cnn:tiny_test/pool@center+flip?weights=none&batch_size=8"
     runs = expand([two_taps, flipped, f"{two_taps}+{flipped}"], ["logreg"], ["office31"], ["full"], [0])
     runs = [r for r in runs if r.protocol == "full:amazon->webcam"]
     records = run_all(runs, tmp_path / "out", data_root=office_root, cache=tmp_path / "cache", strict=False)
-    assert [r["status"] for r in records] == ["ok"] * 3, [r.get("error") for r in records]
-    combined = next(r for r in records if r["method"] == runs[2].method)
-    parts = [next(r for r in records if r["method"] == m)["features"] for m in (two_taps, flipped)]
-    assert [p["fingerprint"] for p in combined["features"]["parts"]] == [p["fingerprint"] for p in parts]
-    assert combined["accuracy"] > 0.5
+    assert [r.status for r in records] == ["ok"] * 3, [r.error for r in records]
+    combined = next(r for r in records if r.method == runs[2].method)
+    parts = [next(r for r in records if r.method == m).features for m in (two_taps, flipped)]
+    assert [p.fingerprint for p in combined.features.parts or []] == [p.fingerprint for p in parts]
+    assert combined.accuracy > 0.5
 
-    features: dict = {}  # one memo, as in a suite: each network is extracted once and its rows shared
-    jobs = [_prepare(r, {}, features, _cnn_taps(runs), office_root, tmp_path / "cache", False, None) for r in runs]
-    assert len(features) == 2
+    bank = FeatureBank(runs, data_root=office_root, cache=tmp_path / "cache", strict=False, engine=None)
+    jobs = [bank.job(r) for r in runs]  # one bank, as in a suite: each network is extracted once and its rows shared
+    assert len(bank._features) == 2
     unit_flipped = jobs[1].X / np.linalg.norm(jobs[1].X, axis=1, keepdims=True)
     np.testing.assert_allclose(jobs[2].X, np.hstack([jobs[0].X, unit_flipped]), rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(jobs[2].X, axis=1), np.sqrt(3), rtol=1e-5)  # three unit parts

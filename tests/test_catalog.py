@@ -404,19 +404,19 @@ def test_benchmark_runs_a_domainbed_pacs_and_says_official_needs_split_files(tmp
 
 
 def test_leave_one_domain_out_trains_on_the_official_splits_of_the_other_domains(tmp_path: Path) -> None:
-    from cnnfeat.runner import RunSpec, expand, make_split
+    from cnnfeat.runner import RunSpec, expand
 
     root = _official_pacs(tmp_path / "pacs", val=(2,))  # files[5]: in no official training part
     ds = load_dataset("pacs", tmp_path, strict=False)
     runs = expand(["hog"], ["logreg"], ["pacs"], ["lodo"], [0, 1, 2])
     assert [r.protocol for r in runs] == ["lodo:art_painting", "lodo:cartoon", "lodo:photo", "lodo:sketch"]  # one seed each
     assert runs[2].column == "pacs ->photo"
-    split = make_split(runs[2], ds)
+    split = runs[2].split(ds)
     domains = np.asarray(ds.manifest.domains)
     assert set(domains[split.test]) == {"photo"} and len(split.test) == 6
     assert set(domains[split.train]) == {"art_painting", "cartoon", "sketch"} and len(split.train) == 3 * 5  # train+val
     # without split files (DomainBed's copy), every image of the other domains trains
     for name in root.glob("*_kfold.txt"):
         name.unlink()
-    plain = make_split(RunSpec("hog", "logreg", "pacs", "lodo:photo", 0), load_dataset("pacs", tmp_path, strict=False))
+    plain = RunSpec("hog", "logreg", "pacs", "lodo:photo", 0).split(load_dataset("pacs", tmp_path, strict=False))
     assert len(plain.train) == 18 and "all their images" in plain.description

@@ -16,7 +16,8 @@ from sklearn.linear_model import LogisticRegression
 
 from cnnfeat.logistic_path import RowBasis, logistic_path
 from cnnfeat.probes import SweptLinearClassifier
-from cnnfeat.runner import LEGACY_SOLVER, RunSpec
+from cnnfeat.runner import RunSpec
+from cnnfeat.runner.spec import LEGACY_SOLVER
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from cnnfeat.recipes import (
     reverse_validation,
     validation_score,
 )
+from cnnfeat.runner import Record
 from tests.support import make_image
 
 
@@ -104,28 +106,28 @@ def test_cross_validation_fixes_the_chosen_c_or_k_and_uses_the_same_folds_for_ev
     assert cross_validation(KNNProbe(), {"k": 7}, X[:5], np.array([0, 0, 1, 1, 2])) is None  # class 2 has one image
 
 
-def _record(method: str, score: float, accuracy: float, seed: int = 0, width: int = 10, **extra: object) -> dict:
-    return {"status": "ok", "recipe_search": True, "dataset": "d", "protocol": "kfold:5", "seed": seed, "method": method,
-            "probe": "logreg", "row": method, "validation_score": score, "accuracy": accuracy, "n_features": width,
-            "probe_seconds": 1.0, **extra}  # fmt: skip
+def _record(method: str, score: float, accuracy: float, seed: int = 0, width: int = 10, **extra: Any) -> Record:
+    fields = {"recipe_search": True, "dataset": "d", "protocol": "kfold:5", "seed": seed, "method": method}
+    fields |= {"probe": "logreg", "row": method, "validation_score": score, "accuracy": accuracy, "n_features": width}
+    return Record(**(fields | {"probe_seconds": 1.0} | extra))
 
 
 def test_the_choice_follows_validation_never_the_test_accuracy() -> None:
     runs = [_record("a", 0.9, 0.70), _record("b", 0.8, 0.99), _record("c", 0.9, 0.60, width=5)]
     runs += [_record("a", 0.5, 0.50, seed=1), _record("b", 0.6, 0.40, seed=1)]
     runs += [_record("x", 1.0, 1.0, recipe_search=False)]  # not a candidate of the search
-    chosen = {r["seed"]: r for r in choose(runs)}
-    assert chosen[0]["chosen"] == "c" and chosen[0]["accuracy"] == 0.60  # a tie goes to the narrower features
-    assert chosen[1]["chosen"] == "b" and chosen[1]["row"] == CHOSEN_ROW
-    assert chosen[0]["candidates"] == 3 and chosen[0]["probe_seconds"] == 3.0  # the search's cost, not the winner's
+    chosen = {r.seed: r for r in choose(runs)}
+    assert chosen[0].chosen == "c" and chosen[0].accuracy == 0.60  # a tie goes to the narrower features
+    assert chosen[1].chosen == "b" and chosen[1].row == CHOSEN_ROW
+    assert chosen[0].candidates == 3 and chosen[0].probe_seconds == 3.0  # the search's cost, not the winner's
     assert [c["chosen"] for c in choices(runs)] == ["c", "b"]
     assert choose([_record("a", 0.9, 0.7)]) == []  # one candidate: nothing was chosen
-    assert [r["row"] for r in needing_cross_validation(runs)] == []  # no C or k recorded: nothing to refit
+    assert [r.row for r in needing_cross_validation(runs)] == []  # no C or k recorded: nothing to refit
     for r, folds in zip(runs[:3], (0.80, 0.85, 0.70)):
-        r |= {"C": 1.0, "cross_validation": folds}
-    assert choose(runs)[0]["chosen"] == "b"  # cross-validation outranks the single validation split
-    runs[2]["cross_validation"] = None  # one candidate could not be folded: the validation scores decide
-    assert choose(runs)[0]["chosen"] == "c"
+        r.C, r.cross_validation = 1.0, folds
+    assert choose(runs)[0].chosen == "b"  # cross-validation outranks the single validation split
+    runs[2].cross_validation = None  # one candidate could not be folded: the validation scores decide
+    assert choose(runs)[0].chosen == "c"
 
 
 def test_on_a_shift_features_come_from_source_validation_and_the_adaptation_from_reverse_validation() -> None:
@@ -137,12 +139,12 @@ def test_on_a_shift_features_come_from_source_validation_and_the_adaptation_from
         _record("b", 0.80, 0.90, adapt="spl", row="b + spl", **shift),
         _record("b", 0.80, 0.74, adapt="coral", row="b + coral", **shift),
     ]
-    assert [r["row"] for r in needing_reverse_validation(runs)] == ["b", "b + spl", "b + coral"]
+    assert [r.row for r in needing_reverse_validation(runs)] == ["b", "b + spl", "b + coral"]
     assert choose(runs) == [] and choices(runs)[0]["chosen"] is None  # not scored yet: nothing is chosen
     for row, score in (("b", 0.6), ("b + spl", 0.8), ("b + coral", 0.7)):
-        next(r for r in runs if r["row"] == row)["reverse_validation"] = score
+        next(r for r in runs if r.row == row).reverse_validation = score
     assert needing_reverse_validation(runs) == []
-    assert choose(runs)[0]["chosen"] == "b + spl" and choose(runs)[0]["accuracy"] == 0.90
+    assert choose(runs)[0].chosen == "b + spl" and choose(runs)[0].accuracy == 0.90
     (entry,) = choices(runs)
     assert entry["features_chosen_on_source_validation"] == "b" and set(entry["reverse_validation"]) == {
         "b",

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from cnnfeat.answer import answer, describe
-from cnnfeat.runner import load_records
+from cnnfeat.runner import Record, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _records(rows: dict[str, tuple[list[float], float]], dataset: str = "d") -> list[dict]:
+def _records(rows: dict[str, tuple[list[float], float]], dataset: str = "d") -> list[Record]:
     return [
-        {"status": "ok", "row": row, "method": row.split(" + ")[0], "dataset": dataset, "protocol": "kfold:5", "seed": s,
+        Record.from_dict({"row": row, "method": row.split(" + ")[0], "dataset": dataset, "protocol": "kfold:5", "seed": s,
          "accuracy": a, "mean_per_class_accuracy": a, "n_train": 80, "n_test": 20, "probe_seconds": t, "probe": "logreg",
-         "features": {"n_computed": 100, "n_cached": 0, "seconds": 0.1}}
+         "features": {"n_computed": 100, "n_cached": 0, "seconds": 0.1}})
         for row, (accs, t) in rows.items() for s, a in enumerate(accs)
     ]  # fmt: skip
 

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -14,7 +14,19 @@ from cnnfeat.backbones.registry import POOL_TAPS, PREPROCESSING_MODES, BackboneS
 from cnnfeat.config import cache_dir
 from cnnfeat.exceptions import ConfigError, UnknownLayerError, WeightsError, did_you_mean
 
-__all__ = ["BuiltBackbone", "block_ends", "build_backbone", "list_layers", "make_base", "preprocess", "weights_identity"]
+#: how a spatial layer map becomes a vector
+POOLINGS = ("avg", "max", "flatten")
+
+__all__ = [
+    "POOLINGS",
+    "BuiltBackbone",
+    "block_ends",
+    "build_backbone",
+    "list_layers",
+    "make_base",
+    "preprocess",
+    "weights_identity",
+]
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -40,8 +52,9 @@ def preprocess(x: Any, mode: str) -> Any:
         ops: Any = np
         x = x.astype(np.float32)  # a copy: Keras' preprocess_input mutates float input in place
     else:
-        from keras import ops
+        import keras
 
+        ops = keras.ops
         x = ops.cast(x, "float32")
     if mode == "caffe":
         return ops.flip(x, axis=-1) - np.asarray(_CAFFE_MEAN_BGR, np.float32)
@@ -217,7 +230,7 @@ def build_backbone(
     taps = tuple(dict.fromkeys(taps))
     if not taps:
         raise ConfigError("taps must name at least one layer, e.g. ('pool',)")
-    if pooling not in ("avg", "max", "flatten"):
+    if pooling not in POOLINGS:
         raise ConfigError(f"pooling must be 'avg', 'max' or 'flatten'; got {pooling!r}")
     if precision not in ("float32", "mixed"):
         raise ConfigError(f"precision must be 'float32' or 'mixed'; got {precision!r}")
@@ -290,7 +303,15 @@ def block_ends(model: Any, spec: BackboneSpec) -> list[str]:
     return list(ends.values())
 
 
-def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tuple[str, tuple]]:
+@overload
+def list_layers(name: str, *, with_shapes: Literal[False] = False) -> list[str]: ...
+
+
+@overload
+def list_layers(name: str, *, with_shapes: Literal[True]) -> list[tuple[str, tuple[Any, ...]]]: ...
+
+
+def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tuple[str, tuple[Any, ...]]]:
     """Taps a backbone offers: ``pool``, ``pool_max``, then every layer, input to output.
 
     Builds the model with random weights (top included when the spec has top-only

@@ -12,16 +12,17 @@ from typing import Any
 
 from cnnfeat.engines.ray_engine import RayEngine, require_ray
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.extractors.local import ExtractionEngine, LocalEngine
 
-__all__ = ["ENGINES", "RayEngine", "make_engine", "require_ray"]
+__all__ = ["ENGINES", "ExtractionEngine", "LocalEngine", "RayEngine", "make_engine", "require_ray"]
 
 ENGINES = ("local", "ray")
 
 
-def make_engine(name: str, **options: Any) -> RayEngine | None:
-    """The engine called ``name`` (``None`` is the local one), with ``options`` for :class:`RayEngine`."""
+def make_engine(name: str, **options: Any) -> ExtractionEngine:
+    """The engine called ``name``, with ``options`` for :class:`RayEngine`."""
     if name == "local":
-        return None
+        return LocalEngine()
     if name == "ray":
         require_ray()
         return RayEngine(**options)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from cnnfeat.engines.ray_engine import RayEngine
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.extractors.local import ExtractionEngine
 
 __all__ = ["map_in_order"]
 
@@ -16,19 +17,19 @@ _R = TypeVar("_R")
 
 
 def map_in_order(
-    fn: Callable[[_T], _R], items: Iterable[_T], *, engine: RayEngine | None = None, jobs: int | None = 1
+    fn: Callable[[_T], _R], items: Iterable[_T], *, engine: ExtractionEngine | None = None, jobs: int | None = 1
 ) -> Iterator[_R]:
     """``fn(item)`` for each item, yielded in order, with up to ``jobs`` running at once.
 
     ``items`` is consumed lazily (a few ahead of the results), so making an item (say,
-    extracting its features) overlaps with fitting the ones before it. Without ``engine``
+    extracting its features) overlaps with fitting the ones before it. On the local engine
     ``jobs > 1`` runs in processes (joblib's loky); with a :class:`RayEngine` each call is a
     Ray task of one CPU, retried if its worker dies (``jobs=None``: as many as the cluster
     has CPUs). ``fn`` and the items must pickle.
     """
     if jobs is not None and jobs < 1:
         raise ConfigError(f"jobs must be >= 1; got {jobs}")
-    if engine is not None:
+    if isinstance(engine, RayEngine):
         return _ray_map(fn, items, engine, jobs)
     if jobs is None or jobs > 1:
         from joblib import Parallel, delayed

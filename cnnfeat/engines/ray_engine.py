@@ -18,22 +18,16 @@ import logging
 import math
 import os
 import socket
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from cnnfeat.exceptions import ConfigError, ImageError
-from cnnfeat.extractors._base import (
-    CachedImageFeatures,
-    ExtractionReport,
-    default_workers,
-    read_source,
-    source_name,
-    warn_skipped,
-)
-from cnnfeat.store import FeatureStore
+from cnnfeat.extractors._base import CachedImageFeatures
+from cnnfeat.extractors.local import ExtractionReport, Ledger
+from cnnfeat.extractors.sources import default_workers, read_source, source_name
+from cnnfeat.store import RowStore
 
 __all__ = ["RayEngine", "require_ray"]
 
@@ -82,6 +76,8 @@ class RayEngine:
     """
 
     name = "ray"
+
+    distributed = True
 
     def __init__(
         self,
@@ -174,11 +170,11 @@ class RayEngine:
         self,
         extractor: CachedImageFeatures,
         sources: Sequence[Any],
-        store: FeatureStore,
+        store: RowStore,
         *,
         progress: Callable[[int], None] | None = None,
     ) -> ExtractionReport:
-        """Commit to ``store`` the features of every source not in it (see :func:`run_extraction`)."""
+        """Commit to ``store`` the features of every source not in it (as :class:`~cnnfeat.extractors.local.LocalEngine`)."""
         ray = self.connect()
         for i, source in enumerate(sources):
             if not isinstance(source, str | os.PathLike):
@@ -186,15 +182,13 @@ class RayEngine:
                     f"input {i} is an image array: the ray engine takes paths, which its workers read ({_SHARED_FS}); "
                     "use the local engine for images in memory"
                 )
-        report = ExtractionReport(n_inputs=len(sources), store_path=str(store.path), keys=[None] * len(sources))
-        started = time.perf_counter()
+        ledger = Ledger(sources, store, extractor.on_error)
         worker_extractor = _pinned(extractor)
         n_workers = self.n_workers()
         batch_size = self.batch_size or min(256, max(extractor.batch_size, math.ceil(len(sources) / (4 * n_workers))))
         items = [{"index": i, "path": os.path.abspath(os.fspath(s))} for i, s in enumerate(sources)]
         if not items:
-            report.seconds = time.perf_counter() - started
-            return report
+            return ledger.finish()
         known = ray.put(frozenset(store.keys()))
         n_batches = math.ceil(len(items) / batch_size)
         n_workers = min(n_workers, n_batches)
@@ -211,21 +205,17 @@ class RayEngine:
             num_gpus=self.gpus_per_worker or None,
         )
         seen = np.zeros(len(sources), dtype=bool)
-        committed: set[str] = set()
         devices: set[str] = set()
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             fresh = ~seen[batch["index"]]  # a retried batch may repeat inputs the driver already has
             seen[batch["index"]] = True
-            _commit(batch, fresh, store, sources, report, committed, devices, extractor.on_error)
+            _commit(batch, fresh, ledger, devices)
             if progress is not None:
                 progress(int(fresh.sum()))
-        report.seconds = time.perf_counter() - started
-        cluster = self.describe()
+        report = ledger.finish()
         report.device = "none (all features from the cache)"
         if devices:
-            report.device = f"{cluster}; {n_workers} workers: {', '.join(sorted(devices))}"
-        if report.skipped:
-            warn_skipped(report.skipped)
+            report.device = f"{self.describe()}; {n_workers} workers: {', '.join(sorted(devices))}"
         return report
 
 
@@ -242,46 +232,24 @@ def _pinned(extractor: CachedImageFeatures) -> CachedImageFeatures:
     return pinned
 
 
-def _commit(
-    batch: dict[str, np.ndarray],
-    fresh: np.ndarray,
-    store: FeatureStore,
-    sources: Sequence[Any],
-    report: ExtractionReport,
-    committed: set[str],
-    devices: set[str],
-    on_error: str,
-) -> None:
-    """Count one worker batch into ``report`` and commit its computed rows (each key once per run)."""
+def _commit(batch: dict[str, np.ndarray], fresh: np.ndarray, ledger: Ledger, devices: set[str]) -> None:
+    """Count one worker batch through the ledger and commit its computed rows (each key once per run)."""
     taps = [column[len(_TAP_PREFIX) :] for column in batch if column.startswith(_TAP_PREFIX)]
     take: list[int] = []
     first_error: ImageError | None = None
     for row in np.flatnonzero(fresh):
         index, status, key = int(batch["index"][row]), str(batch["status"][row]), str(batch["key"][row])
         worker = str(batch["worker"][row])
-        report.workers[worker] = report.workers.get(worker, 0) + 1
+        ledger.report.workers[worker] = ledger.report.workers.get(worker, 0) + 1
         if status == "error":
-            error = ImageError(source_name(sources[index], index), str(batch["reason"][row]))
-            if on_error == "fail":
-                first_error = first_error or error
-                continue
-            logger.info("skipping %s", error)
-            report.skipped.append((error.path, error.reason))
-            continue
-        report.keys[index] = key
-        if status == "duplicate" or key in committed:
-            report.n_duplicates += 1
-        elif status == "cached":
-            report.n_cached += 1
-        else:
-            take.append(row)
-            committed.add(key)
+            first_error = first_error or ledger.unreadable(index, str(batch["reason"][row]))
+        elif ledger.claim(index, key, cached=status == "cached", duplicate=status == "duplicate"):
+            take.append(int(row))
             devices.add(str(batch["device"][row]))
     if take:
         features = {tap: batch[_TAP_PREFIX + tap][take] for tap in taps}
-        names = [source_name(sources[int(batch["index"][r])], int(batch["index"][r])) for r in take]
-        store.append([str(batch["key"][r]) for r in take], features, names)
-        report.n_computed += len(take)
+        indices = [int(batch["index"][r]) for r in take]
+        ledger.commit([str(batch["key"][r]) for r in take], features, [source_name(ledger.sources[i], i) for i in indices])
     if first_error is not None:  # the batch's good rows are committed first, as the local engine's are
         raise first_error
 
@@ -296,10 +264,10 @@ class _ExtractionWorker:
             os.environ["OMP_NUM_THREADS"] = str(int(threads))  # read by the runtimes' thread pools (cnnfeat.config)
         self.extractor = extractor
         self.known: frozenset[str] = ray.get(known[0])
-        self.load = extractor._loader()
-        self.dims = extractor._dims()  # builds the network (or opens the runtime's session) once per actor
+        self.load = extractor.image_loader()
+        self.dims = extractor.feature_dims()  # builds the network (or opens the runtime's session) once per actor
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.device = extractor._device()
+        self.device = extractor.device_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from cnnfeat.images import map_ordered
@@ -318,6 +286,8 @@ class _ExtractionWorker:
             if error is not None:
                 status[row] = "error"
                 reasons[row] = _reason(error, path, self.name)
+                continue
+            if result is None:
                 continue
             key, item = result
             keys[row] = key
@@ -341,7 +311,7 @@ class _ExtractionWorker:
             out[_TAP_PREFIX + tap] = np.zeros((n, width), dtype=np.float32)
         step = self.extractor.batch_size  # the forward passes the local engine would make
         for start in range(0, len(items), step):
-            computed = self.extractor._compute(items[start : start + step])
+            computed = self.extractor.compute_batch(items[start : start + step])
             for tap in self.dims:
                 out[_TAP_PREFIX + tap][rows[start : start + step]] = computed[tap]
         return out

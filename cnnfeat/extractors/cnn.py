@@ -23,9 +23,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.backbones import BuiltBackbone, build_backbone, compute_device, get_backbone, keras_backend_name, weights_identity
+from cnnfeat.backbones.build import POOLINGS
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures, ExtractionEngine, ExtractionReport
-from cnnfeat.images import DEFAULT_MAX_PIXELS, INTERPOLATIONS, VIEWS, ImageTransform
+from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures
+from cnnfeat.extractors.local import ExtractionEngine, ExtractionReport
+from cnnfeat.images import DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, VIEWS, ImageTransform
 from cnnfeat.runtimes import PRECISIONS, RUNTIMES, require
 from cnnfeat.store import FEATURE_CODE_VERSION
 
@@ -111,9 +113,9 @@ class CNNFeatures(CachedImageFeatures):
         "backbone": [str],
         "weights": [str, os.PathLike, None],
         "layers": [str, list, tuple],
-        "pooling": [StrOptions({"avg", "max", "flatten"})],
+        "pooling": [StrOptions(set(POOLINGS))],
         "views": [StrOptions(set(VIEWS))],
-        "resize": [StrOptions({"crop", "warp"})],
+        "resize": [StrOptions(set(RESIZE_MODES))],
         "crop_pct": [Interval(Real, 0, 1, closed="right"), None],
         "interpolation": [StrOptions(set(INTERPOLATIONS)), None],
         "precision": [StrOptions(set(PRECISIONS))],
@@ -216,7 +218,7 @@ class CNNFeatures(CachedImageFeatures):
         from cnnfeat.runtimes import installed
         from cnnfeat.store import fingerprint_of, read_fingerprint
 
-        taps = list(self._taps())
+        taps = list(self.feature_taps())
         for runtime in ("keras", *(r for r in ("onnxruntime", "openvino") if installed(r))):
             config = {**self._config_computed_by(runtime), "taps": taps}
             path = self.store_path(config)
@@ -345,18 +347,18 @@ class CNNFeatures(CachedImageFeatures):
     def _cache_prefix(self) -> str:
         return self.backbone
 
-    def _taps(self) -> tuple[str, ...]:
+    def feature_taps(self) -> tuple[str, ...]:
         return _as_layers(self.layers)
 
-    def _dims(self) -> dict[str, int]:
+    def feature_dims(self) -> dict[str, int]:
         if self.resolved_runtime()[0] != "keras":
             return dict(self.session()[0].dims)  # a cached graph knows them: no TensorFlow
         return self.network().feature_dims()
 
-    def _loader(self) -> Callable[[Any, str], np.ndarray]:
+    def image_loader(self) -> Callable[[Any, str], np.ndarray]:
         return self.image_transform().apply
 
-    def _compute(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def compute_batch(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         n_views = self.image_transform().n_views
         if self.resolved_runtime()[0] != "keras":
             graph, session = self.session()
@@ -364,7 +366,7 @@ class CNNFeatures(CachedImageFeatures):
             return _average_views(graph.taps, outputs, len(items), n_views)
         return _forward(self.network(), items, self.batch_size, n_views)
 
-    def _device(self) -> str:
+    def device_name(self) -> str:
         runtime, reason = self.resolved_runtime()
         if runtime == "keras" and self.runtime == "keras":
             return compute_device()

@@ -64,7 +64,7 @@ class ColorHistogram(CachedImageFeatures):
         bins = tuple(int(b) for b in self.bins)
         if len(bins) != 3 or min(bins) < 1:
             raise ConfigError(f"bins must be three positive integers (hue, saturation, value); got {self.bins!r}")
-        return bins  # type: ignore[return-value]
+        return bins
 
     def extractor_config(self) -> dict[str, Any]:
         return {
@@ -75,13 +75,13 @@ class ColorHistogram(CachedImageFeatures):
             "feature_code_version": FEATURE_CODE_VERSION,
         }
 
-    def _taps(self) -> tuple[str, ...]:
+    def feature_taps(self) -> tuple[str, ...]:
         return ("hsv",)
 
-    def _dims(self) -> dict[str, int]:
+    def feature_dims(self) -> dict[str, int]:
         return {"hsv": int(np.prod(self._bins()))}
 
-    def _loader(self) -> Callable[[Any, str], np.ndarray]:
+    def image_loader(self) -> Callable[[Any, str], np.ndarray]:
         import cv2
 
         bins, max_side, max_pixels = self._bins(), int(self.max_side), self.max_pixels
@@ -101,12 +101,12 @@ class ColorHistogram(CachedImageFeatures):
 
         return load
 
-    def _compute(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def compute_batch(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {"hsv": np.stack(items).astype(np.float32)}
 
     def fit(self, X: Any = None, y: Any = None) -> ColorHistogram:
         """Validate the parameters; learns nothing."""
-        self.n_features_out_ = self._dims()["hsv"]
+        self.n_features_out_ = self.feature_dims()["hsv"]
         return self
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:

@@ -108,14 +108,14 @@ class HOGFeatures(CachedImageFeatures):
             "feature_code_version": FEATURE_CODE_VERSION,
         }
 
-    def _taps(self) -> tuple[str, ...]:
+    def feature_taps(self) -> tuple[str, ...]:
         return ("hog",)
 
-    def _dims(self) -> dict[str, int]:
+    def feature_dims(self) -> dict[str, int]:
         return {"hog": int(self._descriptor().getDescriptorSize())}
 
-    def _loader(self) -> Callable[[Any, str], np.ndarray]:
-        size = tuple(int(v) for v in self.window)
+    def image_loader(self) -> Callable[[Any, str], np.ndarray]:
+        size = (int(self.window[0]), int(self.window[1]))
         max_pixels = self.max_pixels
         descriptor = self._descriptor()  # compute() is const: one object serves every decode thread
 
@@ -125,14 +125,14 @@ class HOGFeatures(CachedImageFeatures):
 
         return load
 
-    def _compute(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def compute_batch(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {"hog": np.stack(items).astype(np.float32)}
 
     def fit(self, X: Any = None, y: Any = None) -> HOGFeatures:
         """Validate the parameters; learns nothing."""
         self.extractor_config()
-        self.n_features_out_ = self._dims()["hog"]
+        self.n_features_out_ = self.feature_dims()["hog"]
         return self
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray([f"hog_{i}" for i in range(self._dims()["hog"])], dtype=object)
+        return np.asarray([f"hog_{i}" for i in range(self.feature_dims()["hog"])], dtype=object)

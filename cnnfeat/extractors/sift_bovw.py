@@ -32,7 +32,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.exceptions import ConfigError
-from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures, as_sources, default_workers, source_name
+from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures
+from cnnfeat.extractors.sources import as_sources, default_workers, source_name
 from cnnfeat.images import DEFAULT_MAX_PIXELS, decode_image, map_ordered, read_image_file, to_gray
 from cnnfeat.store import FEATURE_CODE_VERSION
 
@@ -57,7 +58,7 @@ def dense_sift(
     """
     import cv2
 
-    sift = cv2.SIFT_create(nfeatures=max_keypoints if detector == "sift" else 0)
+    sift = cv2.SIFT_create(nfeatures=max_keypoints if detector == "sift" else 0)  # type: ignore[attr-defined]
     if detector == "sift":
         keypoints = sift.detect(gray, None)
     elif detector == "dense":
@@ -278,7 +279,8 @@ class SIFTBoVW(CachedImageFeatures):
                     if self.on_error == "fail":
                         raise error
                     continue
-                pool.append(descriptors)
+                if descriptors is not None:
+                    pool.append(descriptors)
         stacked = np.concatenate(pool) if pool else np.zeros((0, 128), np.float32)
         if len(stacked) < self.n_words:
             raise ConfigError(
@@ -290,7 +292,7 @@ class SIFTBoVW(CachedImageFeatures):
         ).fit(stacked)
         self.codebook_ = kmeans.cluster_centers_.astype(np.float32)
         self.n_fit_descriptors_ = len(stacked)
-        self.n_features_out_ = self._dims()["bovw"]
+        self.n_features_out_ = self.feature_dims()["bovw"]
         return self
 
     def extractor_config(self) -> dict[str, Any]:
@@ -314,13 +316,13 @@ class SIFTBoVW(CachedImageFeatures):
             "feature_code_version": FEATURE_CODE_VERSION,
         }
 
-    def _taps(self) -> tuple[str, ...]:
+    def feature_taps(self) -> tuple[str, ...]:
         return ("bovw",)
 
-    def _dims(self) -> dict[str, int]:
+    def feature_dims(self) -> dict[str, int]:
         return {"bovw": int(self.n_words) * sum(4**level for level in range(int(self.pyramid_levels) + 1))}
 
-    def _loader(self) -> Callable[[Any, str], np.ndarray]:
+    def image_loader(self) -> Callable[[Any, str], np.ndarray]:
         check_is_fitted(self, "codebook_")
         codebook = self.codebook_
         sigma = float(self.soft_sigma) if self.assignment == "soft" else None
@@ -336,7 +338,7 @@ class SIFTBoVW(CachedImageFeatures):
 
         return load
 
-    def _compute(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def compute_batch(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {"bovw": np.stack(items)}
 
     def __sklearn_tags__(self) -> Any:

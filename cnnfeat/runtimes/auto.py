@@ -10,11 +10,11 @@ On a GPU, Keras is chosen (ONNX Runtime where its CUDA provider is installed).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnfeat.config import cache_dir
+from cnnfeat.config import cache_dir, cpu_name
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.files import checksum_matches, write_checksummed
 from cnnfeat.runtimes import EXACT_TOLERANCE, has_gpu, installed
@@ -35,15 +35,7 @@ logger = logging.getLogger(__name__)
 
 def cpu_model() -> str:
     """The CPU's model name, and its core count."""
-    name = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def open_session(runtime: str, graph: ExportedGraph, precision: str) -> Any:
@@ -153,7 +145,7 @@ def _measure(
             float(np.abs(o - r).max() / max(float(np.abs(r).max()), 1e-30)) for o, r in zip(outputs, reference)
         )
         if differences[runtime] <= EXACT_TOLERANCE:
-            speed[runtime] = len(batch) / _best_seconds(lambda s=session: s.run(batch))
+            speed[runtime] = len(batch) / _best_seconds(functools.partial(session.run, batch))
     choice = max(speed, key=speed.get)  # type: ignore[arg-type]
     others = ", ".join(f"{r} {v:.0f}" for r, v in sorted(speed.items(), key=lambda kv: -kv[1]) if r != choice)
     reason = f"fastest exact runtime measured here: {choice} {speed[choice]:.0f} img/s ({others})"

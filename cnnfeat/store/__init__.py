@@ -39,12 +39,15 @@ dies, so a lock left by a dead process is simply taken over.
 
 from cnnfeat.store.feature_store import FeatureStore
 from cnnfeat.store.integrity import check_store, repair_store
+from cnnfeat.store.memory import MemoryRows, RowStore
 from cnnfeat.store.schema import FEATURE_CODE_VERSION, FORMAT_VERSION, fingerprint_of, read_fingerprint
 
 __all__ = [
     "FEATURE_CODE_VERSION",
     "FORMAT_VERSION",
     "FeatureStore",
+    "MemoryRows",
+    "RowStore",
     "check_store",
     "fingerprint_of",
     "read_fingerprint",

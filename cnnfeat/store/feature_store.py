@@ -10,18 +10,19 @@ import json
 import logging
 import os
 import shutil
-import struct
 import time
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
-from cnnfeat.exceptions import CnnfeatError, ConfigError, StoreCorruptError, StoreError, StoreMismatchError
+from cnnfeat.exceptions import CnnfeatError, ConfigError, StoreError, StoreMismatchError
+from cnnfeat.files import install
 from cnnfeat.store.integrity import DAMAGED_FILE, UNREADABLE, MissingKeyError, copy_rows, read_checked, reports_damage
+from cnnfeat.store.journal import Journal
 from cnnfeat.store.lock import StoreLock
+from cnnfeat.store.run_index import index_table, read_run_index, write_run_index
 from cnnfeat.store.schema import (
     FEATURE_CODE_VERSION,
     FORMAT_NAME,
@@ -34,15 +35,11 @@ from cnnfeat.store.schema import (
     strings_digest,
     text,
     write_attrs,
-    write_index,
 )
 
 __all__ = ["FeatureStore"]
 
 logger = logging.getLogger(__name__)
-
-_JOURNAL_MAGIC = b"CNNFEAT-JOURNAL-1\n"
-_RECORD_MAGIC = b"CFRB"
 
 
 class FeatureStore:
@@ -91,13 +88,12 @@ class FeatureStore:
         self.mode = mode
         self.durable = durable
         self._journal_path = self.path.with_name(self.path.name + ".journal")
+        self._journal = Journal(self._journal_path, "", durable=durable)  # its fingerprint is known once the file is read
         self._lock = StoreLock(self.path.with_name(self.path.name + ".lock")) if mode == "a" else None
-        self._journal: BinaryIO | None = None
         self._h5: Any = None
         self._index: dict[str, int] = {}  # key -> row in the HDF5 file
         self._pending: dict[str, tuple[int, int]] = {}  # key -> (journal record, row within it)
         self._pending_paths: dict[str, str] = {}
-        self._records: list[tuple[int, int]] = []  # (offset of first tap block, n rows)
         self._pending_rows = 0
         self._run_index: dict[str, list[str]] | None = None
         self._speed: float | None = None
@@ -168,6 +164,7 @@ class FeatureStore:
         n = int(attrs["n_rows"])
         keys = read_checked(self._h5["keys"], slice(0, n), self.path, "keys")
         self._index = {k.decode(): i for i, k in enumerate(keys)}
+        self._journal = Journal(self._journal_path, self.fingerprint, durable=self.durable)
         if self.mode == "a":
             self._recover_journal()
 
@@ -181,7 +178,7 @@ class FeatureStore:
         with h5py.File(tmp, "w") as f:
             create_datasets(f, taps, dims, dtype)
             write_attrs(f, config, n_rows=0)
-        self._install(tmp)
+        install(tmp, self.path)
 
     # ------------------------------------------------------------------ reading
 
@@ -225,8 +222,10 @@ class FeatureStore:
             for t in taps:  # h5py wants increasing indices
                 block = read_checked(self._h5["features"][t], unique_rows, self.path, f"features/{t}")
                 out[t][positions[order]] = block[inverse]
+        widths, wanted = [self.dims[t] for t in self.taps], [t in taps for t in self.taps]
+        read = [t for t in self.taps if t in taps]  # in the journal's order: the store's
         for i, (record, row) in in_journal:
-            for t, vector in self._read_journal_row(record, row, taps).items():
+            for t, vector in zip(read, self._journal.read_row(record, row, widths, wanted, self.dtype)):
                 out[t][i] = vector
         return out
 
@@ -259,7 +258,8 @@ class FeatureStore:
             if block.ndim != 2 or block.shape[1] != self.dims[t]:
                 raise ConfigError(f"tap {t!r} rows must have width {self.dims[t]}; got shape {block.shape}")
             blocks.append(np.ascontiguousarray(block, dtype=self.dtype))
-        self._write_record([keys[i] for i in take], [str(paths[i]) for i in take], blocks)
+        kept_keys, kept_paths = [keys[i] for i in take], [str(paths[i]) for i in take]
+        self._add_record(self._journal.append(kept_keys, kept_paths, blocks, self.n_rows), kept_keys, kept_paths)
         if self._pending_rows > max(4096, len(self._index)):
             self.compact()
         return len(take)
@@ -285,7 +285,7 @@ class FeatureStore:
         """
         if self.mode != "a":
             raise StoreError(f"{self.path}: opened read-only")
-        self._run_index = _index_table(paths, keys, columns)
+        self._run_index = index_table(paths, keys, columns)
 
     def holds_index(self, paths: Sequence[str], keys: Sequence[str | None], **columns: Sequence[str]) -> bool:
         """Whether ``/index`` already says what :meth:`set_index` with these arguments would write.
@@ -298,124 +298,31 @@ class FeatureStore:
             return False
         if stored is None or self._pending:
             return False
-        wanted = {name: storable_texts(column) for name, column in _index_table(paths, keys, columns).items()}
+        wanted: dict[str, list[Any]] = {n: storable_texts(c) for n, c in index_table(paths, keys, columns).items()}
         wanted["row"] = [self._index.get(k, -1) if k else -1 for k in keys]
         return stored == wanted
 
     def _write_run_index(self, f: Any) -> None:
-        if self._run_index is None:
-            return
-        if "index" in f:
-            del f["index"]
-        group = f.create_group("index")
-        group.attrs["description"] = "the inputs of the last run in their order; row -1 means skipped"
-        rows = [self._index.get(k, -1) if k else -1 for k in self._run_index["key"]]
-        pending = {k: len(self._index) + i for i, k in enumerate(self._pending)}
-        rows = [pending.get(k, r) if r < 0 and k else r for r, k in zip(rows, self._run_index["key"])]
-        write_index(group, np.asarray(rows, dtype=np.int64), self._run_index)
-        self._run_index = None
+        if self._run_index is not None:  # the rows the pending keys get in this merge
+            rows_of = self._index | {k: len(self._index) + i for i, k in enumerate(self._pending)}
+            write_run_index(f, self._run_index, rows_of)
+            self._run_index = None
 
-    def _open_journal(self) -> BinaryIO:
-        if self._journal is None:
-            try:
-                self._journal = open(self._journal_path, "r+b" if self._journal_path.exists() else "w+b")  # noqa: SIM115 (held open for the writer)
-                self._journal.seek(0, os.SEEK_END)
-                if self._journal.tell() == 0:
-                    self._journal.write(_JOURNAL_MAGIC + self.fingerprint.encode() + b"\n")
-                    self._sync(self._journal)
-            except OSError as exc:
-                raise StoreError(f"{self._journal_path}: cannot write the journal ({exc.strerror or exc})") from exc
-        return self._journal
-
-    def _write_record(self, keys: list[str], paths: list[str], blocks: list[np.ndarray]) -> None:
-        journal = self._open_journal()
-        path_bytes = json.dumps(paths).encode()
-        body = b"".join(
-            [struct.pack("<II", len(keys), len(path_bytes)), path_bytes, b"".join(bytes.fromhex(k) for k in keys)]
-            + [b.tobytes() for b in blocks]
-        )
-        start = journal.tell()
-        try:
-            journal.write(_RECORD_MAGIC + body + struct.pack("<I", zlib.crc32(body)))
-            self._sync(journal)
-        except OSError as exc:
-            # Cut the torn record off at the OS level (the file object's buffer still holds the failed bytes, and
-            # flushing them would fail again on a full disk), then drop the file object: this writer is done.
-            with contextlib.suppress(OSError):
-                os.ftruncate(journal.fileno(), start)
-            self._journal = None
-            with contextlib.suppress(OSError):
-                journal.close()
-            raise StoreError(
-                f"{self._journal_path}: could not write features ({exc.strerror or exc}); "
-                f"the {self.n_rows} rows committed before are kept"
-            ) from exc
-        first_block = start + len(_RECORD_MAGIC) + 8 + len(path_bytes) + 32 * len(keys)
-        self._add_record(first_block, keys, paths)
-
-    def _add_record(self, first_block: int, keys: Sequence[str], paths: Sequence[str]) -> None:
-        record = len(self._records)
-        self._records.append((first_block, len(keys)))
+    def _add_record(self, record: int, keys: Sequence[str], paths: Sequence[str]) -> None:
         for row, (key, path) in enumerate(zip(keys, paths)):
             if key not in self._pending and key not in self._index:  # merged already if a crash hit after os.replace
                 self._pending[key] = (record, row)
                 self._pending_paths[key] = path
         self._pending_rows += len(keys)
         if not self._pending:  # every row of the journal is in the file already
-            self._records.clear()
+            self._journal.records.clear()
             self._pending_rows = 0
 
-    def _read_journal_row(self, record: int, row: int, taps: Sequence[str]) -> dict[str, np.ndarray]:
-        first_block, n = self._records[record]
-        journal = self._open_journal()
-        offset, out = first_block, {}
-        for t in self.taps:
-            width = self.dims[t] * self.dtype.itemsize
-            if t in taps:
-                journal.seek(offset + row * width)
-                out[t] = np.frombuffer(journal.read(width), self.dtype).astype(np.float32)
-            offset += n * width
-        journal.seek(0, os.SEEK_END)
-        return out
-
     def _recover_journal(self) -> None:
-        """Re-read a journal left by a crashed writer: keep complete records, drop a torn tail.
-
-        Reads one record at a time (CRC computed in chunks), so memory stays bounded
-        by a record's size however large the journal is.
-        """
-        if not self._journal_path.exists():
-            return
-        header = _JOURNAL_MAGIC + self.fingerprint.encode() + b"\n"
-        row_width = sum(self.dims[t] for t in self.taps) * self.dtype.itemsize
-        with open(self._journal_path, "rb") as f:
-            if f.read(len(header)) != header:
-                logger.warning("%s: journal belongs to another store or is damaged; ignoring it", self._journal_path)
-                f.close()
-                self._journal_path.unlink()
-                return
-            good_end = f.tell()
-            while (start := f.read(len(_RECORD_MAGIC) + 8))[:4] == _RECORD_MAGIC and len(start) == 12:
-                n, n_path = struct.unpack_from("<II", start, 4)
-                head = f.read(n_path + 32 * n)
-                crc = zlib.crc32(head, zlib.crc32(start[4:]))
-                remaining = n * row_width
-                while remaining > 0 and (chunk := f.read(min(remaining, 1 << 22))):
-                    crc = zlib.crc32(chunk, crc)
-                    remaining -= len(chunk)
-                stored = f.read(4)
-                if len(head) != n_path + 32 * n or remaining or len(stored) != 4 or struct.unpack("<I", stored)[0] != crc:
-                    break
-                keys = [head[n_path + 32 * i : n_path + 32 * (i + 1)].hex() for i in range(n)]
-                self._add_record(good_end + 12 + n_path + 32 * n, keys, json.loads(head[:n_path]))
-                good_end = f.tell()
-            size = f.seek(0, os.SEEK_END)
-        if good_end < size:
-            logger.warning(
-                "%s: dropped %d bytes of an incomplete record left by an interrupted run", self._journal_path, size - good_end
-            )
-            with open(self._journal_path, "r+b") as f:
-                f.truncate(good_end)
+        """Re-read a journal left by a crashed writer (complete records kept, a torn tail dropped), then merge it."""
+        row_bytes = sum(self.dims[t] for t in self.taps) * self.dtype.itemsize
+        for record, keys, paths in self._journal.recover(row_bytes):
+            self._add_record(record, keys, paths)
         if self._pending_rows:
             logger.info("%s: recovered %d committed rows from the journal", self.path, len(self._pending))
             self.compact()
@@ -426,15 +333,7 @@ class FeatureStore:
 
         Raises :class:`~cnnfeat.exceptions.StoreCorruptError` when a column fails its checksum or digest.
         """
-        if "index" not in self._h5:
-            return None
-        columns: dict[str, list[Any]] = {}
-        for name, ds in self._h5["index"].items():
-            values = read_checked(ds, slice(None), self.path, f"index/{name}")
-            if ds.dtype.kind == "O" and ds.attrs.get("sha256") not in (None, strings_digest(values)):
-                raise StoreCorruptError(str(self.path), f"index/{name}", [])
-            columns[name] = [int(v) for v in values] if name == "row" else [text(v) for v in values]
-        return columns
+        return read_run_index(self._h5, self.path)
 
     @reports_damage
     def paths_of(self, keys: Sequence[str]) -> list[str]:
@@ -447,13 +346,13 @@ class FeatureStore:
         """Merge the journal into the HDF5 file and atomically replace it."""
         import h5py
 
-        if self.mode != "a" or not (self._records or self._run_index is not None):
+        if self.mode != "a" or not (self._journal.records or self._run_index is not None):
             return
         if self.format_version < FORMAT_VERSION:  # rewrite with checksums first, then merge as usual
             self._rewrite(range(int(self._h5.attrs["n_rows"])))
         new_keys = list(self._pending)
         tmp = self._tmp_path()
-        needed = self.path.stat().st_size + (self._journal_path.stat().st_size if self._journal_path.exists() else 0)
+        needed = self.path.stat().st_size + self._journal.size
         free = shutil.disk_usage(self.path.parent).free
         if free < needed + (1 << 20):  # said before HDF5 starts writing: a full disk mid-write leaves it in a bad state
             raise StoreError(
@@ -487,7 +386,7 @@ class FeatureStore:
                 if self._speed is not None:
                     f.attrs["extraction_seconds_per_image"] = self._speed
             self._h5.close()
-            self._install(tmp)
+            install(tmp, self.path)
         except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed writes (ENOSPC on close)
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -499,13 +398,9 @@ class FeatureStore:
                 self._h5 = h5py.File(self.path, "r")
         for i, key in enumerate(new_keys, start=len(self._index)):
             self._index[key] = i
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-        self._journal_path.unlink(missing_ok=True)
+        self._journal.remove()
         self._pending.clear()
         self._pending_paths.clear()
-        self._records.clear()
         self._pending_rows = 0
 
     def _rewrite(self, rows: Iterable[int]) -> None:
@@ -519,7 +414,7 @@ class FeatureStore:
             tmp.unlink(missing_ok=True)
             raise
         self._h5.close()
-        self._install(tmp)
+        install(tmp, self.path)
         self._h5 = h5py.File(self.path, "r")
         self.format_version = FORMAT_VERSION
         keys = self._h5["keys"][: int(self._h5.attrs["n_rows"])]
@@ -530,31 +425,13 @@ class FeatureStore:
     def _tmp_path(self) -> Path:
         return self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
 
-    def _install(self, tmp: Path) -> None:
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        with contextlib.suppress(OSError):  # persist the rename itself
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def _sync(self, f: BinaryIO) -> None:
-        f.flush()
-        if self.durable:
-            os.fsync(f.fileno())
-
     def close(self, compact: bool = True) -> None:
         """Merge pending rows into the HDF5 file (when ``compact``), close it, release the lock."""
         try:
-            if compact and self.mode == "a" and (self._records or self._run_index is not None):
+            if compact and self.mode == "a" and (self._journal.records or self._run_index is not None):
                 self.compact()
         finally:
-            if self._journal is not None:
-                self._journal.close()
-                self._journal = None
+            self._journal.close()
             if self._h5 is not None:
                 self._h5.close()
                 self._h5 = None
@@ -571,13 +448,3 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, rows={self.n_rows}, taps={self.taps}, fingerprint={self.fingerprint[:12]})"
-
-
-def _index_table(paths: Sequence[str], keys: Sequence[str | None], columns: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """The string columns of a run's ``/index``: path, key ("" for a skipped input) and any extra column."""
-    table = {"path": [str(p) for p in paths], "key": [k or "" for k in keys]}
-    for name, column in columns.items():
-        if len(column) != len(paths):
-            raise ConfigError(f"index column {name!r} has {len(column)} entries for {len(paths)} paths")
-        table[name] = [str(v) for v in column]
-    return table

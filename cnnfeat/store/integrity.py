@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.exceptions import CnnfeatError, StoreCorruptError, StoreError, StoreMismatchError
+from cnnfeat.files import install
 from cnnfeat.store.lock import StoreLock
 from cnnfeat.store.schema import FORMAT_NAME, create_datasets, strings_digest, write_attrs, write_index
 
@@ -173,9 +174,7 @@ def repair_store(path: str | os.PathLike[str]) -> int:
                 return 0
             keep_index = not any(name.startswith("index/") for name in damage)
             copy_rows(src, tmp, [r for r in range(n) if r not in bad], keep_index=keep_index)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        install(tmp, path)
         logger.warning("%s: dropped %d damaged rows (%s)", path, len(bad), ", ".join(sorted(damage)))
         return len(bad)
     finally:

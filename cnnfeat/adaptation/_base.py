@@ -1,0 +1,106 @@
+"""What every adaptation shares: the domain marks, the wrapped classifier, and the registry of names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from cnnfeat.exceptions import ConfigError
+from cnnfeat.registry import Registry
+
+__all__ = ["ADAPTATIONS", "AdaptationKind", "register_adaptation", "split_domains"]
+
+
+@dataclass(frozen=True)
+class AdaptationKind:
+    """How a benchmark run builds an adaptation around its probe, and what its split must offer."""
+
+    make: Callable[[Any], Any]
+    #: labelled target images among the training rows (feature augmentation has nothing to do without them)
+    needs_labelled_target: bool = False
+
+
+#: adaptation name -> how to wrap a probe in it (``--adapt`` accepts these names)
+ADAPTATIONS = Registry[AdaptationKind]("adaptation")
+ADAPTATIONS.add("none", AdaptationKind(lambda probe: probe), help="the probe alone")
+
+
+def register_adaptation(name: str, *, help: str, needs_labelled_target: bool = False, **params: Any) -> Callable[[type], type]:
+    """A class decorator: ``--adapt name`` wraps a run's probe as ``cls(probe, **params)``."""
+
+    def add(cls: type) -> type:
+        ADAPTATIONS.add(name, AdaptationKind(lambda probe: cls(probe, **params), needs_labelled_target), help=help)
+        return cls
+
+    return add
+
+
+def split_domains(y: np.ndarray, domain: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks: labelled source rows, labelled target rows, all target rows."""
+    if domain is None:
+        return np.ones(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    d = np.asarray(domain)
+    if d.shape != (n,):
+        raise ConfigError(f"domain must have one entry per row ({n}); got shape {d.shape}")
+    if d.dtype.kind in "US" or d.dtype == object:
+        values = set(d.tolist())
+        if not values <= {"source", "target"}:
+            raise ConfigError(
+                f"domain entries must be 'source' or 'target'; got {sorted(map(str, values - {'source', 'target'}))}"
+            )
+        target = d == "target"
+    else:
+        if not set(np.unique(d).tolist()) <= {0, 1}:
+            raise ConfigError("a numeric domain must hold 0 (source) and 1 (target)")
+        target = d.astype(bool)
+    labels = np.asarray(y, dtype=object)
+    labelled = ~((labels == -1) | (labels == "-1"))
+    source = ~target
+    if not (source & labelled).any():
+        raise ConfigError("there are no labelled source rows")
+    return source & labelled, target & labelled, target
+
+
+def _sqrtm(c: np.ndarray, inverse: bool = False) -> np.ndarray:
+    values, vectors = np.linalg.eigh(c)
+    values = np.clip(values, 1e-12, None)
+    return (vectors * (values ** (-0.5 if inverse else 0.5))) @ vectors.T
+
+
+class _Adapted(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Shared parts: the wrapped classifier, input checking, prediction through ``_target_view``."""
+
+    def _classifier(self) -> Any:
+        return clone(self.estimator) if self.estimator is not None else LogisticRegression(max_iter=2000)
+
+    def _target_view(self, X: np.ndarray) -> np.ndarray:
+        return X
+
+    def _finish(self, Z: np.ndarray, y: np.ndarray) -> _Adapted:
+        self.estimator_ = self._classifier().fit(Z, y)
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict target-domain rows."""
+        check_is_fitted(self)
+        return self.estimator_.predict(self._target_view(validate_data(self, X, reset=False)))
+
+    @available_if(lambda self: hasattr(self.estimator_ if hasattr(self, "estimator_") else self._classifier(), "predict_proba"))
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return self.estimator_.predict_proba(self._target_view(validate_data(self, X, reset=False)))
+
+    @available_if(
+        lambda self: hasattr(self.estimator_ if hasattr(self, "estimator_") else self._classifier(), "decision_function")
+    )
+    def decision_function(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return self.estimator_.decision_function(self._target_view(validate_data(self, X, reset=False)))
