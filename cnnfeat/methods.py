@@ -179,6 +179,11 @@ class Method:
         return json.dumps({k: v for k, v in self.params.items() if k != "layers"}, sort_keys=True)
 
     @property
+    def untapped(self) -> str:
+        """A ``cnn:`` method's text without its tap (``cnn:<backbone>/[@views][?...]``): what its taps share."""
+        return self.text.replace(f"/{self.tap}", "/", 1)
+
+    @property
     def fitted_per_split(self) -> bool:
         """Whether the features learn from the training images (SIFT's codebook), so each split fits its own."""
         return self.kind == "sift_bovw"

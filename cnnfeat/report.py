@@ -52,13 +52,18 @@ def _layer_figures(records: Sequence[Record], out: Path) -> None:
         if method is not None and method.kind == "cnn" and len(r.features.taps) >= 3:
             curves.setdefault((r.dataset, method.backbone), r.features.taps)  # in the order the suite listed them
     for (dataset, backbone), taps in curves.items():
-        mine = [r for r in records if r.dataset == dataset and r.method.startswith(f"cnn:{backbone}/")]
+        mine = [r for r in records if r.dataset == dataset and _backbone_of(r.method) == backbone]
         plots.layer_curve(mine, out / f"layers_{dataset}_{backbone}.png", taps, title=f"{dataset}: probe accuracy per tap")
     for found in load_layer_maps(out):
         if (found.dataset, found.backbone) in curves:
             maps = {f"{found.backbone} {tap}": xy for tap, xy in found.maps.items()}
             title = f"{found.dataset}: t-SNE of an early and a late tap"
             plots.tsne_map(maps, found.labels, out / f"{found.name}.png", title=title)
+
+
+def _backbone_of(method: str) -> str | None:
+    parsed = Method.parse(method)
+    return parsed.backbone if parsed.kind == "cnn" else None
 
 
 def _tables_and_charts(records: Sequence[Record], out: Path) -> str:

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnfeat"
 #: bottom to top; docs/architecture.md describes the same rooms
 LAYERS: list[set[str]] = [
     {"exceptions", "config", "files", "registry"},
-    {"weights", "backbones", "images", "store", "inputs", "download", "catalog"},
+    {"weights", "backbones", "images", "store", "inputs", "download", "catalog", "layouts"},
     {"runtimes", "protocols", "splits", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export"}
     | {"finetune", "logistic_stream", "model_file", "knn_probe"},
     {"engines", "runner", "recipes", "tables", "plots", "suites", "report", "answer", "html_report"},

@@ -279,6 +279,5 @@ def _method_order(record: Record) -> tuple[str, int, str]:
     except ConfigError:  # a record of a method this version no longer knows still sorts
         return method, -1, ""
     if parsed.kind == "cnn" and parsed.tap in taps:
-        network = method.replace(f"/{parsed.tap}", "/", 1)  # the method without its tap: cnn:<backbone>/[@views][?...]
-        return network, taps.index(parsed.tap), method
+        return parsed.untapped, taps.index(parsed.tap), method
     return method, -1, ""
