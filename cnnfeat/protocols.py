@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cnnfeat.catalog import Dataset
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.registry import Registry
@@ -305,6 +307,32 @@ class LeaveOneDomainOut(ProtocolKind):
         return f"{dataset} ->{detail}"  # every other domain -> this one (the multi-source table: a column per target)
 
 
+class Holdout(ProtocolKind):
+    """A seeded, stratified train/test split holding out ``<percent>`` % of each class (default 20)."""
+
+    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        return [(f"holdout:{detail or 20}", list(seeds))]
+
+    def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
+        from sklearn.model_selection import train_test_split
+
+        percent = int(protocol.detail)
+        if not 0 < percent < 100:
+            raise ConfigError(f"holdout:<percent> takes a percentage between 1 and 99; got {protocol.detail!r}")
+        labels = dataset.manifest.labels
+        rows = np.arange(len(labels))
+        train, test = train_test_split(rows, test_size=percent / 100, random_state=seed, stratify=labels)
+        return Split(
+            train=np.sort(train), test=np.sort(test), description=f"{100 - percent}/{percent} stratified holdout, seed {seed}"
+        )
+
+    def column(self, dataset: str, detail: str) -> str:
+        return f"{dataset} ({detail} % held out)"
+
+    def needed_per_class(self, detail: str) -> tuple[int, str] | None:
+        return 2, "one to train, one to test"
+
+
 def register_protocol(kind: ProtocolKind) -> ProtocolKind:
     """Add a protocol to :data:`PROTOCOLS` under its name; ``--protocol`` accepts it from then on."""
     PROTOCOLS.add(kind.name, kind, help=kind.help, usage=kind.usage)
@@ -321,5 +349,6 @@ for _kind in (
     DomainShift("sampled", "Saenko's sampled source -> target", sampled=True),
     DomainShift("sampled_st", "sampled, with 3 labelled target images", sampled=True, n_target_labelled=3),
     LeaveOneDomainOut("lodo", "leave one domain out"),
+    Holdout("holdout", "a stratified split holding out this percentage of each class", usage="holdout:<percent>"),
 ):
     register_protocol(_kind)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,25 @@ def test_sampled_domain_shift_takes_all_of_a_small_source_class() -> None:
     domains = np.array(["dslr"] * 17 + ["webcam"] * 10)
     split = domain_shift_sampled(labels, domains, "dslr", "webcam", seed=0)
     assert (labels[split.train] == 0).sum() == 7 and (labels[split.train] == 1).sum() == 8
+
+
+def test_holdout_is_a_seeded_stratified_split_named_by_its_percentage(tmp_path: Path) -> None:
+    from cnnfeat.catalog import dataset_from_inputs
+    from cnnfeat.protocols import PROTOCOLS, Protocol
+    from cnnfeat.runner import RunSpec, expand
+    from tests.support import make_image
+
+    for c, n in (("a", 10), ("b", 5)):
+        for i in range(n):
+            make_image(tmp_path / "photos" / c / f"{i}.png", seed=i)
+    ds = dataset_from_inputs(tmp_path / "photos")
+    (run,) = expand(["hog"], ["logreg"], [ds], ["holdout:20"], [3])
+    split = run.split(ds)
+    labels = np.asarray(ds.manifest.labels)
+    assert sorted(labels[split.test].tolist()) == ["a", "a", "b"] and len(split.train) == 12  # 20 % of each class
+    assert set(split.train).isdisjoint(split.test) and split.test.tolist() == RunSpec(**{**run.__dict__}).split(ds).test.tolist()
+    assert split.test.tolist() != RunSpec(**{**run.__dict__, "seed": 4}).split(ds).test.tolist()
+    assert run.column == "photos (20 % held out)" and Protocol.parse("holdout").resolve({}, [0]) == [("holdout:20", [0])]
+    assert "holdout:<percent>" in PROTOCOLS.describe()
+    with pytest.raises(ConfigError, match="between 1 and 99"):
+        RunSpec("hog", "logreg", "photos", "holdout:100", 0).split(ds)
