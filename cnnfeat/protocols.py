@@ -77,8 +77,8 @@ class ProtocolKind:
         self.help = help
         self.usage = usage or name
 
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
-        """The protocols this one stands for on the dataset described by catalog entry ``spec``, with their seeds."""
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        """The protocols this one stands for on the dataset described by catalog entry ``entry``, with their seeds."""
         return [(f"{self.name}:{detail}" if detail else self.name, list(seeds))]
 
     def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
@@ -150,8 +150,8 @@ class Protocol:
         """A table column: the dataset and what this protocol varies (shots, folds, shift, S or ST)."""
         return self.kind.column(dataset, self.detail)
 
-    def resolve(self, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool = False) -> Resolved:
-        return self.kind.resolve(self.detail, spec, seeds, all_folds) if self.name in PROTOCOLS else _unknown(self.text)
+    def resolve(self, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool = False) -> Resolved:
+        return self.kind.resolve(self.detail, entry, seeds, all_folds) if self.name in PROTOCOLS else _unknown(self.text)
 
     def split(self, dataset: Dataset, seed: int) -> Split:
         return self.kind.split(self, dataset, seed) if self.name in PROTOCOLS else _unknown(self.text)
@@ -162,14 +162,14 @@ def _unknown(text: str) -> Any:
 
 
 class Default(ProtocolKind):
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
-        name = spec.get("protocols", {}).get("default", "n_per_class")
-        return Protocol("full" if name == "domain_shift_full" else name).resolve(spec, seeds, all_folds)
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        name = entry.get("protocols", {}).get("default", "n_per_class")
+        return Protocol("full" if name == "domain_shift_full" else name).resolve(entry, seeds, all_folds)
 
 
 class NPerClass(ProtocolKind):
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
-        return [(f"n_per_class:{detail or spec.get('protocols', {}).get('n_train', 30)}", list(seeds))]
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        return [(f"n_per_class:{detail or entry.get('protocols', {}).get('n_train', 30)}", list(seeds))]
 
     def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
         n, defaults = int(protocol.detail), dataset.spec.get("protocols", {})
@@ -193,12 +193,12 @@ class NPerClass(ProtocolKind):
 
 
 class FewShot(ProtocolKind):
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
         return [(f"n_per_class:{k}", list(seeds)) for k in FEW_SHOT]
 
 
 class KFold(ProtocolKind):
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
         k = int(detail or 5)
         return [(f"kfold:{k}", list(range(k)) if all_folds else [s for s in seeds if s < k])]
 
@@ -216,17 +216,17 @@ class KFold(ProtocolKind):
 
 
 class Official(ProtocolKind):
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
-        count = _official_split_count(spec)
-        if not count and spec.get("user_data"):
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        count = _official_split_count(entry)
+        if not count and entry.get("user_data"):
             raise ConfigError(
-                f"{spec['name']}: the official protocol needs a split: a 'split' column (train/val/test) in the CSV "
+                f"{entry['name']}: the official protocol needs a split: a 'split' column (train/val/test) in the CSV "
                 "or a tree <train|val|test>/<class>/<file>; use kfold:<k> or n_per_class:<n> instead"
             )
         chosen = [s for s in seeds if s < count] if count else list(seeds)
         if not chosen:
             raise ConfigError(
-                f"{spec['name']} has {count} official split(s); seed k runs split k, so seeds {list(seeds)} name none"
+                f"{entry['name']} has {count} official split(s); seed k runs split k, so seeds {list(seeds)} name none"
             )
         return [("official", chosen)]
 
@@ -239,11 +239,11 @@ class Official(ProtocolKind):
         return official(dataset.official_splits, seed)
 
 
-def _official_split_count(spec: dict[str, Any]) -> int:
+def _official_split_count(entry: dict[str, Any]) -> int:
     """How many official splits a catalog entry (or a user's dataset) defines; 0 when it has none."""
-    if spec.get("user_data"):
-        return 1 if spec["protocols"]["default"] == "official" else 0
-    layout = spec["layout"]
+    if entry.get("user_data"):
+        return 1 if entry["protocols"]["default"] == "official" else 0
+    layout = entry["layout"]
     if layout["type"] == "id_lists":
         return 1
     files = layout.get("split_files")
@@ -264,12 +264,12 @@ class DomainShift(ProtocolKind):
         self.n_target_labelled = n_target_labelled
         self.labelled_target = n_target_labelled > 0
 
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
-        domains = spec["layout"].get("domains", [])
-        shifts = spec.get("protocols", {}).get("shifts") or [f"{s}->{t}" for s in domains for t in domains if s != t]
-        if not shifts and spec.get("user_data"):
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        domains = entry["layout"].get("domains", [])
+        shifts = entry.get("protocols", {}).get("shifts") or [f"{s}->{t}" for s in domains for t in domains if s != t]
+        if not shifts and entry.get("user_data"):
             raise ConfigError(
-                f"{spec['name']}: the {self.name} protocol needs two or more domains: a tree <domain>/<class>/<file> "
+                f"{entry['name']}: the {self.name} protocol needs two or more domains: a tree <domain>/<class>/<file> "
                 "or a 'domain' column in the CSV; this data has none"
             )
         # the full protocol has no randomness in its split: one seed
@@ -294,10 +294,10 @@ class DomainShift(ProtocolKind):
 class LeaveOneDomainOut(ProtocolKind):
     metric = "accuracy"
 
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
-        domains = spec["layout"].get("domains", [])
-        if len(domains) < 2 and spec.get("user_data"):
-            raise ConfigError(f"{spec['name']}: leave-one-domain-out needs two or more domains; this data has {len(domains)}")
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+        domains = entry["layout"].get("domains", [])
+        if len(domains) < 2 and entry.get("user_data"):
+            raise ConfigError(f"{entry['name']}: leave-one-domain-out needs two or more domains; this data has {len(domains)}")
         return [(f"lodo:{d}", list(seeds[:1])) for d in domains] if len(domains) >= 2 else []  # no randomness: one seed
 
     def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
@@ -310,7 +310,7 @@ class LeaveOneDomainOut(ProtocolKind):
 class Holdout(ProtocolKind):
     """A seeded, stratified train/test split holding out ``<percent>`` % of each class (default 20)."""
 
-    def resolve(self, detail: str, spec: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
         return [(f"holdout:{detail or 20}", list(seeds))]
 
     def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:

@@ -38,7 +38,7 @@ Blocks = tuple[dict[str, np.ndarray], FeatureProvenance]
 class ProbeJob:
     """One run's probe, ready to fit anywhere: the rows it needs (``split`` indexes ``X``) and their provenance."""
 
-    spec: RunSpec
+    run: RunSpec
     X: np.ndarray
     labels: np.ndarray
     domains: np.ndarray
@@ -54,7 +54,7 @@ class FeatureSource(Protocol):
     """How one method kind gets its feature matrix for a run (the rows ``rows`` of the dataset)."""
 
     def matrix(
-        self, bank: FeatureBank, spec: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
+        self, bank: FeatureBank, run: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
     ) -> tuple[np.ndarray, FeatureProvenance]: ...
 
 
@@ -62,9 +62,9 @@ class NetworkTaps:
     """``cnn:`` and several networks joined by ``+``: every tap of each network in one pass, shared by all runs."""
 
     def matrix(
-        self, bank: FeatureBank, spec: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
+        self, bank: FeatureBank, run: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
     ) -> tuple[np.ndarray, FeatureProvenance]:
-        method = Method.parse(spec.method)
+        method = Method.parse(run.method)
         parts = method.parts if method.kind == "concat" else (method,)
         extracted = [bank.network(part, dataset) for part in parts]
         if method.kind == "cnn" and "," not in method.tap:  # one tap: as extracted
@@ -81,11 +81,11 @@ class FittedPerSplit:
     """A hand-crafted extractor that learns from images (SIFT's codebook): fitted on each split's training rows."""
 
     def matrix(
-        self, bank: FeatureBank, spec: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
+        self, bank: FeatureBank, run: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
     ) -> tuple[np.ndarray, FeatureProvenance]:
         needed = np.unique(np.r_[split.train, split.val, split.test, split.unlabelled]).astype(int)
-        key = (spec.method, spec.dataset, spec.protocol, str(spec.seed))
-        blocks, info = bank.memo(key, lambda: bank.extract(spec.method, dataset, needed, split.train, random_state=0))
+        key = (run.method, run.dataset, run.protocol, str(run.seed))
+        blocks, info = bank.memo(key, lambda: bank.extract(run.method, dataset, needed, split.train, random_state=0))
         return np.concatenate([b[rows] for b in blocks.values()], axis=1), info
 
 
@@ -93,9 +93,9 @@ class WholeDataset:
     """A hand-crafted extractor with nothing to learn: every image once per dataset."""
 
     def matrix(
-        self, bank: FeatureBank, spec: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
+        self, bank: FeatureBank, run: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
     ) -> tuple[np.ndarray, FeatureProvenance]:
-        blocks, info = bank.memo((spec.method, spec.dataset), lambda: bank.extract(spec.method, dataset))
+        blocks, info = bank.memo((run.method, run.dataset), lambda: bank.extract(run.method, dataset))
         return np.concatenate([b[rows] for b in blocks.values()], axis=1), info
 
 
@@ -103,10 +103,10 @@ class ImagePaths:
     """A fine-tuned classifier trains on the images themselves: its "features" are their paths."""
 
     def matrix(
-        self, bank: FeatureBank, spec: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
+        self, bank: FeatureBank, run: RunSpec, dataset: Dataset, split: Split, rows: np.ndarray
     ) -> tuple[np.ndarray, FeatureProvenance]:
         paths = np.asarray(dataset.manifest.paths, dtype=object)[rows]
-        return paths, FeatureProvenance(classifier=Method.parse(spec.method).params)
+        return paths, FeatureProvenance(classifier=Method.parse(run.method).params)
 
 
 def _source(method: Method) -> FeatureSource:
@@ -135,10 +135,10 @@ class FeatureBank:
         self._features: dict[Any, Any] = {}
         # the taps wanted per (dataset, network): they are extracted together, in one forward pass each
         self._taps: dict[tuple[str, str], list[str]] = {}
-        for spec in runs:
-            parsed = Method.parse(spec.method)
+        for run in runs:
+            parsed = Method.parse(run.method)
             for part in parsed.parts if parsed.kind == "concat" else (parsed,) if parsed.kind == "cnn" else ():
-                taps = self._taps.setdefault((spec.dataset, part.network), [])
+                taps = self._taps.setdefault((run.dataset, part.network), [])
                 if part.tap not in taps:
                     taps.append(part.tap)
 
@@ -192,13 +192,13 @@ class FeatureBank:
                 blocks[tap] = full
         return blocks, info
 
-    def job(self, spec: RunSpec) -> ProbeJob:
+    def job(self, run: RunSpec) -> ProbeJob:
         """Split and features of one run: everything its probe needs, and only the rows it uses."""
-        dataset = self.dataset(spec.dataset)
-        split = spec.split(dataset)
+        dataset = self.dataset(run.dataset)
+        split = run.split(dataset)
         train = np.r_[split.train, split.val].astype(int)
         rows = np.unique(np.r_[train, split.test, split.unlabelled]).astype(int)
-        X, info = _source(Method.parse(spec.method)).matrix(self, spec, dataset, split, rows)
+        X, info = _source(Method.parse(run.method)).matrix(self, run, dataset, split, rows)
         position = np.full(len(dataset.manifest), -1)
         position[rows] = np.arange(len(rows))
         local = Split(
@@ -212,7 +212,7 @@ class FeatureBank:
         }
         sizes["n_features"] = int(X.shape[1]) if X.ndim == 2 else 0
         return ProbeJob(
-            spec,
+            run,
             X,
             np.asarray(dataset.manifest.labels, dtype=object)[rows],
             np.asarray(dataset.manifest.domains)[rows],

@@ -35,34 +35,34 @@ class Failure:
     traceback: str
 
     @classmethod
-    def of(cls, spec: RunSpec, exc: Exception) -> Failure:
-        logger.warning("run %s failed: %s", spec, exc)
+    def of(cls, run: RunSpec, exc: Exception) -> Failure:
+        logger.warning("run %s failed: %s", run, exc)
         return cls(f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
 
     def fields(self) -> dict[str, Any]:
         return {"status": "failed", "error": self.error, "traceback": self.traceback}
 
 
-def build_classifier(spec: RunSpec) -> Any:
+def build_classifier(run: RunSpec) -> Any:
     """The run's unfitted classifier: normalisation, then the probe wrapped in its adaptation."""
     from sklearn.pipeline import make_pipeline
 
     from cnnfeat.normalize import make_normalizer
 
-    probe = ADAPTATIONS.get(spec.adapt).make(PROBES.get(spec.probe)(spec.solver))
-    return make_pipeline(make_normalizer(spec.normalize), probe) if spec.normalize != "none" else probe
+    probe = ADAPTATIONS.get(run.adapt).make(PROBES.get(run.probe)(run.solver))
+    return make_pipeline(make_normalizer(run.normalize), probe) if run.normalize != "none" else probe
 
 
-def is_source(spec: RunSpec, domains: np.ndarray) -> np.ndarray:
+def is_source(run: RunSpec, domains: np.ndarray) -> np.ndarray:
     """Which rows are the source domain of a domain-shift run (every row otherwise)."""
-    protocol = spec.parsed_protocol
+    protocol = run.parsed_protocol
     return domains == protocol.source if protocol.is_domain_shift else np.ones(len(domains), bool)
 
 
-def fit_rows(spec: RunSpec, X: np.ndarray, rows: np.ndarray, y: np.ndarray, unlabelled: np.ndarray, source: np.ndarray) -> Any:
+def fit_rows(run: RunSpec, X: np.ndarray, rows: np.ndarray, y: np.ndarray, unlabelled: np.ndarray, source: np.ndarray) -> Any:
     """The run's probe fitted on ``X[rows]`` labelled ``y``; an adaptation also sees ``X[unlabelled]`` and the domains."""
-    model = build_classifier(spec)
-    if spec.adapt == "none":
+    model = build_classifier(run)
+    if run.adapt == "none":
         return model.fit(X[rows], y)
     both = np.r_[rows, unlabelled]
     labels = np.r_[np.asarray(y, dtype=object), np.full(len(unlabelled), -1, dtype=object)]
@@ -72,12 +72,12 @@ def fit_rows(spec: RunSpec, X: np.ndarray, rows: np.ndarray, y: np.ndarray, unla
 
 
 def _fit_predict(job: ProbeJob) -> tuple[Any, np.ndarray]:
-    spec, X, split = job.spec, job.X, job.split
-    if spec.probe == FINETUNE:  # X holds the images' paths
-        model = Method.parse(spec.method).make_classifier(job.cache, random_state=spec.seed)
+    run, X, split = job.run, job.X, job.split
+    if run.probe == FINETUNE:  # X holds the images' paths
+        model = Method.parse(run.method).make_classifier(job.cache, random_state=run.seed)
         model.fit(list(X[split.train]), job.labels[split.train])
         return model, model.predict(list(X[split.test]))
-    model = fit_rows(spec, X, split.train, job.labels[split.train], split.unlabelled, is_source(spec, job.domains))
+    model = fit_rows(run, X, split.train, job.labels[split.train], split.unlabelled, is_source(run, job.domains))
     return model, model.predict(X[split.test])
 
 
@@ -110,13 +110,13 @@ def probe_fields(job: ProbeJob | Failure) -> dict[str, Any]:
             )
         found |= {
             "probe_seconds": time.perf_counter() - started,
-            "validation_score": None if job.spec.probe == FINETUNE else validation_score(model),
+            "validation_score": None if job.run.probe == FINETUNE else validation_score(model),
             "features": job.features,
             "data": job.data,
         }
         return found | ({"dataset_problems": job.dataset_problems} if job.dataset_problems else {})
     except Exception as exc:  # recorded, as every run's failure is
-        return Failure.of(job.spec, exc).fields()
+        return Failure.of(job.run, exc).fields()
 
 
 def cross_validation_fields(item: tuple[ProbeJob | Failure, float | None, int | None]) -> dict[str, Any]:
@@ -128,11 +128,9 @@ def cross_validation_fields(item: tuple[ProbeJob | Failure, float | None, int | 
         return {"cross_validation": None, "cross_validation_error": job.error}
     started = time.perf_counter()
     try:
-        score = cross_validation(
-            build_classifier(job.spec), {"C": C, "k": k}, job.X[job.split.train], job.labels[job.split.train]
-        )
+        score = cross_validation(build_classifier(job.run), {"C": C, "k": k}, job.X[job.split.train], job.labels[job.split.train])
     except Exception as exc:  # the run itself stands; the choice falls back to the validation scores
-        logger.warning("cross-validation of %s failed: %s", job.spec, exc)
+        logger.warning("cross-validation of %s failed: %s", job.run, exc)
         return {"cross_validation": None, "cross_validation_error": f"{type(exc).__name__}: {exc}"}
     return {"cross_validation": score, "cross_validation_seconds": time.perf_counter() - started}
 
@@ -145,13 +143,13 @@ def reverse_validation_fields(item: tuple[ProbeJob | Failure, float | None, int 
     if isinstance(job, Failure):  # its features failed: nothing to score
         return {"reverse_validation_error": job.error}
     started = time.perf_counter()
-    spec = job.spec
+    run = job.run
     try:
         score = reverse_validation(
-            lambda rows, y, unlabelled, source: fit_rows(spec, job.X, rows, y, unlabelled, source),
-            job.X, job.labels, job.split.train, job.split.unlabelled, is_source(spec, job.domains),
+            lambda rows, y, unlabelled, source: fit_rows(run, job.X, rows, y, unlabelled, source),
+            job.X, job.labels, job.split.train, job.split.unlabelled, is_source(run, job.domains),
         )  # fmt: skip
     except Exception as exc:  # the run itself stands; it is only not a candidate for the adaptation
-        logger.warning("reverse validation of %s failed: %s", spec, exc)
+        logger.warning("reverse validation of %s failed: %s", run, exc)
         return {"reverse_validation_error": f"{type(exc).__name__}: {exc}"}
     return {"reverse_validation": score, "reverse_validation_seconds": time.perf_counter() - started}

@@ -53,11 +53,11 @@ def expand(
     for named in datasets:
         loaded = named if isinstance(named, Dataset) else None
         if isinstance(named, Dataset):
-            dataset, spec, digest = named.name, named.spec, named.digest
+            dataset, entry, digest = named.name, named.spec, named.digest
         else:
-            dataset, spec, digest = named, dataset_spec(named), ""
+            dataset, entry, digest = named, dataset_spec(named), ""
         for protocol in protocols:
-            for resolved, seeds_for in Protocol.parse(protocol).resolve(spec, seeds, all_folds):
+            for resolved, seeds_for in Protocol.parse(protocol).resolve(entry, seeds, all_folds):
                 if loaded is not None:
                     _check_fits(resolved, loaded)
                 kind = Protocol.parse(resolved).kind

@@ -79,36 +79,36 @@ def run_all(
     found_versions, machine = versions(), machine_description()
     records: list[Record] = []
     todo: list[tuple[RunSpec, Record]] = []
-    for spec in runs:
-        earlier = store.get(spec.key()) if skip_existing else None
+    for run in runs:
+        earlier = store.get(run.key()) if skip_existing else None
         if earlier is not None and earlier.ok and (earlier.recipe_search or not choose_recipe):
             records.append(earlier)
             if on_run:
-                on_run(spec, earlier)
+                on_run(run, earlier)
             continue
         record = Record(
-            key=spec.key(), method=spec.method, probe=spec.probe, dataset=spec.dataset, protocol=spec.protocol, seed=spec.seed,
-            normalize=spec.normalize, adapt=spec.adapt, data_digest=spec.data_digest, solver=spec.solver, row=spec.row,
-            column=spec.column, command=command, recipe_search=choose_recipe, versions=found_versions, machine=machine,
+            key=run.key(), method=run.method, probe=run.probe, dataset=run.dataset, protocol=run.protocol, seed=run.seed,
+            normalize=run.normalize, adapt=run.adapt, data_digest=run.data_digest, solver=run.solver, row=run.row,
+            column=run.column, command=command, recipe_search=choose_recipe, versions=found_versions, machine=machine,
         )  # fmt: skip
-        todo.append((spec, record))
+        todo.append((run, record))
 
-    def job(spec: RunSpec) -> ProbeJob | Failure:
+    def job(run: RunSpec) -> ProbeJob | Failure:
         try:
-            return bank.job(spec)
+            return bank.job(run)
         except Exception as exc:  # one run's failure must not stop the suite
-            return Failure.of(spec, exc)
+            return Failure.of(run, exc)
 
     # features are extracted as the probes are handed out, so extraction overlaps with fitting
-    jobs_of_runs: Iterator[ProbeJob | Failure] = (job(spec) for spec, _ in todo)
-    for (spec, record), fields in zip(todo, map_in_order(probe_fields, jobs_of_runs, engine=engine, jobs=jobs)):
+    jobs_of_runs: Iterator[ProbeJob | Failure] = (job(run) for run, _ in todo)
+    for (run, record), fields in zip(todo, map_in_order(probe_fields, jobs_of_runs, engine=engine, jobs=jobs)):
         record = dataclasses.replace(record, **fields)
         store.write(record)
         records.append(record)
         if on_run:
-            on_run(spec, record)
+            on_run(run, record)
     if choose_recipe:
-        records = _score_candidates(records, {spec.key(): spec for spec in runs}, job, store, engine, jobs)
+        records = _score_candidates(records, {run.key(): run for run in runs}, job, store, engine, jobs)
     try:
         write_layer_maps(bank, records, out)
     except Exception as exc:  # a figure's data: the runs stand without it
