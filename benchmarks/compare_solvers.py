@@ -18,8 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-IDENTITY = ("method", "probe", "dataset", "protocol", "seed", "normalize", "adapt")
+if TYPE_CHECKING:
+    from cnnfeat.runner import Record
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("old", type=Path, help="a results folder (its records/)")
     parser.add_argument("new", type=Path)
     args = parser.parse_args(argv)
-    old = {tuple(r.get(k) for k in IDENTITY): r for r in load_records(args.old) if r.get("status") == "ok"}
-    new = {tuple(r.get(k) for k in IDENTITY): r for r in load_records(args.new) if r.get("status") == "ok"}
+    old = {_identity(r): r for r in load_records(args.old) if r.ok}
+    new = {_identity(r): r for r in load_records(args.new) if r.ok}
     shared = [key for key in old if key in new]
     if not shared:
         print("no run in both folders", file=sys.stderr)
@@ -39,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for key in shared:
         a, b = old[key], new[key]
-        if a.get("C") is None or b.get("C") is None:
+        if a.C is None or b.C is None:
             continue
-        va, vb = a["val_accuracy_by_C"], b["val_accuracy_by_C"]
-        ca, cb = repr(float(a["C"])), repr(float(b["C"]))
+        va, vb = a.val_accuracy_by_C or {}, b.val_accuracy_by_C or {}
+        ca, cb = repr(float(a.C)), repr(float(b.C))
         same = ca == cb
         if same:  # the same choice; the weights at it differ where the old solver stopped short of its optimum
             verdict = "same C" if va.get(ca) == vb.get(ca) else "same C, old weights off their optimum"
@@ -55,14 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         nan = float("nan")
         cells = [
             f"{key[0]} {key[1]} {key[3]} seed {key[4]}",
-            f"{float(a['C']):.3g} / {float(b['C']):.3g}",
+            f"{a.C:.3g} / {b.C:.3g}",
             f"{va.get(ca, nan):.4f} / {va.get(cb, nan):.4f}",
             f"{vb.get(ca, nan):.4f} / {vb.get(cb, nan):.4f}",
-            f"{100 * a['accuracy']:.2f} / {100 * b['accuracy']:.2f}",
+            f"{100 * a.metric('accuracy'):.2f} / {100 * b.metric('accuracy'):.2f}",
             verdict,
         ]
         print("| " + " | ".join(cells) + " |")
     return 0
+
+
+def _identity(record: Record) -> tuple[object, ...]:
+    """What makes two records the same run of a grid, whatever solver fitted them."""
+    r = record
+    return r.method, r.probe, r.dataset, r.protocol, r.seed, r.normalize, r.adapt
 
 
 if __name__ == "__main__":

@@ -205,9 +205,9 @@ class Record:
         found: dict[str, Any] = {}
         for name in _WRITTEN:
             value = getattr(self, name)
-            if name in self.absent:
-                continue
             scored = name == "cross_validation" and self.cross_validated  # a score of None, recorded as such
+            if name in self.absent and value == _DEFAULTS[name] and not scored:  # not in its file, and not set since
+                continue
             if value is None and name not in _IDENTITY and not (self.ok and name in _RESULT) and not scored:
                 continue
             found[name] = _written(value) if dataclasses.is_dataclass(value) else value
@@ -221,6 +221,7 @@ _IDENTITY = (
 )  # fmt: skip
 #: what a record's JSON holds, in order: the search's chosen-row fields are never written
 _WRITTEN = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("absent", "chosen", "candidates"))
+_DEFAULTS = {name: getattr(Record(), name) for name in _WRITTEN}
 
 
 class RecordStore:
