@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from cnnfeat.runner import Record
 
 
-
 def main(argv: list[str] | None = None) -> int:
     from cnnfeat.runner import load_records
 

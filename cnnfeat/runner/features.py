@@ -43,7 +43,7 @@ class ProbeJob:
     labels: np.ndarray
     domains: np.ndarray
     split: Split
-    sizes: dict[str, Any]  # the split's description and sizes
+    sizes: dict[str, str | int]  # the split's description and sizes
     features: FeatureProvenance
     data: DataProvenance
     dataset_problems: list[str]
@@ -131,8 +131,9 @@ class FeatureBank:
         loaded: Sequence[Dataset] = (),
     ) -> None:
         self.data_root, self.cache, self.strict, self.engine = data_root, cache, strict, engine
-        self._datasets: dict[Any, Any] = {d.name: d for d in loaded}
-        self._features: dict[Any, Any] = {}
+        # memo tables: a value, or the exception making it raised (see memo)
+        self._datasets: dict[Hashable, Any] = {d.name: d for d in loaded}
+        self._features: dict[Hashable, Any] = {}
         # the taps wanted per (dataset, network): they are extracted together, in one forward pass each
         self._taps: dict[tuple[str, str], list[str]] = {}
         for run in runs:
@@ -142,7 +143,7 @@ class FeatureBank:
                 if part.tap not in taps:
                     taps.append(part.tap)
 
-    def memo(self, key: Hashable, make: Callable[[], T], table: dict[Any, Any] | None = None) -> T:
+    def memo(self, key: Hashable, make: Callable[[], T], table: dict[Hashable, Any] | None = None) -> T:
         """``make()``, once per key; a failure is remembered too and raised for every run that needs it."""
         table = self._features if table is None else table
         if key not in table:
@@ -204,7 +205,7 @@ class FeatureBank:
         local = Split(
             train=position[train], test=position[split.test], unlabelled=position[split.unlabelled], description=split.description
         )
-        sizes = {
+        sizes: dict[str, str | int] = {
             "split": split.description,
             "n_train": len(train),
             "n_test": len(split.test),

@@ -93,8 +93,8 @@ class Training:
 
     seconds: float
     path: str
-    epochs_run: int | dict[str, int]
-    learning_rates: Any
+    epochs_run: dict[str, int]
+    learning_rates: dict[str, float]
     history: dict[str, dict[str, list[float]]]
 
 
