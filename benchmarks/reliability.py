@@ -5,6 +5,7 @@ Usage::
 
     python benchmarks/reliability.py                 # about 4 minutes on 2 cores
     python benchmarks/reliability.py --kill-trials 20 --rss-images 300 --fuzz-inputs 4000 --rounds 20
+    python benchmarks/reliability.py --fuzz-only store --fuzz-inputs 4000 --fuzz-seed 1   # one kind, one seed
 
 Exit status 0 when every check holds, 1 otherwise.
 """
@@ -278,12 +279,12 @@ def check_concurrent_writers(tmp: Path, writers: int, appends: int, rounds: int)
     )
 
 
-def check_fuzz(tmp: Path, n: int, seed: int) -> bool:
-    """Mutated files of every kind read in child processes: a result or a clear error, never anything else."""
-    from tests.fuzzing import FAILURES, fuzz
+def check_fuzz(tmp: Path, n: int, seed: int, kinds: tuple[str, ...] | None = None) -> bool:
+    """Mutated files of each kind read in child processes: a result or a clear error, never anything else."""
+    from tests.fuzzing import FAILURES, KINDS, fuzz
 
     started = time.perf_counter()
-    report = fuzz(n=n, seed=seed, folder=tmp)
+    report = fuzz(kinds or KINDS, n=n, seed=seed, folder=tmp)
     kinds = "; ".join(f"{kind} {c['result']} read, {c['clear error']} refused" for kind, c in report.outcomes.items())
     failures = {outcome: report.count(outcome) for outcome in FAILURES}
     detail = f"{report.n_inputs} inputs (seed {seed}, {time.perf_counter() - started:.0f} s): {kinds}; " + ", ".join(
@@ -463,6 +464,12 @@ def main() -> int:
     parser.add_argument("--rss-backbone", default="efficientnet_lite0")
     parser.add_argument("--fuzz-inputs", type=int, default=1000, help="mutated inputs per file kind (default: %(default)s)")
     parser.add_argument("--fuzz-seed", type=int, default=0)
+    parser.add_argument(
+        "--fuzz-only",
+        nargs="+",
+        metavar="KIND",
+        help="run only the fuzzing, of these kinds (store, weights, model, archive, csv, image)",
+    )
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers on one store (default: %(default)s)")
     parser.add_argument("--appends", type=int, default=50, help="appends per writer and round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the concurrent-writer trial (default: %(default)s)")
@@ -471,6 +478,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cnnfeat-reliability-") as name:
         tmp = Path(name)
         os.environ["CNNFEAT_CACHE"] = str(tmp / "cache_dir")
+        if args.fuzz_only:
+            return 0 if check_fuzz(tmp / "fuzz", args.fuzz_inputs, args.fuzz_seed, tuple(args.fuzz_only)) else 1
         results = [
             check_bad_inputs(tmp / "bad"),
             check_writer_kills(tmp / "kills", args.kill_trials),

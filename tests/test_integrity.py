@@ -40,14 +40,14 @@ def _flip(path: Path, offset: int, bit: int = 3) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_every_fixed_size_dataset_carries_a_checksum(finished: tuple[Path, list[str]]) -> None:
+def test_every_dataset_carries_a_checksum_and_no_string_is_variable_length(finished: tuple[Path, list[str]]) -> None:
     store, _ = finished
     with h5py.File(store, "r") as f:
-        assert f.attrs["format_version"] == FORMAT_VERSION == 2
-        fixed = [f["keys"], *f["features"].values(), f["index"]["row"], f["index"]["key"]]
-        assert all(ds.fletcher32 for ds in fixed)
-        strings = [f["paths"], *(ds for ds in f["index"].values() if ds.dtype.kind == "O")]
-        assert all(len(ds.attrs["sha256"]) == 64 for ds in strings)
+        assert f.attrs["format_version"] == FORMAT_VERSION == 3
+        every = [f["keys"], f["paths"], *f["features"].values(), *f["index"].values()]
+        assert all(ds.fletcher32 and ds.dtype.kind != "O" for ds in every)  # a variable-length string could crash HDF5
+        strings = [f["paths"], *(ds for name, ds in f["index"].items() if name not in ("row", "key"))]
+        assert all(len(ds.attrs["sha256"]) == 64 and ds.dtype.kind == "S" for ds in strings)
     assert check_store(store) == {}
 
 
@@ -128,17 +128,21 @@ def test_a_store_written_before_checksums_is_read_and_upgraded_on_the_next_write
     paths = make_photos(tmp_path / "photos", 10, size=(64, 48))
     store = tmp_path / "old.h5"
     before, _ = tiny(cache=store).extract(paths[:6])
-    with h5py.File(store, "r+") as f:  # as format 1 wrote it: no filters
+    with h5py.File(store, "r+") as f:  # as format 1 wrote it: no filters, paths as variable-length strings
         for name in ["keys", "features/pool"]:
             data, attrs = f[name][:], dict(f[name].attrs)
             del f[name]
             ds = f.create_dataset(name, data=data, maxshape=(None, *data.shape[1:]), chunks=True)
             ds.attrs.update(attrs)
+        written = [p.decode() for p in f["paths"][:]]
+        del f["paths"]
+        f.create_dataset("paths", data=written, maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
         f.attrs["format_version"] = 1
     with FeatureStore(store, mode="r") as old:
         assert old.format_version == 1 and np.array_equal(old.get(old.keys())["pool"], before["pool"])
     after, report = tiny(cache=store).extract(paths)  # 4 new images: a write
     assert report.n_cached == 6 and np.array_equal(after["pool"][:6], before["pool"])
     with h5py.File(store, "r") as f:
-        assert f.attrs["format_version"] == 2 and f["keys"].fletcher32 and f["features/pool"].fletcher32
-        assert f.attrs["n_rows"] == 10
+        assert f.attrs["format_version"] == 3 and f["keys"].fletcher32 and f["features/pool"].fletcher32
+        assert f.attrs["n_rows"] == 10 and f["paths"].dtype.kind == "S" and f["paths"].fletcher32
+        assert [p.decode() for p in f["paths"][:6]] == written  # the old rows' paths, carried over

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cnnfeat.exceptions import StoreLockedError, StoreMismatchError
-from cnnfeat.store import FEATURE_CODE_VERSION, FeatureStore, fingerprint_of
+from cnnfeat.store import FEATURE_CODE_VERSION, FeatureStore, check_store, fingerprint_of
 from tests.support import concurrent_writers_trial, kill_and_resume_trial
 
 CONFIG = {"extractor": "test", "taps": ["a", "b"], "feature_code_version": FEATURE_CODE_VERSION}
@@ -217,3 +217,17 @@ def test_death_in_the_middle_of_writing_the_hdf5_file(tmp_path: Path, trial: int
     result = kill_and_resume_trial(tmp_path, seed=trial, in_merge=True)
     assert result.killed_during_merge
     assert (result.lost, result.duplicated, result.recomputed, result.wrong_values) == (0, 0, 0, 0)
+
+
+def test_a_path_longer_than_the_column_holds_widens_it_and_keeps_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "f.h5"
+    long = "d/" * 400 + "deep.jpg"  # 808 bytes: wider than the column's first width
+    with FeatureStore(path, CONFIG, dims=DIMS) as store:
+        store.append([_key(1)], _rows([1]), ["short.jpg"])
+    with FeatureStore(path, CONFIG, dims=DIMS) as store:
+        store.append([_key(2), _key(3)], _rows([2, 3]), [long, "café.jpg"])
+    with FeatureStore(path, mode="r") as store:
+        assert store.paths_of([_key(1), _key(2), _key(3)]) == ["short.jpg", long, "café.jpg"]
+    with h5py.File(path) as f:
+        assert f["paths"].dtype.itemsize >= len(long) and f["paths"].fletcher32
+    assert check_store(path) == {}

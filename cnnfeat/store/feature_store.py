@@ -28,11 +28,11 @@ from cnnfeat.store.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
     READABLE_FORMATS,
+    append_paths,
     config_diff,
     create_datasets,
     fingerprint_of,
     storable_texts,
-    strings_digest,
     text,
     write_attrs,
 )
@@ -338,9 +338,8 @@ class FeatureStore:
     @reports_damage
     def paths_of(self, keys: Sequence[str]) -> list[str]:
         """The path each key's row was first computed from."""
-        rows = [self._index[k] for k in keys]
         paths = self._h5["paths"]
-        return [text(paths[r]) for r in rows]
+        return [text(read_checked(paths, slice(r, r + 1), self.path, "paths")[0]) for r in (self._index[k] for k in keys)]
 
     def compact(self) -> None:
         """Merge the journal into the HDF5 file and atomically replace it."""
@@ -366,11 +365,9 @@ class FeatureStore:
                 start = int(f.attrs["n_rows"])
                 end = start + len(new_keys)
                 if new_keys:
-                    for name in ("keys", "paths"):
-                        f[name].resize((end,))
+                    f["keys"].resize((end,))
                     f["keys"][start:end] = np.array([k.encode() for k in new_keys], dtype="S64")
-                    f["paths"][start:end] = storable_texts(self._pending_paths[k] for k in new_keys)
-                    f["paths"].attrs["sha256"] = strings_digest(f["paths"][:end])
+                    append_paths(f, start, [self._pending_paths[k] for k in new_keys])
                 chunk = 8192
                 for c in range(0, len(new_keys), chunk):
                     part = new_keys[c : c + chunk]

@@ -15,7 +15,7 @@ import numpy as np
 from cnnfeat.exceptions import CnnfeatError, StoreCorruptError, StoreError, StoreMismatchError
 from cnnfeat.files import install
 from cnnfeat.store.lock import StoreLock
-from cnnfeat.store.schema import FORMAT_NAME, create_datasets, strings_digest, write_attrs, write_index
+from cnnfeat.store.schema import FORMAT_NAME, create_datasets, encoded_texts, strings_digest, text, write_attrs, write_index
 
 __all__ = ["check_store", "repair_store"]
 
@@ -84,14 +84,12 @@ def damage_of(f: Any) -> dict[str, list[int]]:
         if not hasattr(ds, "dtype"):  # a link whose target is damaged resolves to nothing
             found[name] = []
             continue
-        if ds.dtype.kind == "O":  # a string column: its digest
-            expected = ds.attrs.get("sha256")
-            if expected is not None and strings_digest(ds[:rows]) != expected:
-                found[name] = []
-            continue
-        bad = damaged_rows(ds, rows)
+        expected = ds.attrs.get("sha256")  # a string column's digest, beside its chunks' checksums (from format 3)
+        bad = damaged_rows(ds, rows) if ds.dtype.kind != "O" else []
         if bad:
             found[name] = bad
+        elif expected is not None and strings_digest(ds[:rows]) != expected:
+            found[name] = []  # the damage cannot be placed on rows
     return found
 
 
@@ -102,8 +100,9 @@ def copy_rows(src: Any, tmp: Path, rows: list[int], *, keep_index: bool = True, 
     config = json.loads(src.attrs["config"])
     taps = list(config["taps"])
     dims = {t: int(src["features"][t].shape[1]) for t in taps}
+    paths = encoded_texts(text(v) for v in src["paths"][: int(src.attrs["n_rows"])])  # format 2's are variable-length
     with h5py.File(tmp, "w") as f:
-        create_datasets(f, taps, dims, src["features"][taps[0]].dtype)
+        create_datasets(f, taps, dims, src["features"][taps[0]].dtype, path_width=paths.dtype.itemsize)
         write_attrs(f, config, n_rows=0)
         for name in ("created", "cnnfeat_version"):
             if name in src.attrs:
@@ -114,7 +113,7 @@ def copy_rows(src: Any, tmp: Path, rows: list[int], *, keep_index: bool = True, 
         for start in range(0, n, block):
             part = np.asarray(rows[start : start + block], dtype=np.int64)
             f["keys"][start : start + len(part)] = src["keys"][part]
-            f["paths"][start : start + len(part)] = src["paths"][part]
+            f["paths"][start : start + len(part)] = paths[part]
             for t in taps:
                 f["features"][t][start : start + len(part)] = src["features"][t][part]
         f["paths"].attrs["sha256"] = strings_digest(f["paths"][:n])

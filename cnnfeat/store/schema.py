@@ -13,9 +13,11 @@ import numpy as np
 
 __all__ = ["FEATURE_CODE_VERSION", "FORMAT_VERSION", "fingerprint_of"]
 
-#: 2: checksums at rest (fletcher32 chunks, sha256 of string columns); 1 is still read
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+#: 2: checksums at rest (fletcher32 chunks, sha256 of string columns); 3: string columns as fixed-length UTF-8
+#: bytes with a fletcher32 checksum per chunk, as every other column (a damaged variable-length string could
+#: crash HDF5 itself before any checksum was read). 1 and 2 are still read, and rewritten as 3 on the next write.
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 #: bump when a code change alters feature values for an unchanged configuration
 FEATURE_CODE_VERSION = 1
 FORMAT_NAME = "cnnfeat.FeatureStore"
@@ -35,13 +37,10 @@ def fingerprint_of(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_datasets(f: Any, taps: Sequence[str], dims: Mapping[str, int], dtype: Any) -> None:
-    """The empty datasets of a store: every fixed-size one with a fletcher32 checksum per chunk."""
-    import h5py
-
+def create_datasets(f: Any, taps: Sequence[str], dims: Mapping[str, int], dtype: Any, *, path_width: int = 256) -> None:
+    """The empty datasets of a store, each with a fletcher32 checksum per chunk."""
     f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype="S64", chunks=(4096,), fletcher32=CHECKSUMS)
-    paths = f.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
-    paths.attrs["sha256"] = strings_digest([])
+    create_paths(f, width=path_width)
     group = f.create_group("features")
     for tap in taps:
         d = int(dims[tap])
@@ -52,17 +51,43 @@ def create_datasets(f: Any, taps: Sequence[str], dims: Mapping[str, int], dtype:
         ds.attrs["description"] = f"features of tap {tap!r}, one row per image"
 
 
-def write_index(group: Any, rows: np.ndarray, columns: Mapping[str, Sequence[str]]) -> None:
-    """``/index``: ``row`` and ``key`` checksummed per chunk, the string columns with their sha256."""
-    import h5py
+def create_paths(f: Any, *, width: int, rows: np.ndarray | None = None) -> Any:
+    """``/paths``: resizable, fixed-length UTF-8 of ``width`` bytes, checksummed per chunk (``rows``: its content)."""
+    data = np.zeros(0, dtype=f"S{width}") if rows is None else rows.astype(f"S{width}")
+    paths = f.create_dataset("paths", data=data, maxshape=(None,), dtype=f"S{width}", chunks=(1024,), fletcher32=CHECKSUMS)
+    paths.attrs["description"] = "the path each row was first computed from (UTF-8; undecodable names as \\xNN)"
+    paths.attrs["sha256"] = strings_digest(data)
+    return paths
 
-    group.create_dataset("row", data=rows, chunks=True if len(rows) else None, fletcher32=bool(len(rows)))
+
+def append_paths(f: Any, start: int, paths: Sequence[str]) -> None:
+    """Write ``paths`` as ``/paths[start:]``; a longer path than it holds rewrites it wider (its first rows kept)."""
+    new = encoded_texts(paths)
+    if f["paths"].dtype.itemsize < new.dtype.itemsize:
+        rows = f["paths"][:start]
+        del f["paths"]
+        create_paths(f, width=-(-new.dtype.itemsize // 64) * 64, rows=rows)  # a multiple of 64: rarely rewritten again
+    end = start + len(new)
+    f["paths"].resize((end,))
+    f["paths"][start:end] = new
+    f["paths"].attrs["sha256"] = strings_digest(f["paths"][:end])
+
+
+def encoded_texts(values: Iterable[Any]) -> np.ndarray:
+    """A string column as HDF5 keeps it: fixed-length UTF-8 bytes (``S<longest>``, at least 1)."""
+    encoded = [t.encode() for t in storable_texts(values)]
+    return np.array(encoded, dtype=f"S{max([1, *map(len, encoded)])}")
+
+
+def write_index(group: Any, rows: np.ndarray, columns: Mapping[str, Sequence[str]]) -> None:
+    """``/index``: ``row``, ``key`` and the string columns, each checksummed per chunk (strings also by sha256)."""
+    checked = {"chunks": True, "fletcher32": CHECKSUMS} if len(rows) else {}  # an empty dataset has no chunks
+    group.create_dataset("row", data=rows, **checked)
     for name, column in columns.items():
         if name == "key":
-            group.create_dataset(name, data=np.asarray(column, dtype="S64"), chunks=True if len(column) else None,
-                                 fletcher32=bool(len(column)))  # fmt: skip
+            group.create_dataset(name, data=np.asarray(column, dtype="S64"), **checked)
         else:
-            ds = group.create_dataset(name, data=storable_texts(column), dtype=h5py.string_dtype())
+            ds = group.create_dataset(name, data=encoded_texts(column), **checked)
             ds.attrs["sha256"] = strings_digest(ds[:])
 
 
