@@ -227,6 +227,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     bar = tqdm(total=len(runs), unit="run", disable=not args.progress, file=sys.stderr)
 
+    def on_score(what: str, done: int, total: int) -> None:  # the search's scoring, after the runs
+        if done == 0:
+            bar.reset(total=total)
+            bar.set_description(what)
+        else:
+            bar.update(1)
+
     def on_run(spec: RunSpec, record: Record) -> None:
         score = f"{100 * record.metric('mean_per_class_accuracy'):.1f}" if record.ok else "FAILED"
         bar.set_postfix_str(f"{spec.dataset} {spec.protocol} {spec.method} {spec.probe}: {score}")
@@ -256,6 +263,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             strict=args.strict,
             command=command,
             on_run=on_run,
+            on_score=on_score,
             loaded=loaded,
             engine=engine,
             jobs=args.jobs or (None if engine.distributed else 1),  # on a cluster: as many as it has CPUs

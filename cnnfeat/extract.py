@@ -280,6 +280,14 @@ def _extract(args: argparse.Namespace) -> int:
     manifest = (
         sample_images() if args.samples else load_inputs(args.input, root=args.data_root, allow_outside=args.allow_outside_root)
     )
+    unlabelled = [path for path, label in zip(manifest.paths, manifest.labels) if not label]
+    if unlabelled and len(unlabelled) < len(manifest):  # a CSV with a label column and some rows without one
+        more = f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else ""
+        print(
+            f"note: {len(unlabelled)} of {len(manifest)} inputs have no label ({', '.join(unlabelled[:3])}{more}); "
+            "their /index/label is empty",
+            file=sys.stderr,
+        )
     layers = [part for value in (args.layers or ["pool"]) for part in value.split(",") if part.strip()]
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")

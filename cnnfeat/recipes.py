@@ -6,14 +6,16 @@ or ``--choose-recipe`` with any grid) runs every candidate on every split, and
 :func:`choose` then picks one per split (dataset, protocol, seed) and reports that
 candidate's test accuracy as the row :data:`CHOSEN_ROW`:
 
-1. Features, normalisation and probe: the highest *cross-validation* accuracy on the
-   training images (stratified 5-fold, seed 0, the same folds for every candidate), each
-   candidate at the C (or k) its own validation split chose. A single 20 % validation split
-   is too small to rank recipes a point apart (on 300 training images, one image is a third of a point).
-   On a domain shift these are the labelled source images, and the runs without
-   adaptation are compared (an adapted run's probe also sees pseudo-labelled target rows,
-   which would flatter it). Where the folds cannot be made (one image of a class), the
-   probe's own validation accuracy stands in.
+1. Features, normalisation and probe: by *cross-validation* accuracy on the training images
+   (stratified 5-fold, seed 0, the same folds for every candidate), each candidate at the C (or k)
+   its own validation split chose. A single 20 % validation split is too small to rank recipes a
+   point apart (on 300 training images, one image is a third of a point). Among the candidates
+   within one standard error of the best score (the one-standard-error rule of Breiman et al.
+   1984; the binomial error of the best's accuracy over its training images), the cheapest is
+   chosen: a difference the training images cannot resolve is not worth paying for. On a domain
+   shift these are the labelled source images, and the runs without adaptation are compared (an
+   adapted run's probe also sees pseudo-labelled target rows, which would flatter it). Where the
+   folds cannot be made (one image of a class), the best validation accuracy stands in.
 2. On a domain shift, the adaptation, among the chosen features' runs: the highest
    *reverse validation* accuracy (Zhong et al. 2010; used to select DANN's
    hyper-parameters, Ganin et al. 2016). The recipe is fitted on 80 % of the labelled source
@@ -26,13 +28,16 @@ fixed C per candidate; two fits per adaptation of the chosen features), so a sea
 resumed with ``--skip-existing`` computes only what is missing. A split whose scores are not
 all there (an interrupted search) has no chosen row until then.
 
-Ties go to the narrower features (the cheaper probe), then to the row's name, which puts
-a run without adaptation before the adapted ones.
+Cheapest means the fewest seconds per 1,000 images (extraction, as measured when the features
+were computed, and probe) where every candidate's are known, else the fewest networks and the
+narrowest features. Other ties go to the row's name, which puts a run without adaptation before
+the adapted ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -165,10 +170,43 @@ def _plain(group: list[Record]) -> list[Record]:
 
 
 def _features_choice(group: list[Record]) -> Record:
-    """Step 1: the best cross-validation score (the validation score where a run has none)."""
+    """Step 1: the cheapest candidate within one standard error of the best cross-validation score.
+
+    Where a run has no cross-validation score, the best validation score (ties to the narrower features).
+    """
     plain = _plain(group)
-    scored = all(r.cross_validation is not None for r in plain)
-    return _top(plain, (lambda r: r.cross_validation) if scored else (lambda r: r.validation_score))
+    if not all(r.cross_validation is not None for r in plain):
+        return _top(plain, lambda r: r.validation_score)
+    best = _top(plain, lambda r: r.cross_validation)
+    return min(_within_one_se(plain, best), key=_cost_order(plain))
+
+
+def _within_one_se(candidates: list[Record], best: Record) -> list[Record]:
+    """The candidates whose cross-validation accuracy is at most one standard error below the best's.
+
+    The standard error is the binomial one of the best's accuracy over its training images, each of
+    which the folds test once: ``sqrt(p (1 - p) / n)``.
+    """
+    p, n = float(best.cross_validation or 0.0), max(int(best.n_train or 1), 1)
+    floor = p - math.sqrt(p * (1 - p) / n)
+    return [r for r in candidates if (r.cross_validation or 0.0) >= floor - 1e-12]
+
+
+def _cost_order(candidates: list[Record]) -> Callable[[Record], tuple[Any, ...]]:
+    """Cheapest first: seconds per 1,000 images (extraction + probe) where every candidate's are known, else fewer
+    networks and narrower features; then the row's name (a run without adaptation before the adapted ones)."""
+    from cnnfeat.tables import earlier_seconds_per_1k, extraction_seconds_per_1k
+
+    def seconds(r: Record) -> float | None:
+        extraction = extraction_seconds_per_1k(r)
+        extraction = earlier_seconds_per_1k(r) if extraction is None else extraction
+        images = sum(n or 0 for n in (r.n_train, r.n_test, r.n_unlabelled)) or 1
+        return None if extraction is None else extraction + 1000 * float(r.probe_seconds or 0.0) / images
+
+    timed = {r.row: seconds(r) for r in candidates}  # a split's candidates differ in their row
+    if all(t is not None for t in timed.values()):
+        return lambda r: (timed[r.row], r.row)
+    return lambda r: (len(r.features.networks), r.n_features or 0, r.row)
 
 
 def needing_cross_validation(records: Sequence[Record]) -> list[Record]:

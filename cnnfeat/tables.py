@@ -23,7 +23,7 @@ import csv
 import io
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -157,6 +157,8 @@ def earlier_seconds_per_1k(record: Record) -> float | None:
 
 def footer_for(records: Sequence[Record]) -> str:
     """How the table was made: the command(s), protocols, seeds, versions and machine."""
+    from cnnfeat.recipes import choose
+
     ok = [r for r in records if r.ok]
     if not ok:
         return ""
@@ -176,6 +178,10 @@ def footer_for(records: Sequence[Record]) -> str:
             f"Data: {name} = {data.root} ({data.layout}, {data.images} images, {data.classes} classes, "
             f"content sha256 {(data.digest or '')[:16]})."
         )
+    if chosen := choose(records):  # what a recipe search chose, and how often
+        counts = Counter(r.chosen for r in chosen).most_common()
+        each = ", ".join(f"`{row}` on {n}" for row, n in counts)
+        lines.append(f"Recipe chosen on validation, of {len(chosen)} splits: {each}.")
     lines.append(f"Versions: {versions}; machine: {first.machine or '?'}.")
     return "\n".join(lines)
 

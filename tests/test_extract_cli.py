@@ -43,6 +43,11 @@ def test_csv_and_list_inputs(image_tree: Path, tmp_path: Path, capsys: pytest.Ca
     listing.write_text("# two images\ncat/img_0.jpg\n\nowl/extra.png\n")
     assert main([str(listing), "--output", str(tmp_path / "l.h5"), *TINY]) == EXIT_OK
     assert "images: 2" in capsys.readouterr().out
+    csv.write_text("path,label\ncat/img_0.jpg,cat\ndog/img_1.jpg,\n")  # a row without its label: said, not silent
+    assert main([str(csv), "--output", str(tmp_path / "u.h5"), *TINY]) == EXIT_OK
+    assert "note: 1 of 2 inputs have no label" in capsys.readouterr().err
+    with h5py.File(tmp_path / "u.h5") as f:
+        assert [s.decode() for s in f["index/label"][:]] == ["cat", ""]
 
 
 def test_skip_lists_bad_files_and_exits_3(image_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -39,6 +39,7 @@ def run_all(
     strict: bool = True,
     command: str = "",
     on_run: Callable[[RunSpec, Record], None] | None = None,
+    on_score: Callable[[str, int, int], None] | None = None,
     loaded: Sequence[Dataset] = (),
     engine: ExtractionEngine | None = None,
     jobs: int | None = 1,
@@ -62,7 +63,8 @@ def run_all(
     ``choose_recipe`` marks the runs as candidates of a recipe search (:mod:`cnnfeat.recipes`):
     after them, each split's candidates are scored by cross-validation on their training rows
     and, on a domain shift, the adaptations of the features chosen so are scored by reverse
-    validation; the report adds the chosen recipe's row.
+    validation; the report adds the chosen recipe's row. ``on_score(what, done, total)`` follows
+    that scoring (``done=0`` as each kind of score starts).
     """
     from cnnfeat.engines.parallel import map_in_order
 
@@ -108,7 +110,7 @@ def run_all(
         if on_run:
             on_run(run, record)
     if choose_recipe:
-        records = _score_candidates(records, {run.key(): run for run in runs}, job, store, engine, jobs)
+        records = _score_candidates(records, {run.key(): run for run in runs}, job, store, engine, jobs, on_score)
     try:
         write_layer_maps(bank, records, out)
     except Exception as exc:  # a figure's data: the runs stand without it
@@ -123,22 +125,25 @@ def _score_candidates(
     store: RecordStore,
     engine: ExtractionEngine | None,
     jobs: int | None,
+    on_score: Callable[[str, int, int], None] | None,
 ) -> list[Record]:
     """A recipe search's scores (:mod:`cnnfeat.recipes`): cross-validation, then reverse validation on a shift."""
     from cnnfeat.engines.parallel import map_in_order
     from cnnfeat.recipes import needing_cross_validation, needing_reverse_validation
 
-    for needing, score in (
-        (needing_cross_validation, cross_validation_fields),
-        (needing_reverse_validation, reverse_validation_fields),
+    for what, needing, score in (
+        ("cross-validation of the candidates", needing_cross_validation, cross_validation_fields),
+        ("reverse validation of the adaptations", needing_reverse_validation, reverse_validation_fields),
     ):
         wanted = needing(records)
+        if on_score and wanted:
+            on_score(what, 0, len(wanted))
         items = ((job(specs[r.key]), r.C, r.k) for r in wanted)
-        scored = {
-            r.key: dataclasses.replace(r, **fields)
-            for r, fields in zip(wanted, map_in_order(score, items, engine=engine, jobs=jobs))
-        }
-        for record in scored.values():
-            store.write(record)
+        scored: dict[str, Record] = {}
+        for r, fields in zip(wanted, map_in_order(score, items, engine=engine, jobs=jobs)):
+            scored[r.key] = dataclasses.replace(r, **fields)
+            store.write(scored[r.key])
+            if on_score:
+                on_score(what, len(scored), len(wanted))
         records = [scored.get(r.key, r) for r in records]
     return records

@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ def load_or_export(
     built = build()
     size = int(built.model.inputs[0].shape[1])
     built.model.predict_on_batch(np.zeros((1, size, size, 3), np.uint8))  # Keras exports only a model that has run
-    atomic_write(onnx_path, lambda tmp: built.model.export(str(tmp), format="onnx", verbose=False))
+    with warnings.catch_warnings():  # keras' tf2onnx shim asks numpy about np.object: a FutureWarning for the user
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"keras\.src\.export")
+        atomic_write(onnx_path, lambda tmp: built.model.export(str(tmp), format="onnx", verbose=False))
     meta = {
         "sha256": sha256_file(onnx_path),
         "taps": list(built.taps),
