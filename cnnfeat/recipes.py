@@ -28,10 +28,11 @@ fixed C per candidate; two fits per adaptation of the chosen features), so a sea
 resumed with ``--skip-existing`` computes only what is missing. A split whose scores are not
 all there (an interrupted search) has no chosen row until then.
 
-Cheapest means the fewest seconds per 1,000 images (extraction, as measured when the features
-were computed, and probe) where every candidate's are known, else the fewest networks and the
-narrowest features. Other ties go to the row's name, which puts a run without adaptation before
-the adapted ones.
+Cheapest means what the recipe costs on each new image: the fewest extraction seconds per 1,000
+images (as measured when the features were computed) where every candidate's are known, else the
+fewest networks and the narrowest features. Candidates that cost the same (the same network with
+another probe or normalisation) go by their score, then by the row's name, which puts a run
+without adaptation before the adapted ones.
 """
 
 from __future__ import annotations
@@ -193,20 +194,19 @@ def _within_one_se(candidates: list[Record], best: Record) -> list[Record]:
 
 
 def _cost_order(candidates: list[Record]) -> Callable[[Record], tuple[Any, ...]]:
-    """Cheapest first: seconds per 1,000 images (extraction + probe) where every candidate's are known, else fewer
-    networks and narrower features; then the row's name (a run without adaptation before the adapted ones)."""
+    """Cheapest first, by what the recipe costs on every new image: its features' extraction, in seconds per 1,000
+    images where every candidate's is known, else fewer networks and narrower features. Among candidates that
+    cost the same (one network's taps, another probe), the higher score; then the row's name."""
     from cnnfeat.tables import earlier_seconds_per_1k, extraction_seconds_per_1k
 
     def seconds(r: Record) -> float | None:
         extraction = extraction_seconds_per_1k(r)
-        extraction = earlier_seconds_per_1k(r) if extraction is None else extraction
-        images = sum(n or 0 for n in (r.n_train, r.n_test, r.n_unlabelled)) or 1
-        return None if extraction is None else extraction + 1000 * float(r.probe_seconds or 0.0) / images
+        return earlier_seconds_per_1k(r) if extraction is None else extraction
 
     timed = {r.row: seconds(r) for r in candidates}  # a split's candidates differ in their row
     if all(t is not None for t in timed.values()):
-        return lambda r: (timed[r.row], r.row)
-    return lambda r: (len(r.features.networks), r.n_features or 0, r.row)
+        return lambda r: (timed[r.row], -(r.cross_validation or 0.0), r.row)
+    return lambda r: (len(r.features.networks), r.n_features or 0, -(r.cross_validation or 0.0), r.row)
 
 
 def needing_cross_validation(records: Sequence[Record]) -> list[Record]:

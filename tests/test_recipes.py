@@ -126,8 +126,11 @@ def test_the_choice_follows_validation_never_the_test_accuracy() -> None:
     for r, folds in zip(runs[:3], (0.80, 0.85, 0.70)):
         r.C, r.cross_validation, r.n_train = 1.0, folds, 300
     assert choose(runs)[0].chosen == "b"  # cross-validation outranks the single validation split
-    runs[0].cross_validation = 0.835  # within one standard error of b's 0.85 on 300 images (0.021): a is cheaper
+    runs[0].cross_validation, runs[0].n_features = 0.835, 8  # within one error of b's 0.85 (0.021), and narrower
     assert choose(runs)[0].chosen == "a"
+    runs[0].n_features = 10  # as wide as b: as costly, so the better score
+    assert choose(runs)[0].chosen == "b"
+    runs[0].n_features = 8
     runs[0].cross_validation = 0.825  # more than one standard error below: b
     assert choose(runs)[0].chosen == "b"
     runs[2].cross_validation = None  # one candidate could not be folded: the validation scores decide
