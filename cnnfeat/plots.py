@@ -81,7 +81,8 @@ def cost_chart(records: Sequence[Record], path: str | os.PathLike[str], *, title
         if table.mean_std(row, col) and np.mean(costs.get((row, col)) or 0) > 0
     ]
     points = [(float(np.mean(costs[c])), table.mean_std(*c)[0]) for c in cells]  # type: ignore[index]
-    fig, ax = _subplots(figsize=(8.5, 4.6))
+    # the key goes below the plot: a long list of long names beside it would squeeze the plot to a sliver
+    fig, ax = _subplots(figsize=(9.0, 4.6 + 0.17 * (len(table.rows) + 1)))
     letters = row_letters(table.rows)
     colours = {row: f"C{i % 10}" for i, row in enumerate(table.rows)}
     for cell, (cost, accuracy) in zip(cells, points):
@@ -127,7 +128,7 @@ def cost_chart(records: Sequence[Record], path: str | os.PathLike[str], *, title
     ax.set_title(title)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
 
