@@ -29,7 +29,7 @@ FOLDERS = {
     "flowers17 5x10": ("flowers17", "flowers17", 5, 10),
     "scene15 5x20": ("scene15", ".", 5, 20),
     "office31 amazon 10x10": ("office31/amazon/images", ".", 10, 10),
-    "office31 webcam 10x20": ("office31/webcam/images", ".", 10, 20),
+    "office31 webcam 10x12": ("office31/webcam/images", ".", 10, 12),
     "scene15 15x20": ("scene15", ".", 15, 20),
 }
 
@@ -55,6 +55,13 @@ def per_fold(records: list, row: str) -> dict[int, float]:
     return {r.seed: 100 * r.metric(r.parsed_protocol.metric) for r in records if r.ok and r.row == row}
 
 
+def extraction(record: object) -> float:
+    """Seconds per 1,000 images the record's features took to extract (measured now or when they were cached)."""
+    from cnnfeat.tables import earlier_seconds_per_1k, extraction_seconds_per_1k
+
+    return extraction_seconds_per_1k(record) or earlier_seconds_per_1k(record) or float("nan")
+
+
 def main() -> int:
     from scipy.stats import ttest_rel
 
@@ -65,8 +72,10 @@ def main() -> int:
     parser.add_argument("--shared", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/recipe_small"))
     args = parser.parse_args()
-    print("| folder | images | baseline | chosen, one-SE rule | p | chosen, highest CV | p | one-SE chose |")
-    print("|---|---|---|---|---|---|---|---|")
+    columns = ["folder", "images", "baseline", "chosen, one-SE rule", "p", "chosen, highest CV", "p"]
+    columns += ["extract s/1k: baseline, one-SE, CV", "one-SE chose"]
+    print("| " + " | ".join(columns) + " |")
+    print("|---" * len(columns) + "|")
     for name, (source, layout, classes, per_class) in FOLDERS.items():
         slug = name.replace(" ", "_")
         data, out = args.out / "data" / slug, args.out / "results" / slug
@@ -76,16 +85,21 @@ def main() -> int:
         records = load_records(out)
         baseline = per_fold(records, BASELINE)
         new = {r.seed: 100 * r.metric(r.parsed_protocol.metric) for r in choose(records)}
-        old = {}
+        by_row = {(r.row, r.seed): r for r in records}
+        new_cost = [extraction(by_row[(r.chosen, r.seed)]) for r in choose(records)]
+        old, old_cost = {}, []
         for (_, _, seed), group in _candidates(records).items():  # the rule it replaced: the highest CV score
             top = min(group, key=lambda r: (-(r.cross_validation or 0.0), r.n_features or 0, r.row))
             old[seed] = 100 * top.metric(top.parsed_protocol.metric)
+            old_cost.append(extraction(top))
+        base_cost = [extraction(by_row[(BASELINE, seed)]) for seed in baseline]
         folds = sorted(baseline)
         cells = [name, str(classes * per_class), f"{np.mean([baseline[f] for f in folds]):.2f}"]
         for chosen in (new, old):
             a, b = [chosen[f] for f in folds], [baseline[f] for f in folds]
             p = 1.0 if np.allclose(a, b) else float(ttest_rel(a, b).pvalue)
             cells += [f"{np.mean(a):.2f} ({np.mean(a) - np.mean(b):+.2f})", f"{p:.2f}"]
+        cells.append(" / ".join(f"{np.mean(c):.1f}" for c in (base_cost, new_cost, old_cost)))
         rows = [r.chosen for r in choose(records)]
         cells.append(", ".join(f"{rows.count(r)}x {r}" for r in dict.fromkeys(rows)))
         print("| " + " | ".join(cells) + " |", flush=True)
