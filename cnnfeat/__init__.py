@@ -33,6 +33,7 @@ _EXPORTS = {
     "SIFTBoVW": "cnnfeat.extractors.sift_bovw",
     "ColorHistogram": "cnnfeat.extractors.color",
     "ExtractionReport": "cnnfeat.extractors.local",
+    "quiet_tensorflow": "cnnfeat.console",
     "RayEngine": "cnnfeat.engines",
     "FineTunedCNN": "cnnfeat.finetune",
     "CnnfeatError": "cnnfeat.exceptions",

@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-__all__ = ["is_startup_noise", "parse_command", "plain_text", "quiet_ray", "setup"]
+__all__ = ["is_startup_noise", "parse_command", "plain_text", "quiet_ray", "quiet_tensorflow", "setup"]
 
 #: native log lines of TensorFlow/XLA/absl that say nothing a user can act on
 _NOISE = re.compile(
@@ -78,8 +78,21 @@ def setup(verbose: bool = False) -> None:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if verbose:
-        return
+    if not verbose:
+        quiet_tensorflow()
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up lines (oneDNN, CUDA, cuInit, CPU features) off this process's stderr.
+
+    For library use, where cnnfeat does not touch stderr unless asked: call it before anything
+    imports TensorFlow. It sets ``TF_CPP_MIN_LOG_LEVEL=3`` where the user has not set it, and
+    filters descriptor 2 of the process (once) for the native lines that setting does not reach;
+    everything else on stderr passes. The commands call it unless ``-v`` is given.
+
+    >>> import cnnfeat
+    >>> cnnfeat.quiet_tensorflow()  # doctest: +SKIP
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. tf.function retracing notices while fine-tuning
     _filter_stderr()

@@ -84,6 +84,23 @@ def test_no_command_prints_tensorflow_start_up_noise(tmp_path: Path, image_tree:
         pytest.skip("this TensorFlow prints no start-up lines, so the quiet run proves nothing here")
 
 
+@pytest.mark.slow
+def test_library_use_is_quiet_when_asked_and_tensorflow_speaks_when_not(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = (
+        "import numpy as np, cnnfeat\n{}"
+        "cnnfeat.CNNFeatures(backbone='tiny_test', weights=None, runtime='keras').transform(np.zeros((2, 32, 32, 3), np.uint8))"
+    )
+    quiet = subprocess.run([sys.executable, "-c", code.format("cnnfeat.quiet_tensorflow()\n")], capture_output=True,
+                           text=True, cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert _noise(quiet.stderr) == []
+    plain = subprocess.run([sys.executable, "-c", code.format("")], capture_output=True, text=True, cwd=tmp_path, env=env,
+                           timeout=300)  # fmt: skip
+    if not _noise(plain.stderr):
+        pytest.skip("this TensorFlow prints no start-up lines, so the quiet run proves nothing here")
+
+
 def test_info_and_export_round_trip_in_the_order_of_the_index(
     image_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
