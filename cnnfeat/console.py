@@ -7,8 +7,10 @@ cuInit``) straight to file descriptor 2, before and regardless of Python's
 logging. ``TF_CPP_MIN_LOG_LEVEL`` silences only some of them, so a command
 that is not verbose also routes descriptor 2 through a filter thread that drops
 exactly those lines and passes everything else (Python warnings, errors, the
-progress bar) through unchanged. Only the command-line entry points call this;
-the library never touches the process's streams.
+progress bar) through unchanged. The command-line entry points do this; the
+library touches the process's streams only when asked, by :func:`quiet_tensorflow`
+(a library that replaced its host's descriptor 2 unasked would hide other programs'
+lines too).
 """
 
 from __future__ import annotations
