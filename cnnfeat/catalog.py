@@ -109,7 +109,8 @@ def _read_spec(name: str) -> str:
 
 def dataset_spec(name: str) -> dict[str, Any]:
     """The catalog entry (a fresh dict parsed from ``data_manifests/<name>.json``)."""
-    return json.loads(_read_spec(name))
+    entry: dict[str, Any] = json.loads(_read_spec(name))
+    return entry
 
 
 def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:

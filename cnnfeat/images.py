@@ -179,7 +179,7 @@ def declared_pixels(data: bytes) -> int:
             width, height = header.size
     except Exception:
         return 0
-    return max(0, width) * max(0, height)
+    return int(max(0, width) * max(0, height))
 
 
 class PixelBudget:
@@ -236,7 +236,7 @@ def _decode_jpeg_cv2(data: bytes, short_side: int, min_side: int) -> np.ndarray 
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if bgr is None or bgr.ndim != 3:
         return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 @functools.cache
@@ -290,10 +290,10 @@ def to_gray(image: np.ndarray, size: tuple[int, int] | None = None, max_side: in
         gray = np.clip(gray, 0, 255).astype(np.uint8)
     h, w = gray.shape
     if size is not None:
-        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if size[0] < w else cv2.INTER_LINEAR)
+        return np.asarray(cv2.resize(gray, size, interpolation=cv2.INTER_AREA if size[0] < w else cv2.INTER_LINEAR))
     if max_side is not None and max(h, w) > max_side:
         scale = max_side / max(h, w)
-        return cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        return np.asarray(cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA))
     return gray
 
 

@@ -147,7 +147,7 @@ def _load_mat(path: Path) -> dict[str, Any]:
 
     _require(path, "a MATLAB file of the official download")
     try:
-        return loadmat(path)
+        return dict(loadmat(path))
     except (MatReadError, ValueError, OSError, TypeError) as exc:
         raise DatasetError(f"{path}: not a readable MATLAB file ({exc})") from exc
 

@@ -131,8 +131,8 @@ class _Problem:
 
     def product(self, A: np.ndarray, exact: bool) -> np.ndarray:
         if exact:
-            return self.rows.Z @ A
-        return (self.rows.Z32 @ A.astype(np.float32)).astype(np.float64)
+            return np.asarray(self.rows.Z @ A)
+        return np.asarray(self.rows.Z32 @ A.astype(np.float32)).astype(np.float64)
 
     def value(self, L: np.ndarray, A: np.ndarray) -> tuple[float, np.ndarray]:
         """``G`` from the logits ``L`` and the weights, and the probabilities."""
@@ -226,7 +226,7 @@ def _two_loop(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray, float]], 
         q = q / D
     for (s, y, rho), alpha in zip(steps, reversed(alphas)):
         q += (alpha - rho * float(y @ q)) * s
-    return q
+    return np.asarray(q)
 
 
 def _extrapolate(
@@ -351,4 +351,4 @@ class PathSweep:
 
 def _predict(fit: PathFit, classes: np.ndarray, X: np.ndarray) -> np.ndarray:
     scores = X @ fit.coef.T + fit.intercept
-    return classes[(scores[:, 0] > 0).astype(int)] if fit.coef.shape[0] == 1 else classes[scores.argmax(axis=1)]
+    return np.asarray(classes[(scores[:, 0] > 0).astype(int)] if fit.coef.shape[0] == 1 else classes[scores.argmax(axis=1)])

@@ -325,7 +325,7 @@ def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tup
     """
     spec = get_backbone(name)
     base = _call_builder(spec, bool(spec.top_layers), None)
-    rows: list[tuple[str, tuple]] = [(t, (None, spec.feature_dim)) for t in POOL_TAPS]
+    rows: list[tuple[str, tuple[Any, ...]]] = [(t, (None, spec.feature_dim)) for t in POOL_TAPS]
     for layer in base.layers:
         if type(layer).__name__ == "InputLayer":
             continue

@@ -64,7 +64,7 @@ def quantized_graph(
     batches = [np.stack([load(p) for p in sample[i : i + batch_size]]) for i in range(0, len(sample), batch_size)]
     name = graph.meta.get("input_name", "rgb")
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no types
         def __init__(self) -> None:
             self._batches = iter(batches)
 

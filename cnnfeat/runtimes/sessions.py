@@ -39,7 +39,7 @@ class OnnxRuntimeSession:
         self.providers = self._session.get_providers()
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        return self._session.run(None, {self._input: np.asarray(x, dtype=np.float32)})
+        return list(self._session.run(None, {self._input: np.asarray(x, dtype=np.float32)}))
 
 
 def cpu_has_bf16() -> bool:

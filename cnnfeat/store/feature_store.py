@@ -300,7 +300,7 @@ class FeatureStore:
             return False
         wanted: dict[str, list[Any]] = {n: storable_texts(c) for n, c in index_table(paths, keys, columns).items()}
         wanted["row"] = [self._index.get(k, -1) if k else -1 for k in keys]
-        return stored == wanted
+        return bool(stored == wanted)
 
     def _write_run_index(self, f: Any) -> None:
         if self._run_index is not None:  # the rows the pending keys get in this merge

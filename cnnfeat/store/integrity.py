@@ -48,7 +48,7 @@ def reports_damage(method: Callable[..., Any]) -> Callable[..., Any]:
 def read_checked(ds: Any, selection: Any, path: Path | str, name: str) -> np.ndarray:
     """``ds[selection]``; a chunk whose checksum fails becomes a StoreCorruptError naming its rows."""
     try:
-        return ds[selection]
+        return np.asarray(ds[selection])
     except (RuntimeError, ValueError, KeyError) as exc:  # the dataset's own metadata is damaged
         raise StoreError(f"{path}: cannot read /{name} ({exc}); {UNREADABLE}") from exc
     except OSError as exc:

@@ -117,7 +117,7 @@ _ALLOWED: dict[tuple[str, str], Callable[..., Any] | type] = {
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only allow-listed globals and tensor storages."""
 
-    def __init__(self, file: BinaryIO, source: str, load_storage: Callable[[tuple], Any]) -> None:
+    def __init__(self, file: BinaryIO, source: str, load_storage: Callable[[tuple[Any, ...]], Any]) -> None:
         super().__init__(file)
         self._source = source
         self._load_storage = load_storage
@@ -138,7 +138,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._load_storage(pid)
 
 
-def _typed(pid: tuple) -> tuple[_StorageType, str]:
+def _typed(pid: tuple[Any, ...]) -> tuple[_StorageType, str]:
     storage_type, key = pid[1], str(pid[2])
     if not isinstance(storage_type, _StorageType):
         raise UnsafePickleError(f"storage type {storage_type!r} is not a tensor storage")
@@ -146,7 +146,7 @@ def _typed(pid: tuple) -> tuple[_StorageType, str]:
 
 
 def _load_legacy(f: BinaryIO, source: str) -> Any:
-    def no_storage(pid: tuple) -> Any:
+    def no_storage(pid: tuple[Any, ...]) -> Any:
         raise UnsafePickleError(f"{source}: unexpected tensor in the file header")
 
     # three header pickles: magic number, protocol version, sys_info dict
@@ -159,7 +159,7 @@ def _load_legacy(f: BinaryIO, source: str) -> Any:
 
     storages: dict[str, tuple[_StorageType, np.ndarray | None]] = {}
 
-    def register(pid: tuple) -> Any:
+    def register(pid: tuple[Any, ...]) -> Any:
         storage_type, key = _typed(pid)
         storages.setdefault(key, (storage_type, None))
         return _LazyStorage(storages, key)
@@ -195,7 +195,7 @@ def _load_zip(path: str, source: str) -> Any:
         if info.file_size > max(16 * info.compress_size, 1 << 20):
             raise WeightsError(f"{source}: data.pkl inflates to {info.file_size} bytes; refused")
 
-        def load(pid: tuple) -> np.ndarray:
+        def load(pid: tuple[Any, ...]) -> np.ndarray:
             storage_type, key = _typed(pid)
             try:
                 member = archive.getinfo(f"{prefix}data/{key}")
@@ -214,12 +214,12 @@ def _load_zip(path: str, source: str) -> Any:
 class _LazyStorage:
     """Placeholder for a legacy storage whose bytes follow the pickle in the file."""
 
-    def __init__(self, table: dict, key: str) -> None:
+    def __init__(self, table: dict[str, Any], key: str) -> None:
         self.table, self.key = table, key
 
 
 class _PendingTensor:
-    def __init__(self, storage: _LazyStorage, args: tuple) -> None:
+    def __init__(self, storage: _LazyStorage, args: tuple[Any, ...]) -> None:
         self.storage, self.args = storage, args
 
 
