@@ -37,6 +37,7 @@ import contextlib
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.normalize import NORMALIZER_STEPS
 from cnnfeat.probes import PROBES
 from cnnfeat.protocols import PROTOCOLS
+from cnnfeat.runner import FINETUNE, Record, RunSpec
+from cnnfeat.runner.spec import LEGACY_SOLVER
 from cnnfeat.suites import SUITES
 
 
@@ -162,12 +165,31 @@ def _user_datasets(values: list[str], screen: bool = True) -> list[Any]:
     return list(loaded.values())
 
 
+def solver_mismatch(runs: Sequence[RunSpec], existing: Sequence[Record]) -> str | None:
+    """Why ``--skip-existing`` reuses no record when the records of these runs exist with another solver, else None."""
+    keys = {run.key() for run in runs}
+    if not existing or any(r.key in keys for r in existing):
+        return None
+
+    def identity(r: RunSpec | Record) -> tuple[object, ...]:
+        return r.method, r.probe, r.dataset, r.protocol, r.seed, r.normalize, r.adapt
+
+    wanted = {identity(run) for run in runs}
+    other = sorted({r.solver or LEGACY_SOLVER for r in existing if identity(r) in wanted and r.probe != FINETUNE})
+    if not other or runs[0].solver in other:
+        return None
+    return (
+        f"the records here were made with --solver {' or '.join(other)}, this command fits with --solver "
+        f"{runs[0].solver}, so none is reused (add --solver {other[0]} to resume them)"
+    )
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_command(_parser(), argv, prog)
     from cnnfeat.catalog import configured_data_root, dataset_spec, list_datasets, present_folder
     from cnnfeat.methods import METHOD_PATTERNS
     from cnnfeat.report import write_report
-    from cnnfeat.runner import Record, RunSpec, expand, load_records, run_all
+    from cnnfeat.runner import expand, load_records, run_all
 
     if args.list_datasets:
         for name in list_datasets():
@@ -222,6 +244,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 2
     names = [getattr(d, "name", d) for d in datasets]
     print(f"{len(runs)} runs on {', '.join(names)} -> {args.out}", file=sys.stderr)
+    if args.skip_existing and (note := solver_mismatch(runs, load_records(args.out))):
+        print(f"note: {note}", file=sys.stderr)
 
     from tqdm import tqdm
 

@@ -310,3 +310,21 @@ def test_independent_runs_go_in_order_here_or_in_processes() -> None:
     elsewhere = list(map_in_order(_pid, range(6), jobs=2))
     assert len(elsewhere) == 6 and os.getpid() not in elsewhere
     assert list(map_in_order(abs, [-3, 2, -1], jobs=2)) == [3, 2, 1]
+
+
+def test_skip_existing_says_when_the_records_were_made_with_another_solver() -> None:
+    from cnnfeat.benchmark import solver_mismatch
+    from cnnfeat.suites import SUITES
+
+    best = SUITES["best"]
+    existing = load_records(Path(__file__).resolve().parents[1] / "results" / "office31_full_best")  # L-BFGS records
+
+    def runs(solver: str) -> list[RunSpec]:
+        return expand(best["methods"], ["logreg"], ["office31"], ["default"], [0], adapt=best["adapt"], normalize="none",
+                      solver=solver)  # fmt: skip
+
+    note = solver_mismatch(runs("path"), existing)
+    assert note is not None and "--solver lbfgs" in note and "none is reused" in note
+    assert solver_mismatch(runs("lbfgs"), existing) is None  # its footer's runs, as made: every record is reused
+    assert {r.key() for r in runs("lbfgs")} <= {r.key for r in existing}
+    assert solver_mismatch(runs("path"), []) is None
