@@ -18,21 +18,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from cnnfeat.runner import Record
 
 
 def main(argv: list[str] | None = None) -> int:
     from cnnfeat.runner import load_records
+    from cnnfeat.runner.records import run_identity
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old", type=Path, help="a results folder (its records/)")
     parser.add_argument("new", type=Path)
     args = parser.parse_args(argv)
-    old = {_identity(r): r for r in load_records(args.old) if r.ok}
-    new = {_identity(r): r for r in load_records(args.new) if r.ok}
+    old = {run_identity(r): r for r in load_records(args.old) if r.ok}
+    new = {run_identity(r): r for r in load_records(args.new) if r.ok}
     shared = [key for key in old if key in new]
     if not shared:
         print("no run in both folders", file=sys.stderr)
@@ -65,12 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print("| " + " | ".join(cells) + " |")
     return 0
-
-
-def _identity(record: Record) -> tuple[object, ...]:
-    """What makes two records the same run of a grid, whatever solver fitted them."""
-    r = record
-    return r.method, r.probe, r.dataset, r.protocol, r.seed, r.normalize, r.adapt
 
 
 if __name__ == "__main__":

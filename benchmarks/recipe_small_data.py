@@ -57,9 +57,10 @@ def per_fold(records: list, row: str) -> dict[int, float]:
 
 def extraction(record: object) -> float:
     """Seconds per 1,000 images the record's features took to extract (measured now or when they were cached)."""
-    from cnnfeat.tables import earlier_seconds_per_1k, extraction_seconds_per_1k
+    from cnnfeat.tables import known_seconds_per_1k
 
-    return extraction_seconds_per_1k(record) or earlier_seconds_per_1k(record) or float("nan")
+    seconds = known_seconds_per_1k(record)
+    return float("nan") if seconds is None else seconds
 
 
 def main() -> int:

@@ -49,7 +49,8 @@ from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.normalize import NORMALIZER_STEPS
 from cnnfeat.probes import PROBES
 from cnnfeat.protocols import PROTOCOLS
-from cnnfeat.runner import FINETUNE, Record, RunSpec
+from cnnfeat.runner import FINETUNE, Record, RecordStore, RunSpec
+from cnnfeat.runner.records import run_identity
 from cnnfeat.runner.spec import LEGACY_SOLVER
 from cnnfeat.suites import SUITES
 
@@ -170,12 +171,8 @@ def solver_mismatch(runs: Sequence[RunSpec], existing: Sequence[Record]) -> str 
     keys = {run.key() for run in runs}
     if not existing or any(r.key in keys for r in existing):
         return None
-
-    def identity(r: RunSpec | Record) -> tuple[object, ...]:
-        return r.method, r.probe, r.dataset, r.protocol, r.seed, r.normalize, r.adapt
-
-    wanted = {identity(run) for run in runs}
-    other = sorted({r.solver or LEGACY_SOLVER for r in existing if identity(r) in wanted and r.probe != FINETUNE})
+    wanted = {run_identity(run) for run in runs}
+    other = sorted({r.solver or LEGACY_SOLVER for r in existing if run_identity(r) in wanted and r.probe != FINETUNE})
     if not other or runs[0].solver in other:
         return None
     return (
@@ -244,7 +241,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 2
     names = [getattr(d, "name", d) for d in datasets]
     print(f"{len(runs)} runs on {', '.join(names)} -> {args.out}", file=sys.stderr)
-    if args.skip_existing and (note := solver_mismatch(runs, load_records(args.out))):
+    # nothing to resume: the folder's records may say why (read only then; a resumed run reads its own)
+    nothing_to_resume = args.skip_existing and not any(RecordStore(args.out).path(run.key()).is_file() for run in runs)
+    if nothing_to_resume and (note := solver_mismatch(runs, load_records(args.out))):
         print(f"note: {note}", file=sys.stderr)
 
     from tqdm import tqdm

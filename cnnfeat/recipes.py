@@ -197,13 +197,9 @@ def _cost_order(candidates: list[Record]) -> Callable[[Record], tuple[Any, ...]]
     """Cheapest first, by what the recipe costs on every new image: its features' extraction, in seconds per 1,000
     images where every candidate's is known, else fewer networks and narrower features. Among candidates that
     cost the same (one network's taps, another probe), the higher score; then the row's name."""
-    from cnnfeat.tables import earlier_seconds_per_1k, extraction_seconds_per_1k
+    from cnnfeat.tables import known_seconds_per_1k
 
-    def seconds(r: Record) -> float | None:
-        extraction = extraction_seconds_per_1k(r)
-        return earlier_seconds_per_1k(r) if extraction is None else extraction
-
-    timed = {r.row: seconds(r) for r in candidates}  # a split's candidates differ in their row
+    timed = {r.row: known_seconds_per_1k(r) for r in candidates}  # a split's candidates differ in their row
     if all(t is not None for t in timed.values()):
         return lambda r: (timed[r.row], -(r.cross_validation or 0.0), r.row)
     return lambda r: (len(r.features.networks), r.n_features or 0, -(r.cross_validation or 0.0), r.row)

@@ -44,13 +44,10 @@ def write_report(records: Sequence[Record], out: str | os.PathLike[str]) -> str:
 def _layer_figures(records: Sequence[Record], out: Path) -> None:
     """Accuracy per tap, and t-SNE maps of the earliest and latest tap, where a network was probed at 3+ taps."""
     from cnnfeat import plots
-    from cnnfeat.runner.embeddings import load_layer_maps
+    from cnnfeat.runner.embeddings import load_layer_maps, probed_at_several_taps
 
-    curves: dict[tuple[str, str], list[str]] = {}
-    for r in records:
-        method = Method.parse(r.method) if r.ok else None
-        if method is not None and method.kind == "cnn" and len(r.features.taps) >= 3:
-            curves.setdefault((r.dataset, method.backbone), r.features.taps)  # in the order the suite listed them
+    # each network's taps in the order the suite listed them (early to late)
+    curves = {group: record.features.taps for group, record in probed_at_several_taps(records).items()}
     for (dataset, backbone), taps in curves.items():
         mine = [r for r in records if r.dataset == dataset and _backbone_of(r.method) == backbone]
         plots.layer_curve(mine, out / f"layers_{dataset}_{backbone}.png", taps, title=f"{dataset}: probe accuracy per tap")

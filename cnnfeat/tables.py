@@ -37,6 +37,7 @@ __all__ = [
     "cell_costs",
     "extraction_seconds_per_1k",
     "footer_for",
+    "known_seconds_per_1k",
     "pivot",
     "results_markdown",
     "row_letters",
@@ -153,6 +154,12 @@ def earlier_seconds_per_1k(record: Record) -> float | None:
     """For features read from the cache: the seconds per 1,000 images measured when they were computed (all parts)."""
     values = [p.earlier_seconds_per_1k for p in record.features.networks]
     return float(sum(v for v in values if v is not None)) if values and all(v is not None for v in values) else None
+
+
+def known_seconds_per_1k(record: Record) -> float | None:
+    """A run's extraction seconds per 1,000 images: measured in the run, else when its cached features were computed."""
+    measured = extraction_seconds_per_1k(record)
+    return earlier_seconds_per_1k(record) if measured is None else measured
 
 
 def footer_for(records: Sequence[Record]) -> str:

@@ -22,7 +22,7 @@ from cnnfeat.methods import Method
 from cnnfeat.runner.features import FeatureBank
 from cnnfeat.runner.records import Record
 
-__all__ = ["LayerMaps", "embed_2d", "load_layer_maps", "write_layer_maps"]
+__all__ = ["LayerMaps", "embed_2d", "load_layer_maps", "probed_at_several_taps", "write_layer_maps"]
 
 #: images per map: t-SNE's cost grows with their square
 MAX_POINTS = 1500
@@ -55,7 +55,7 @@ def embed_2d(X: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.asarray(tsne.fit_transform(X))
 
 
-def _probed_at_several_taps(records: Sequence[Record]) -> dict[tuple[str, str], Record]:
+def probed_at_several_taps(records: Sequence[Record]) -> dict[tuple[str, str], Record]:
     """Per (dataset, backbone): a record of a network probed at three or more taps."""
     groups: dict[tuple[str, str], Record] = {}
     for r in records:
@@ -68,7 +68,7 @@ def _probed_at_several_taps(records: Sequence[Record]) -> dict[tuple[str, str], 
 def write_layer_maps(bank: FeatureBank, records: Sequence[Record], out: str | os.PathLike[str]) -> list[Path]:
     """The maps of every network the records probe at three or more taps, unless written before; returns their files."""
     written = []
-    for (dataset_name, backbone), record in _probed_at_several_taps(records).items():
+    for (dataset_name, backbone), record in probed_at_several_taps(records).items():
         path = Path(out) / "embeddings" / f"tsne_{dataset_name}_{backbone}.json"
         if path.is_file():
             continue

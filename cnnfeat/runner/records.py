@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnfeat.catalog import dataset_spec
 from cnnfeat.exceptions import ConfigError, DatasetError
@@ -22,7 +22,19 @@ from cnnfeat.files import atomic_write
 from cnnfeat.methods import Method
 from cnnfeat.protocols import Protocol
 
-__all__ = ["DataProvenance", "FeatureProvenance", "Record", "RecordStore", "Training", "load_records", "sort_records"]
+if TYPE_CHECKING:
+    from cnnfeat.runner.spec import RunSpec
+
+__all__ = [
+    "DataProvenance",
+    "FeatureProvenance",
+    "Record",
+    "RecordStore",
+    "Training",
+    "load_records",
+    "run_identity",
+    "sort_records",
+]
 
 
 def _written(obj: Any) -> dict[str, Any]:
@@ -250,6 +262,11 @@ def load_records(folder: str | os.PathLike[str]) -> list[Record]:
     folder = Path(folder)
     records_dir = folder / "records" if (folder / "records").is_dir() else folder
     return sort_records(Record.from_dict(json.loads(p.read_text())) for p in records_dir.glob("*.json"))
+
+
+def run_identity(run: RunSpec | Record) -> tuple[str, str, str, str, int, str, str]:
+    """What makes a run the same cell of a grid, whatever solver fitted it and whichever data digest it read."""
+    return run.method, run.probe, run.dataset, run.protocol, run.seed, run.normalize, run.adapt
 
 
 def sort_records(records: Iterable[Record]) -> list[Record]:
