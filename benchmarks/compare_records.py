@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 IGNORED = {
-    "probe_seconds", "seconds", "cross_validation_seconds", "reverse_validation_seconds", "fit_seconds", "command",
-    "machine", "n_cached", "n_computed", "earlier_seconds_per_1k", "traceback", "root",
+    "probe_seconds", "seconds", "cross_validation_seconds", "reverse_validation_seconds", "selection_seconds", "fit_seconds",
+    "command", "machine", "n_cached", "n_computed", "earlier_seconds_per_1k", "traceback", "root",
 }  # fmt: skip
 
 

@@ -49,9 +49,11 @@ from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.normalize import NORMALIZER_STEPS
 from cnnfeat.probes import PROBES
 from cnnfeat.protocols import PROTOCOLS
+from cnnfeat.recipes import DG_RULES
 from cnnfeat.runner import FINETUNE, Record, RecordStore, RunSpec
 from cnnfeat.runner.records import run_identity
 from cnnfeat.runner.spec import LEGACY_SOLVER
+from cnnfeat.selection import DEFAULT_SELECTOR, SELECTORS
 from cnnfeat.suites import SUITES
 
 
@@ -94,8 +96,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--choose-recipe",
         action=argparse.BooleanOptionalAction,
-        help="treat the runs as a recipe search: score each without test labels (reverse validation on a domain "
-        "shift) and add the row of the recipe chosen per split, and recipes.json (on in --suite best)",
+        help="treat the runs as a recipe search: score each without test labels and add the row of the recipe chosen "
+        "per split, and recipes.json (on in --suite best)",
+    )
+    p.add_argument(
+        "--select",
+        choices=SELECTORS.names(),
+        default=DEFAULT_SELECTOR,
+        help="a recipe search on a domain shift: how the adaptation is chosen without target labels: "
+        + SELECTORS.describe()
+        + " (default: %(default)s, the lowest measured regret)",
+    )
+    p.add_argument(
+        "--dg-validation",
+        choices=DG_RULES,
+        default=DG_RULES[0],
+        help="a recipe search under leave-one-domain-out: how the features are chosen (DomainBed's names): "
+        "training-domain (cross-validation on the pooled training domains) or leave-one-domain-out (each training "
+        "domain scored by the probe fitted on the others) (default: %(default)s)",
     )
     p.add_argument(
         "--on-error",
@@ -291,6 +309,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             engine=engine,
             jobs=args.jobs or (None if engine.distributed else 1),  # on a cluster: as many as it has CPUs
             choose_recipe=args.choose_recipe if args.choose_recipe is not None else suite.get("choose_recipe", False),
+            selector=args.select,
+            dg_validation=args.dg_validation,
         )
     bar.close()
     engine.close()

@@ -16,12 +16,11 @@ candidate's test accuracy as the row :data:`CHOSEN_ROW`:
    shift these are the labelled source images, and the runs without adaptation are compared (an
    adapted run's probe also sees pseudo-labelled target rows, which would flatter it). Where the
    folds cannot be made (one image of a class), the best validation accuracy stands in.
-2. On a domain shift, the adaptation, among the chosen features' runs: the highest
-   *reverse validation* accuracy (Zhong et al. 2010; used to select DANN's
-   hyper-parameters, Ganin et al. 2016). The recipe is fitted on 80 % of the labelled source
-   and the unlabelled target and labels the target; it is then fitted the other way round
-   (the pseudo-labelled target as its source, the source images unlabelled) and scored on the
-   20 % of the source it never saw. No target label is read.
+2. On a domain shift, the adaptation, among the chosen features' runs: the highest score of the
+   search's *selector* (``cnnfeat benchmark --select``; :mod:`cnnfeat.selection`), each
+   candidate fitted on 80 % of the labelled source and the unlabelled target. No target label is
+   read. Records made before selectors were named hold reverse validation's score (Zhong et al.
+   2010) and are chosen by it.
 
 Both scores are computed after the search, for the runs that need them (five fits at a
 fixed C per candidate; two fits per adaptation of the chosen features), so a search
@@ -48,19 +47,20 @@ from cnnfeat.runner.records import FeatureProvenance, Record
 
 __all__ = [
     "CHOSEN_ROW",
+    "DG_RULES",
     "choices",
     "choose",
     "cross_validation",
+    "dg_rule_of",
+    "features_rule_choices",
     "needing_cross_validation",
-    "needing_reverse_validation",
-    "reverse_validation",
+    "needing_selection",
+    "rule_choices",
+    "selector_of",
     "validation_score",
 ]
 
 CHOSEN_ROW = "recipe chosen on validation"
-
-#: (training rows, their labels, unlabelled rows, which rows are the source domain) -> a fitted classifier
-FitRows = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]
 
 
 def validation_score(model: Any) -> float | None:
@@ -74,13 +74,17 @@ def validation_score(model: Any) -> float | None:
     return float(model.val_scores_[chosen])
 
 
-def cross_validation(model: Any, choice: dict[str, Any], X: np.ndarray, y: np.ndarray, *, n_splits: int = 5) -> float | None:
+def cross_validation(
+    model: Any, choice: dict[str, Any], X: np.ndarray, y: np.ndarray, *, n_splits: int = 5, groups: np.ndarray | None = None
+) -> float | None:
     """Stratified k-fold accuracy of an unfitted probe (or pipeline ending in one) with its C or k fixed to ``choice``.
 
     The probe's parameters are set in place (``search="fixed"`` and ``C``, or ``ks``); the folds are
     seeded (0), so every candidate sees the same ones. None when a class has a single image.
+    With ``groups`` (each row's domain), one fold per group instead: each domain scored by the probe
+    fitted on the others (leave-one-domain-out validation); None with fewer than two groups.
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import LeaveOneGroupOut, StratifiedKFold, cross_val_score
 
     inner = model
     while hasattr(inner, "steps"):
@@ -89,53 +93,14 @@ def cross_validation(model: Any, choice: dict[str, Any], X: np.ndarray, y: np.nd
         inner.set_params(ks=(int(choice["k"]),))
     else:
         inner.set_params(search="fixed", C=float(choice["C"]))
+    if groups is not None:
+        if len(np.unique(groups)) < 2:
+            return None
+        return float(np.mean(cross_val_score(model, X, y, groups=groups, cv=LeaveOneGroupOut())))
     folds = min(n_splits, int(np.unique(y, return_counts=True)[1].min()))
     if folds < 2:
         return None
     return float(np.mean(cross_val_score(model, X, y, cv=StratifiedKFold(folds, shuffle=True, random_state=0))))
-
-
-def reverse_validation(
-    fit_rows: FitRows,
-    X: np.ndarray,
-    labels: np.ndarray,
-    train: np.ndarray,
-    unlabelled: np.ndarray,
-    is_source: np.ndarray,
-    *,
-    val_size: float = 0.2,
-    random_state: int = 0,
-) -> float:
-    """Reverse-validation accuracy of a domain-adaptation recipe: no target label is read.
-
-    Parameters
-    ----------
-    fit_rows : callable
-        ``fit_rows(rows, y, unlabelled, is_source)`` fits the recipe on ``X[rows]`` labelled ``y``
-        plus the unlabelled ``X[unlabelled]``, with ``is_source`` (a mask over ``X``) naming the
-        source domain, and returns the fitted classifier.
-    X, labels : arrays
-        All rows and their labels (only the labelled training rows' labels are read).
-    train, unlabelled : arrays of row indices
-        The labelled rows (source, and any labelled target) and the unlabelled target rows.
-    is_source : boolean array over ``X``
-        The source domain's rows.
-    """
-    from sklearn.model_selection import train_test_split
-
-    source = train[is_source[train]]
-    target_labelled = train[~is_source[train]]
-    _, counts = np.unique(labels[source], return_counts=True)
-    stratify = labels[source] if counts.min() >= 2 else None
-    fit, held_out = train_test_split(source, test_size=val_size, random_state=random_state, stratify=stratify)
-    forward = fit_rows(np.r_[fit, target_labelled], labels[np.r_[fit, target_labelled]], unlabelled, is_source)
-    pseudo = forward.predict(X[unlabelled])
-    # the other way round: the target (pseudo-labelled, and any labelled images) is the source now
-    reversed_rows, reversed_labels = np.r_[unlabelled, target_labelled], np.r_[pseudo, labels[target_labelled]]
-    if len(np.unique(reversed_labels)) < 2:  # the target got one label: the way back can only predict it
-        return float(np.mean(labels[held_out] == reversed_labels[0]))
-    backward = fit_rows(reversed_rows, reversed_labels, np.r_[fit, held_out], ~is_source)
-    return float(np.mean(backward.predict(X[held_out]) == labels[held_out]))
 
 
 def _split_of(record: Record) -> tuple[str, str, int]:
@@ -170,30 +135,52 @@ def _plain(group: list[Record]) -> list[Record]:
     return plain or group
 
 
-def _features_choice(group: list[Record]) -> Record:
+#: how a leave-one-domain-out search chooses its features (DomainBed's names): the pooled training domains'
+#: cross-validation, or each training domain scored by the probe fitted on the others
+DG_RULES = ("training-domain", "leave-one-domain-out")
+
+
+def dg_rule_of(group: Sequence[Record]) -> str:
+    """The rule a leave-one-domain-out search's runs name (records made before rules were named: training-domain)."""
+    return next((r.dg_validation for r in group if r.dg_validation), DG_RULES[0])
+
+
+def _is_lodo(group: Sequence[Record]) -> bool:
+    return group[0].parsed_protocol.name == "lodo"
+
+
+def _cv_score(group: Sequence[Record], rule: str | None = None) -> Callable[[Record], float | None]:
+    """The score step 1 ranks a split's candidates by: leave-one-domain-out validation where the rule says so."""
+    if _is_lodo(group) and (rule or dg_rule_of(group)) == "leave-one-domain-out":
+        return lambda r: r.domain_validation
+    return lambda r: r.cross_validation
+
+
+def _features_choice(group: list[Record], rule: str | None = None) -> Record:
     """Step 1: the cheapest candidate within one standard error of the best cross-validation score.
 
     Where a run has no cross-validation score, the best validation score (ties to the narrower features).
     """
     plain = _plain(group)
-    if not all(r.cross_validation is not None for r in plain):
+    score = _cv_score(group, rule)
+    if not all(score(r) is not None for r in plain):
         return _top(plain, lambda r: r.validation_score)
-    best = _top(plain, lambda r: r.cross_validation)
-    return min(_within_one_se(plain, best), key=_cost_order(plain))
+    best = _top(plain, score)
+    return min(_within_one_se(plain, best, score), key=_cost_order(plain, score))
 
 
-def _within_one_se(candidates: list[Record], best: Record) -> list[Record]:
+def _within_one_se(candidates: list[Record], best: Record, score: Callable[[Record], float | None]) -> list[Record]:
     """The candidates whose cross-validation accuracy is at most one standard error below the best's.
 
     The standard error is the binomial one of the best's accuracy over its training images, each of
     which the folds test once: ``sqrt(p (1 - p) / n)``.
     """
-    p, n = float(best.cross_validation or 0.0), max(int(best.n_train or 1), 1)
+    p, n = float(score(best) or 0.0), max(int(best.n_train or 1), 1)
     floor = p - math.sqrt(p * (1 - p) / n)
-    return [r for r in candidates if (r.cross_validation or 0.0) >= floor - 1e-12]
+    return [r for r in candidates if (score(r) or 0.0) >= floor - 1e-12]
 
 
-def _cost_order(candidates: list[Record]) -> Callable[[Record], tuple[Any, ...]]:
+def _cost_order(candidates: list[Record], score: Callable[[Record], float | None]) -> Callable[[Record], tuple[Any, ...]]:
     """Cheapest first, by what the recipe costs on every new image: its features' extraction, in seconds per 1,000
     images where every candidate's is known, else fewer networks and narrower features. Among candidates that
     cost the same (one network's taps, another probe), the higher score; then the row's name."""
@@ -201,8 +188,8 @@ def _cost_order(candidates: list[Record]) -> Callable[[Record], tuple[Any, ...]]
 
     timed = {r.row: known_seconds_per_1k(r) for r in candidates}  # a split's candidates differ in their row
     if all(t is not None for t in timed.values()):
-        return lambda r: (timed[r.row], -(r.cross_validation or 0.0), r.row)
-    return lambda r: (len(r.features.networks), r.n_features or 0, -(r.cross_validation or 0.0), r.row)
+        return lambda r: (timed[r.row], -(score(r) or 0.0), r.row)
+    return lambda r: (len(r.features.networks), r.n_features or 0, -(score(r) or 0.0), r.row)
 
 
 def needing_cross_validation(records: Sequence[Record]) -> list[Record]:
@@ -211,7 +198,13 @@ def needing_cross_validation(records: Sequence[Record]) -> list[Record]:
     for group in _candidates(records).values():
         plain = _plain(group)
         if len({r.row for r in plain}) > 1:  # a choice to make
-            wanted += [r for r in plain if not r.cross_validated and (r.C is not None or r.k is not None)]
+            lodo = _is_lodo(group)  # both rules' scores, so that either can choose
+            wanted += [
+                r
+                for r in plain
+                if (not r.cross_validated or (lodo and r.domain_validation is None and not r.cross_validation_error))
+                and (r.C is not None or r.k is not None)
+            ]
     return wanted
 
 
@@ -226,22 +219,91 @@ def _adaptations(group: list[Record], features: Record) -> list[Record]:
     return family if _is_shift(group) and len({r.adapt for r in family}) > 1 else []
 
 
+def selector_of(group: Sequence[Record]) -> str:
+    """The selector a search's runs name (records made before selectors were named: reverse validation)."""
+    return next((r.selector for r in group if r.selector), "reverse")
+
+
+def _pending(record: Record, selector: str) -> bool:
+    """Not scored yet: no score under ``selector``, no selection made, no error recorded."""
+    return record.selection_score(selector) is None and record.selection is None and record.selection_error is None
+
+
 def _best(group: list[Record]) -> Record | None:
     """The chosen run; None while the chosen features' adaptations are not all scored (an unfinished search)."""
     features = _features_choice(group)
     adaptations = _adaptations(group, features)
     if not adaptations:
         return features
-    scored = [r for r in adaptations if r.reverse_validation is not None]
-    return _top(scored, lambda r: r.reverse_validation) if len(scored) == len(adaptations) else None
+    selector = selector_of(group)
+    if any(_pending(r, selector) for r in adaptations):
+        return None
+    return _selected(adaptations, selector, features)
 
 
-def needing_reverse_validation(records: Sequence[Record]) -> list[Record]:
+def _selected(family: list[Record], selector: str, fallback: Record) -> Record:
+    """The run ``selector`` scores highest (``fallback`` where it could score none)."""
+    scored = [r for r in family if r.selection_score(selector) is not None]
+    return _top(scored, lambda r: r.selection_score(selector)) if scored else fallback
+
+
+def needing_selection(records: Sequence[Record]) -> list[Record]:
     """The runs step 2 must score: on each shift, the chosen features' runs, where they differ in adaptation."""
     wanted = []
     for group in _candidates(records).values():
-        wanted += [r for r in _adaptations(group, _features_choice(group)) if r.reverse_validation is None]
+        selector = selector_of(group)
+        wanted += [
+            r for r in _adaptations(group, _features_choice(group)) if r.selection_score(selector) is None and r.selection is None
+        ]
     return wanted
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleChoices:
+    """What each rule would choose among one shift's adaptations of the chosen features: its target accuracies.
+
+    ``by_selector`` maps a selector to the accuracy of the run it scores highest; ``fixed`` maps an
+    adaptation to its own run's accuracy; ``oracle`` is the best of them (what test labels would choose).
+    """
+
+    dataset: str
+    protocol: str
+    seed: int
+    oracle: float
+    by_selector: dict[str, float]
+    fixed: dict[str, float]
+
+
+def rule_choices(records: Sequence[Record], selectors: Sequence[str]) -> list[RuleChoices]:
+    """Per shift of a recipe search, every selector's and every fixed adaptation's choice (for their regret).
+
+    Only the splits whose candidates are all scored by every selector in ``selectors`` are kept.
+    """
+    found = []
+    for (dataset, protocol, seed), group in _candidates(records).items():
+        family = _adaptations(group, _features_choice(group))
+        if not family or any(r.selection_score(s) is None and r.selection is None for r in family for s in selectors):
+            continue
+        features = _features_choice(group)
+        by_selector = {selector: _selected(family, selector, features).metric("accuracy") for selector in selectors}
+        fixed = {r.adapt: r.metric("accuracy") for r in family}
+        found.append(RuleChoices(dataset, protocol, seed, max(fixed.values()), by_selector, fixed))
+    return found
+
+
+def features_rule_choices(records: Sequence[Record]) -> list[RuleChoices]:
+    """Per split of a leave-one-domain-out search, each of :data:`DG_RULES`'s choice of features (for their regret).
+
+    Only the splits whose candidates hold both rules' scores are kept; the oracle is the best candidate.
+    """
+    found = []
+    for (dataset, protocol, seed), group in _candidates(records).items():
+        plain = _plain(group)
+        if not _is_lodo(group) or any(r.cross_validation is None or r.domain_validation is None for r in plain):
+            continue
+        by_rule = {rule: _features_choice(group, rule).metric("accuracy") for rule in DG_RULES}
+        found.append(RuleChoices(dataset, protocol, seed, max(r.metric("accuracy") for r in plain), by_rule, {}))
+    return found
 
 
 def choose(records: Sequence[Record]) -> list[Record]:
@@ -265,7 +327,9 @@ def choose(records: Sequence[Record]) -> list[Record]:
         # the search's cost is every candidate's: each probe fitted and scored, each network's features extracted
         networks = {p.fingerprint: p for r in group for p in r.features.networks}
         seconds = sum(
-            t or 0.0 for r in group for t in (r.probe_seconds, r.cross_validation_seconds, r.reverse_validation_seconds)
+            t or 0.0
+            for r in group
+            for t in (r.probe_seconds, r.cross_validation_seconds, r.reverse_validation_seconds, r.selection_seconds)
         )
         chosen.append(
             dataclasses.replace(
@@ -296,9 +360,16 @@ def choices(records: Sequence[Record]) -> list[dict[str, Any]]:
         entry["validation_scores"] = {r.row: r.validation_score for r in ranked}
         crossed = sorted((r for r in group if r.cross_validation is not None), key=lambda r: -(r.cross_validation or 0.0))
         entry["cross_validation"] = {r.row: r.cross_validation for r in crossed}
+        if _is_lodo(group):
+            entry["dg_validation"] = dg_rule_of(group)
+            entry["domain_validation"] = {r.row: r.domain_validation for r in crossed if r.domain_validation is not None}
         if _is_shift(group):
             entry["features_chosen_on_source_validation"] = features.row
-            family = [r for r in _family(group, features) if r.reverse_validation is not None]
-            entry["reverse_validation"] = {r.row: r.reverse_validation for r in family}
+            selector = selector_of(group)
+            family = _family(group, features)
+            entry["selector"] = selector
+            entry["adaptation_scores"] = {r.row: r.selection_score(selector) for r in family}
+            if any(r.selection for r in family):
+                entry["selection"] = {r.row: r.selection for r in family if r.selection}
         found.append(entry)
     return found

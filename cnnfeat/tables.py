@@ -164,7 +164,7 @@ def known_seconds_per_1k(record: Record) -> float | None:
 
 def footer_for(records: Sequence[Record]) -> str:
     """How the table was made: the command(s), protocols, seeds, versions and machine."""
-    from cnnfeat.recipes import choose
+    from cnnfeat.recipes import choose, dg_rule_of
 
     ok = [r for r in records if r.ok]
     if not ok:
@@ -189,6 +189,10 @@ def footer_for(records: Sequence[Record]) -> str:
         counts = Counter(r.chosen for r in chosen).most_common()
         each = ", ".join(f"`{row}` on {n}" for row, n in counts)
         lines.append(f"Recipe chosen on validation, of {len(chosen)} splits: {each}.")
+        if selector := next((r.selector for r in ok if r.selector and r.parsed_protocol.is_domain_shift), None):
+            lines.append(f"Adaptation chosen without target labels by the selector `{selector}` (`--select`).")
+        if lodo := [r for r in ok if r.recipe_search and r.parsed_protocol.name == "lodo"]:  # DomainBed: name the rule
+            lines.append(f"Model selection under leave-one-domain-out: {dg_rule_of(lodo)} validation (`--dg-validation`).")
     lines.append(f"Versions: {versions}; machine: {first.machine or '?'}.")
     return "\n".join(lines)
 

@@ -478,6 +478,20 @@ def _reads_differently(path: Path, clean: Path, dataset: str) -> bool:
 # ---------------------------------------------------------------------------- small helpers of the tests
 
 
+def translated_domains(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, labels and a source mask: three classes; the target is the source moved by a large random offset.
+
+    Source-only classifiers fail on the target; self-labelling adaptation (SPL) recovers it.
+    """
+    rng = np.random.default_rng(seed)
+    d, n = 10, 300
+    y = rng.integers(0, 3, 2 * n)
+    centres = rng.normal(0, 3, (3, d))
+    X = centres[y] + rng.normal(0, 1, (2 * n, d))
+    X[n:] += rng.normal(0, 5, d)
+    return X, y, np.arange(2 * n) < n
+
+
 def make_image(path: Path, seed: int, size: tuple[int, int] = (48, 40), fmt: str | None = None) -> Path:
     """Write a random-but-smooth RGB image (a colour gradient plus noise)."""
     from PIL import Image

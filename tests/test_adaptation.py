@@ -9,10 +9,13 @@ from cnnfeat.adaptation import (
     CORAL,
     BalancedDistributionAdaptation,
     FeatureAugmentation,
+    LinearOTMapping,
     SelectivePseudoLabeling,
     SubspaceAlignment,
+    TransferComponentAnalysis,
     split_domains,
 )
+from cnnfeat.adaptation.mapping import skada
 from cnnfeat.exceptions import ConfigError
 
 
@@ -54,7 +57,7 @@ def test_subspace_alignment_of_identical_domains_is_the_pca_classifier() -> None
     xs, ys, _, _ = _shifted(0)
     model = SubspaceAlignment(n_components=5)
     score = _fit_score(model, xs, ys, xs.copy(), ys)
-    np.testing.assert_allclose(np.abs(model.alignment_), np.eye(5), atol=1e-6)  # M = Ps^T Pt = I up to signs
+    np.testing.assert_allclose(np.abs(model.adapter_.M_), np.eye(5), atol=1e-6)  # M = Ps^T Pt = I up to signs
     baseline = make_pipeline(PCA(5, random_state=0), LogisticRegression(max_iter=2000)).fit(xs, ys).score(xs, ys)
     assert abs(score - baseline) < 0.02
 
@@ -78,7 +81,17 @@ def test_feature_augmentation_uses_labelled_target_rows() -> None:
     assert model.score(xt[30:], yt[30:]) > 0.6
 
 
-@pytest.mark.parametrize("adaptation", [CORAL, SubspaceAlignment, BalancedDistributionAdaptation, SelectivePseudoLabeling])
+@pytest.mark.parametrize(
+    "adaptation",
+    [
+        CORAL,
+        SubspaceAlignment,
+        TransferComponentAnalysis,
+        LinearOTMapping,
+        BalancedDistributionAdaptation,
+        SelectivePseudoLabeling,
+    ],
+)
 def test_without_domain_each_is_its_plain_classifier(adaptation: type) -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -186,3 +199,106 @@ def test_selective_pseudo_labelling_keeps_labelled_target_rows_and_needs_no_targ
     y = np.r_[ys, yt[:30], -np.ones(len(xt) - 30, int)]
     model = SelectivePseudoLabeling(n_components=5).fit(np.r_[xs, xt], y, domain=[0] * len(xs) + [1] * len(xt))
     assert len(model.pseudo_labels_) == len(xt) - 30 and model.score(xt, yt) > 0.9
+
+
+def _centred_pair(n: int = 600, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-sized domains, each centred on zero, with different (well-conditioned) covariances."""
+    rng = np.random.default_rng(seed)
+    xs = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    xt = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    ys = (xs[:, 0] > 0).astype(int)
+    return xs - xs.mean(axis=0), ys, xt - xt.mean(axis=0)
+
+
+def test_coral_agrees_with_skadas_where_the_two_are_one_method() -> None:
+    """Centred domains, no ridge: the same whitening and re-colouring, the same predictions."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys, xt = _centred_pair()
+    ours = CORAL(LogisticRegression(), regularization=1e-12)
+    ours.fit(np.r_[xs, xt], np.r_[ys, -np.ones(len(xt), int)], domain=[0] * len(xs) + [1] * len(xt))
+    theirs = skada().CORALAdapter(reg=None).fit(np.r_[xs, xt], sample_domain=np.r_[np.ones(len(xs)), -2 * np.ones(len(xt))])
+    np.testing.assert_allclose(ours.transform_, theirs.cov_source_inv_sqrt_ @ theirs.cov_target_sqrt_, rtol=1e-6, atol=1e-9)
+    mapped = theirs.transform(xs, sample_domain=np.ones(len(xs)), allow_source=True)
+    np.testing.assert_allclose(ours.adapted_rows(xs, source=True), mapped, rtol=1e-6, atol=1e-9)
+    skada_predictions = LogisticRegression().fit(mapped, ys).predict(theirs.transform(xt, sample_domain=-2 * np.ones(len(xt))))
+    np.testing.assert_array_equal(ours.predict(xt), skada_predictions)
+
+
+def test_coral_keeps_its_ridge_where_skadas_covariances_are_singular() -> None:
+    """Why cnnfeat's CORAL stays: CNN features of a few hundred images have more dimensions than rows."""
+    rng = np.random.default_rng(0)
+    xs, xt = rng.normal(size=(40, 80)), rng.normal(size=(40, 80)) * 2
+    ys = np.arange(40) % 2
+    marks = np.r_[np.ones(40), -2 * np.ones(40)]
+    with np.errstate(all="ignore"):
+        theirs = skada().CORALAdapter(reg=None).fit(np.r_[xs, xt], sample_domain=marks)
+        assert not np.isfinite(theirs.cov_source_inv_sqrt_).all()
+    ours = CORAL().fit(np.r_[xs, xt], np.r_[ys, -np.ones(40, int)], domain=[0] * 40 + [1] * 40)
+    assert np.isfinite(ours.transform_).all()
+
+
+def test_subspace_alignment_is_fernandos_method_as_cnnfeat_wrote_it() -> None:
+    """skada's adapter against the formulas cnnfeat used before it: PCA bases, M = Ps^T Pt, Xs Ps M and Xt Pt."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys, xt, yt = _shifted(4)
+    model = SubspaceAlignment(LogisticRegression(), n_components=4)
+    _fit_score(model, xs, ys, xt, yt)
+    source_pca, target_pca = PCA(4, random_state=0).fit(xs), PCA(4, random_state=0).fit(xt)
+    alignment = source_pca.components_ @ target_pca.components_.T
+    np.testing.assert_allclose(model.adapted_rows(xs, source=True), source_pca.transform(xs) @ alignment, atol=1e-8)
+    np.testing.assert_allclose(model.adapted_rows(xt), target_pca.transform(xt), atol=1e-8)
+    by_hand = LogisticRegression().fit(source_pca.transform(xs) @ alignment, ys).predict(target_pca.transform(xt))
+    np.testing.assert_array_equal(model.predict(xt), by_hand)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_linear_ot_mapping_undoes_a_shift_of_mean_and_covariance(seed: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys, xt, yt = _shifted(seed)
+    xt = xt + 20.0  # and a translation CORAL does not see
+    source_only = LogisticRegression(max_iter=2000).fit(xs, ys).score(xt, yt)
+    mapped = _fit_score(LinearOTMapping(), xs, ys, xt, yt)
+    coral = _fit_score(CORAL(), xs, ys, xt, yt)
+    assert source_only < 0.6 and coral < 0.6 and mapped > 0.7, (source_only, coral, mapped)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (
+            lambda: TransferComponentAnalysis(n_components=3),
+            lambda: skada().TransferComponentAnalysisAdapter(kernel="linear", n_components=3, mu=0.1),
+        ),
+        (lambda: LinearOTMapping(), lambda: skada().LinearOTMappingAdapter(reg=1.0)),
+    ],
+    ids=["tca", "ot"],
+)
+def test_the_skada_adaptations_train_their_probe_on_skadas_map(ours, theirs) -> None:
+    """The wrapper adds the domain marks and the probe; the map is skada's, fitted on both domains' rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys, xt, yt = _shifted(5)
+    model = ours().set_params(estimator=LogisticRegression())
+    _fit_score(model, xs, ys, xt, yt)
+    marks = np.r_[np.ones(len(xs)), -2 * np.ones(len(xt))]
+    adapter = theirs().fit(np.r_[xs, xt], sample_domain=marks)
+    source_rows = adapter.transform(xs, sample_domain=np.ones(len(xs)), allow_source=True)
+    target_rows = adapter.transform(xt, sample_domain=-2 * np.ones(len(xt)))
+    np.testing.assert_allclose(model.adapted_rows(xs, source=True), source_rows, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(model.predict(xt), LogisticRegression().fit(source_rows, ys).predict(target_rows))
+
+
+def test_the_skada_adaptations_use_labelled_target_rows_and_leave_scikit_learns_settings_alone() -> None:
+    import sklearn
+
+    xs, ys, xt, yt = _shifted(2)
+    X, y = np.r_[xs, xt], np.r_[ys, yt[:30], -np.ones(len(xt) - 30, int)]
+    domain = ["source"] * len(xs) + ["target"] * len(xt)
+    for model in (TransferComponentAnalysis(n_components=5), LinearOTMapping(), SubspaceAlignment(n_components=5)):
+        model.fit(X, y, domain=domain)
+        assert model.estimator_.classes_.tolist() == [0, 1] and len(model.predict(xt)) == len(xt)
+    assert sklearn.get_config()["enable_metadata_routing"] is False  # import skada switches it on; we do not

@@ -15,8 +15,10 @@ from cnnfeat.adaptation import (
     CORAL,
     BalancedDistributionAdaptation,
     FeatureAugmentation,
+    LinearOTMapping,
     SelectivePseudoLabeling,
     SubspaceAlignment,
+    TransferComponentAnalysis,
 )
 from cnnfeat.extractors.color import ColorHistogram
 from cnnfeat.extractors.hog import HOGFeatures
@@ -33,6 +35,8 @@ from cnnfeat.probes import KNNProbe, SweptLinearClassifier
         KNNProbe(ks=(1, 3)),
         CORAL(),
         SubspaceAlignment(n_components=2),
+        TransferComponentAnalysis(n_components=2),
+        LinearOTMapping(),
         FeatureAugmentation(),
         BalancedDistributionAdaptation(n_components=2, n_iter=2),
         SelectivePseudoLabeling(n_components=2, n_iter=2),

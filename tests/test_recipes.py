@@ -1,4 +1,4 @@
-"""Choosing a recipe without test labels: reverse validation, the choice per split, and --suite best end to end."""
+"""Choosing a recipe without test labels: the choice per split, and --suite best end to end (selectors: test_selection)."""
 
 from __future__ import annotations
 
@@ -10,66 +10,20 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from cnnfeat.adaptation import SelectivePseudoLabeling
 from cnnfeat.recipes import (
     CHOSEN_ROW,
     choices,
     choose,
     cross_validation,
     needing_cross_validation,
-    needing_reverse_validation,
-    reverse_validation,
+    needing_selection,
     validation_score,
 )
 from cnnfeat.runner import Record
-from tests.support import make_image
+from cnnfeat.selection import DEFAULT_SELECTOR
+from tests.support import make_image, translated_domains
 
-
-def _translated(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Three classes; the target is the source moved by a large random offset (source-only fails there)."""
-    rng = np.random.default_rng(seed)
-    d, n = 10, 300
-    y = rng.integers(0, 3, 2 * n)
-    centres = rng.normal(0, 3, (3, d))
-    X = centres[y] + rng.normal(0, 1, (2 * n, d))
-    X[n:] += rng.normal(0, 5, d)
-    return X, y, np.arange(2 * n) < n
-
-
-def _fit_rows(make):
-    def fit(rows, y, unlabelled, is_source):
-        model = make()
-        if not isinstance(model, SelectivePseudoLabeling):  # no adaptation: the labelled rows only
-            return model.fit(X[rows], y)
-        both = np.r_[rows, unlabelled]
-        labels = np.r_[y, -np.ones(len(unlabelled), int)]
-        return model.fit(X[both], labels, domain=np.where(is_source[both], "source", "target"))
-
-    return fit
-
-
-X, y, is_source = _translated(1)
-
-
-def test_reverse_validation_reads_no_target_label_and_tells_a_good_recipe_from_a_degenerate_one() -> None:
-    from sklearn.dummy import DummyClassifier
-
-    train, unlabelled = np.flatnonzero(is_source), np.flatnonzero(~is_source)
-    hidden = y.copy()
-    hidden[unlabelled] = -7  # a read of a target label would change a score
-    spl = _fit_rows(lambda: SelectivePseudoLabeling(n_components=5))
-    score = reverse_validation(spl, X, hidden, train, unlabelled, is_source)
-    assert score == reverse_validation(spl, X, y, train, unlabelled, is_source) and score > 0.9
-    constant = _fit_rows(lambda: DummyClassifier(strategy="most_frequent"))
-    assert reverse_validation(constant, X, hidden, train, unlabelled, is_source) < 0.5
-
-
-def test_reverse_validation_cannot_see_a_plain_linear_probes_errors() -> None:
-    """Its known blind spot, kept in view: labels made by a linear model are learned back by one."""
-    train, unlabelled = np.flatnonzero(is_source), np.flatnonzero(~is_source)
-    plain = _fit_rows(lambda: LogisticRegression(max_iter=2000))
-    target_accuracy = plain(train, y[train], unlabelled, is_source).score(X[unlabelled], y[unlabelled])
-    assert target_accuracy < 0.8 and reverse_validation(plain, X, y, train, unlabelled, is_source) > 0.95
+X, y, is_source = translated_domains(1)
 
 
 def test_validation_score_is_the_probes_own_at_its_chosen_value() -> None:
@@ -150,7 +104,7 @@ def test_the_cheapest_within_one_standard_error_is_chosen_by_measured_seconds_wh
     assert choose(runs)[0].chosen == "big"  # 4 points below is not
 
 
-def test_on_a_shift_features_come_from_source_validation_and_the_adaptation_from_reverse_validation() -> None:
+def test_on_a_shift_records_without_a_selector_choose_the_adaptation_by_their_reverse_validation() -> None:
     shift = {"protocol": "full:amazon->webcam"}
     runs = [
         _record("a", 0.90, 0.70, adapt="none", **shift),
@@ -159,18 +113,32 @@ def test_on_a_shift_features_come_from_source_validation_and_the_adaptation_from
         _record("b", 0.80, 0.90, adapt="spl", row="b + spl", **shift),
         _record("b", 0.80, 0.74, adapt="coral", row="b + coral", **shift),
     ]
-    assert [r.row for r in needing_reverse_validation(runs)] == ["b", "b + spl", "b + coral"]
+    assert [r.row for r in needing_selection(runs)] == ["b", "b + spl", "b + coral"]
     assert choose(runs) == [] and choices(runs)[0]["chosen"] is None  # not scored yet: nothing is chosen
     for row, score in (("b", 0.6), ("b + spl", 0.8), ("b + coral", 0.7)):
         next(r for r in runs if r.row == row).reverse_validation = score
-    assert needing_reverse_validation(runs) == []
+    assert needing_selection(runs) == []
     assert choose(runs)[0].chosen == "b + spl" and choose(runs)[0].accuracy == 0.90
     (entry,) = choices(runs)
-    assert entry["features_chosen_on_source_validation"] == "b" and set(entry["reverse_validation"]) == {
-        "b",
-        "b + spl",
-        "b + coral",
-    }
+    assert entry["features_chosen_on_source_validation"] == "b" and entry["selector"] == "reverse"
+    assert entry["adaptation_scores"] == {"b": 0.6, "b + spl": 0.8, "b + coral": 0.7}
+
+
+def test_on_a_shift_the_adaptation_is_the_one_the_searchs_selector_scores_highest() -> None:
+    shift = {"protocol": "full:amazon->webcam", "selector": "clusters"}
+    runs = [
+        _record("b", 0.95, 0.72, adapt="none", **shift),
+        _record("b", 0.80, 0.90, adapt="spl", row="b + spl", **shift),
+        _record("b", 0.80, 0.74, adapt="coral", row="b + coral", **shift),
+    ]
+    for row, reverse, clusters in (("b", 0.9, 0.5), ("b + spl", 0.7, 0.8), ("b + coral", 0.8, None)):
+        next(r for r in runs if r.row == row).selection = {"reverse": reverse, "clusters": clusters}
+    assert needing_selection(runs) == []
+    assert choose(runs)[0].chosen == "b + spl"  # reverse validation would have taken "b"
+    runs[1].selection = None  # one candidate not scored yet: no choice
+    assert choose(runs) == [] and [r.row for r in needing_selection(runs)] == ["b + spl"]
+    runs[1].selection_error = "ValueError: no"  # a candidate that cannot be scored is not a candidate
+    assert choose(runs)[0].chosen == "b"
 
 
 @pytest.fixture
@@ -191,7 +159,7 @@ def domain_tree(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_suite_best_on_a_users_domain_tree_scores_by_reverse_validation_and_adds_the_chosen_row(
+def test_suite_best_on_a_users_domain_tree_scores_the_adaptations_without_target_labels_and_adds_the_chosen_row(
     domain_tree: Path, tmp_path: Path
 ) -> None:
     from cnnfeat.benchmark import main
@@ -226,12 +194,23 @@ def test_suite_best_on_a_users_domain_tree_scores_by_reverse_validation_and_adds
             for r in mine
             if r["method"] == next(p for p in plain if p["row"] == c["features_chosen_on_source_validation"])["method"]
         ]
-        assert {r["row"] for r in family} == set(c["reverse_validation"]) and len(family) == 2
-        assert all(0 <= r["reverse_validation"] <= 1 and r["reverse_validation_seconds"] > 0 for r in family)
-        assert all("reverse_validation" not in r for r in mine if r not in family)  # only the chosen features' runs
-        assert c["chosen"] == max(family, key=lambda r: (r["reverse_validation"], r["adapt"] == "none"))["row"]
+        assert {r["row"] for r in family} == set(c["adaptation_scores"]) and len(family) == 2
+        assert c["selector"] == DEFAULT_SELECTOR and all(r["selector"] == DEFAULT_SELECTOR for r in mine)
+        assert all(0 <= r["selection"]["reverse"] <= 1 and r["selection_seconds"] > 0 for r in family)
+        assert all("selection" not in r for r in mine if r not in family)  # only the chosen features' runs
+        assert c["chosen"] == max(family, key=lambda r: (r["selection"][DEFAULT_SELECTOR], r["adapt"] == "none"))["row"]
     table = (out / "table.md").read_text()
     assert f"| {CHOSEN_ROW} |" in table and "extract s/1k img" in table
+    assert f"by the selector `{DEFAULT_SELECTOR}`" in table
+    # another selector: the same records, every score kept, nothing fitted again
+    before = {p.name: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
+    assert main([*args, "--select", "reverse", "--skip-existing"]) == 0
+    after = {p.name: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
+    assert all(after[n]["selector"] == "reverse" for n in after)
+    assert all(after[n].get("selection") == before[n].get("selection") for n in after)
+    assert all(after[n]["probe_seconds"] == before[n]["probe_seconds"] for n in after)
+    assert all(c["selector"] == "reverse" for c in json.loads((out / "recipes.json").read_text()))
+    assert "by the selector `reverse`" in (out / "table.md").read_text()
 
 
 @pytest.mark.slow
@@ -274,3 +253,37 @@ def test_a_search_without_a_shift_scores_by_the_probes_validation_and_a_rerun_re
     run_all(runs, tmp_path / "scored", cache=tmp_path / "c", loaded=[pets], choose_recipe=True,
             on_score=lambda what, done, total: seen.append((what, done, total)))  # fmt: skip
     assert seen == [("cross-validation of the candidates", d, 2) for d in range(3)]  # 2 methods, fold 0
+
+
+def test_under_leave_one_domain_out_the_named_rule_chooses_the_features() -> None:
+    from cnnfeat.recipes import dg_rule_of, features_rule_choices
+
+    lodo = {"protocol": "lodo:amazon", "n_train": 1000, "C": 1.0, "cross_validation_seconds": 1.0}
+    runs = [
+        _record("a", 0.9, 0.60, cross_validation=0.95, domain_validation=0.70, **lodo),
+        _record("b", 0.9, 0.70, cross_validation=0.90, domain_validation=0.80, **lodo),
+    ]
+    assert dg_rule_of(runs) == "training-domain" and choose(runs)[0].chosen == "a"  # records without a rule
+    for r in runs:
+        r.dg_validation = "leave-one-domain-out"
+    assert choose(runs)[0].chosen == "b"
+    (entry,) = choices(runs)
+    assert entry["dg_validation"] == "leave-one-domain-out" and entry["domain_validation"] == {"a": 0.70, "b": 0.80}
+    (rules,) = features_rule_choices(runs)
+    assert rules.oracle == 0.70 and rules.by_selector == {"training-domain": 0.60, "leave-one-domain-out": 0.70}
+    runs[1].domain_validation = None  # a run the new rule has not scored: scored again, not chosen around
+    assert [r.row for r in needing_cross_validation(runs)] == ["b"] and features_rule_choices(runs) == []
+
+
+def test_leave_one_domain_out_validation_scores_each_domain_with_the_others() -> None:
+    from cnnfeat.probes import SweptLinearClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 4))
+    labels = (X[:, 0] > 0).astype(int)
+    domains = np.repeat(["a", "b", "c"], 30)
+    X[domains == "c", 0] *= -1  # domain c has its classes the other way round: the others cannot predict it
+    score = cross_validation(SweptLinearClassifier(), {"C": 1.0}, X, labels, groups=domains)
+    pooled = cross_validation(SweptLinearClassifier(), {"C": 1.0}, X, labels)
+    assert score is not None and pooled is not None and score < 0.5 < pooled
+    assert cross_validation(SweptLinearClassifier(), {"C": 1.0}, X, labels, groups=np.full(90, "a")) is None

@@ -8,8 +8,12 @@ features. Without ``domain`` every method is its plain classifier.
 
 - :class:`CORAL` (Sun, Feng & Saenko 2016): whiten the source features with their
   covariance, re-colour them with the target's; the target stays as it is.
-- :class:`SubspaceAlignment` (Fernando et al. 2013): align the source PCA basis
+- :class:`SubspaceAlignment` (Fernando et al. 2013, skada's): align the source PCA basis
   to the target's with ``M = Ps^T Pt``; train on ``Xs Ps M``, predict on ``Xt Pt``.
+- :class:`TransferComponentAnalysis` (Pan et al. 2011, skada's): a kernel embedding of both
+  domains that shrinks their mean discrepancy.
+- :class:`LinearOTMapping` (Flamary et al. 2019, skada's): the optimal-transport map between the
+  domains' Gaussian fits, applied to the source rows.
 - :class:`FeatureAugmentation` (Daumé III 2007, "frustratingly easy"): source rows
   become ``[x, x, 0]`` and target rows ``[x, 0, x]``; for a few labelled target images.
 - :class:`BalancedDistributionAdaptation` (Wang et al. 2017; JDA, Long et al. 2013): a
@@ -28,7 +32,8 @@ Examples
 """
 
 from cnnfeat.adaptation._base import ADAPTATIONS, AdaptationKind, register_adaptation, split_domains
-from cnnfeat.adaptation.alignment import CORAL, FeatureAugmentation, SubspaceAlignment
+from cnnfeat.adaptation.alignment import CORAL, FeatureAugmentation
+from cnnfeat.adaptation.mapping import LinearOTMapping, SubspaceAlignment, TransferComponentAnalysis
 from cnnfeat.adaptation.projection import BalancedDistributionAdaptation, SelectivePseudoLabeling
 
 __all__ = [
@@ -37,8 +42,10 @@ __all__ = [
     "AdaptationKind",
     "BalancedDistributionAdaptation",
     "FeatureAugmentation",
+    "LinearOTMapping",
     "SelectivePseudoLabeling",
     "SubspaceAlignment",
+    "TransferComponentAnalysis",
     "register_adaptation",
     "split_domains",
 ]

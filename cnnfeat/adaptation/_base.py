@@ -68,12 +68,6 @@ def split_domains(y: np.ndarray, domain: Any, n: int) -> tuple[np.ndarray, np.nd
     return source & labelled, target & labelled, target
 
 
-def _sqrtm(c: np.ndarray, inverse: bool = False) -> np.ndarray:
-    values, vectors = np.linalg.eigh(c)
-    values = np.clip(values, 1e-12, None)
-    return (vectors * (values ** (-0.5 if inverse else 0.5))) @ vectors.T
-
-
 class _Adapted(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Shared parts: the wrapped classifier, input checking, prediction through ``_target_view``."""
 
@@ -82,6 +76,19 @@ class _Adapted(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _target_view(self, X: np.ndarray) -> np.ndarray:
         return X
+
+    def _source_view(self, X: np.ndarray) -> np.ndarray:
+        return self._target_view(X)
+
+    def adapted_rows(self, X: Any, *, source: bool = False) -> np.ndarray:
+        """Rows as the wrapped classifier sees them: mapped as source-domain rows, or (default) as target rows.
+
+        Model selection without target labels scores the classifier on held-out source rows and on
+        the target rows, each in its own domain's view.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return self._source_view(X) if source else self._target_view(X)
 
     def _finish(self, Z: np.ndarray, y: np.ndarray) -> _Adapted:
         self.estimator_ = self._classifier().fit(Z, y)

@@ -22,7 +22,7 @@ from cnnfeat.runner.features import ProbeJob
 from cnnfeat.runner.records import Training
 from cnnfeat.runner.spec import FINETUNE, RunSpec
 
-__all__ = ["Failure", "build_classifier", "cross_validation_fields", "fit_rows", "probe_fields", "reverse_validation_fields"]
+__all__ = ["Failure", "build_classifier", "cross_validation_fields", "fit_rows", "probe_fields", "selection_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,36 +120,43 @@ def probe_fields(job: ProbeJob | Failure) -> dict[str, Any]:
 
 
 def cross_validation_fields(item: tuple[ProbeJob | Failure, float | None, int | None]) -> dict[str, Any]:
-    """A recipe search's first score of a run: k-fold accuracy on its training rows at its chosen C or k."""
+    """A recipe search's first score of a run: k-fold accuracy on its training rows at its chosen C or k (and, under
+    leave-one-domain-out, the accuracy on each training domain of the probe fitted on the others)."""
     from cnnfeat.recipes import cross_validation
 
     job, C, k = item
     if isinstance(job, Failure):  # its features failed: nothing to score
         return {"cross_validation": None, "cross_validation_error": job.error}
     started = time.perf_counter()
+    train = job.split.train
+    found: dict[str, Any] = {}
     try:
-        score = cross_validation(build_classifier(job.run), {"C": C, "k": k}, job.X[job.split.train], job.labels[job.split.train])
+        found["cross_validation"] = cross_validation(build_classifier(job.run), {"C": C, "k": k}, job.X[train], job.labels[train])
+        if job.run.parsed_protocol.name == "lodo":  # each training domain scored by the probe fitted on the others
+            found["domain_validation"] = cross_validation(
+                build_classifier(job.run), {"C": C, "k": k}, job.X[train], job.labels[train], groups=job.domains[train]
+            )
     except Exception as exc:  # the run itself stands; the choice falls back to the validation scores
         logger.warning("cross-validation of %s failed: %s", job.run, exc)
         return {"cross_validation": None, "cross_validation_error": f"{type(exc).__name__}: {exc}"}
-    return {"cross_validation": score, "cross_validation_seconds": time.perf_counter() - started}
+    return found | {"cross_validation_seconds": time.perf_counter() - started}
 
 
-def reverse_validation_fields(item: tuple[ProbeJob | Failure, float | None, int | None]) -> dict[str, Any]:
-    """A recipe search's second score of a domain-shift run (:func:`cnnfeat.recipes.reverse_validation`)."""
-    from cnnfeat.recipes import reverse_validation
+def selection_fields(item: tuple[ProbeJob | Failure, float | None, int | None]) -> dict[str, Any]:
+    """A recipe search's second score of a domain-shift run: every selector's (:func:`cnnfeat.selection.selection_scores`)."""
+    from cnnfeat.selection import selection_scores
 
     job = item[0]
     if isinstance(job, Failure):  # its features failed: nothing to score
-        return {"reverse_validation_error": job.error}
+        return {"selection_error": job.error}
     started = time.perf_counter()
     run = job.run
     try:
-        score = reverse_validation(
+        scores = selection_scores(
             lambda rows, y, unlabelled, source: fit_rows(run, job.X, rows, y, unlabelled, source),
             job.X, job.labels, job.split.train, job.split.unlabelled, is_source(run, job.domains),
         )  # fmt: skip
     except Exception as exc:  # the run itself stands; it is only not a candidate for the adaptation
-        logger.warning("reverse validation of %s failed: %s", run, exc)
-        return {"reverse_validation_error": f"{type(exc).__name__}: {exc}"}
-    return {"reverse_validation": score, "reverse_validation_seconds": time.perf_counter() - started}
+        logger.warning("scoring %s for the choice of adaptation failed: %s", run, exc)
+        return {"selection_error": f"{type(exc).__name__}: {exc}"}
+    return {"selection": scores, "selection_seconds": time.perf_counter() - started}

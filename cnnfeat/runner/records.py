@@ -174,6 +174,17 @@ class Record:
     reverse_validation: float | None = None
     reverse_validation_error: str | None = None
     reverse_validation_seconds: float | None = None
+    #: leave-one-domain-out protocol: the accuracy on each training domain of the probe fitted on the others, averaged
+    domain_validation: float | None = None
+    #: leave-one-domain-out protocol: the rule that chooses the features (cnnfeat.recipes.DG_RULES; records without it:
+    #: training-domain validation)
+    dg_validation: str | None = None
+    #: on a domain shift, the rule that chooses the adaptation (cnnfeat.selection; records without it: reverse)
+    selector: str | None = None
+    #: every selector's score of this run (cnnfeat.selection.selection_scores)
+    selection: dict[str, float | None] | None = None
+    selection_error: str | None = None
+    selection_seconds: float | None = None
     # a recipe search's chosen row (cnnfeat.recipes.choose), never written: the run it chose and among how many
     chosen: str | None = None
     candidates: int | None = None
@@ -188,6 +199,12 @@ class Record:
     def cross_validated(self) -> bool:
         """Whether the recipe search's cross-validation has scored this run (a score of None included)."""
         return self.cross_validation_seconds is not None or self.cross_validation_error is not None
+
+    def selection_score(self, selector: str) -> float | None:
+        """This run's score under ``selector``; older records hold reverse validation's in its own field."""
+        if self.selection is not None and selector in self.selection:
+            return self.selection[selector]
+        return self.reverse_validation if selector == "reverse" else None
 
     @property
     def parsed_protocol(self) -> Protocol:

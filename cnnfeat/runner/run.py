@@ -12,7 +12,7 @@ from cnnfeat.catalog import Dataset
 from cnnfeat.extractors.local import ExtractionEngine
 from cnnfeat.runner.embeddings import write_layer_maps
 from cnnfeat.runner.features import FeatureBank, ProbeJob
-from cnnfeat.runner.fitting import Failure, cross_validation_fields, probe_fields, reverse_validation_fields
+from cnnfeat.runner.fitting import Failure, cross_validation_fields, probe_fields, selection_fields
 from cnnfeat.runner.provenance import machine_description, versions
 from cnnfeat.runner.records import Record, RecordStore
 from cnnfeat.runner.spec import RunSpec
@@ -44,6 +44,8 @@ def run_all(
     engine: ExtractionEngine | None = None,
     jobs: int | None = 1,
     choose_recipe: bool = False,
+    selector: str | None = None,
+    dg_validation: str | None = None,
 ) -> list[Record]:
     """Run ``runs`` and write one JSON record each under ``out/records``; returns the records.
 
@@ -62,8 +64,11 @@ def run_all(
 
     ``choose_recipe`` marks the runs as candidates of a recipe search (:mod:`cnnfeat.recipes`):
     after them, each split's candidates are scored by cross-validation on their training rows
-    and, on a domain shift, the adaptations of the features chosen so are scored by reverse
-    validation; the report adds the chosen recipe's row. ``on_score(what, done, total)`` follows
+    and, on a domain shift, the adaptations of the features chosen so are scored without target
+    labels, and chosen by ``selector`` (:mod:`cnnfeat.selection`; default
+    :data:`~cnnfeat.selection.DEFAULT_SELECTOR`); under leave-one-domain-out the features are chosen by
+    ``dg_validation`` (:data:`cnnfeat.recipes.DG_RULES`; default training-domain validation). The report
+    adds the chosen recipe's row. ``on_score(what, done, total)`` follows
     that scoring (``done=0`` as each kind of score starts).
     """
     from cnnfeat.engines.parallel import map_in_order
@@ -80,10 +85,20 @@ def run_all(
     )
     found_versions, machine = versions(), machine_description()
     records: list[Record] = []
+    if choose_recipe:
+        from cnnfeat.recipes import DG_RULES
+        from cnnfeat.selection import DEFAULT_SELECTOR
+
+        selector, dg_validation = selector or DEFAULT_SELECTOR, dg_validation or DG_RULES[0]
+    if not choose_recipe:
+        selector = dg_validation = None
     todo: list[tuple[RunSpec, Record]] = []
     for run in runs:
         earlier = store.get(run.key()) if skip_existing else None
         if earlier is not None and earlier.ok and (earlier.recipe_search or not choose_recipe):
+            if choose_recipe and (earlier.selector, earlier.dg_validation) != (selector, dg_validation):
+                earlier = dataclasses.replace(earlier, selector=selector, dg_validation=dg_validation)  # another rule now
+                store.write(earlier)
             records.append(earlier)
             if on_run:
                 on_run(run, earlier)
@@ -92,6 +107,7 @@ def run_all(
             key=run.key(), method=run.method, probe=run.probe, dataset=run.dataset, protocol=run.protocol, seed=run.seed,
             normalize=run.normalize, adapt=run.adapt, data_digest=run.data_digest, solver=run.solver, row=run.row,
             column=run.column, command=command, recipe_search=choose_recipe, versions=found_versions, machine=machine,
+            selector=selector, dg_validation=dg_validation,
         )  # fmt: skip
         todo.append((run, record))
 
@@ -127,13 +143,13 @@ def _score_candidates(
     jobs: int | None,
     on_score: Callable[[str, int, int], None] | None,
 ) -> list[Record]:
-    """A recipe search's scores (:mod:`cnnfeat.recipes`): cross-validation, then reverse validation on a shift."""
+    """A recipe search's scores (:mod:`cnnfeat.recipes`): cross-validation, then every selector's on a shift."""
     from cnnfeat.engines.parallel import map_in_order
-    from cnnfeat.recipes import needing_cross_validation, needing_reverse_validation
+    from cnnfeat.recipes import needing_cross_validation, needing_selection
 
     for what, needing, score in (
         ("cross-validation of the candidates", needing_cross_validation, cross_validation_fields),
-        ("reverse validation of the adaptations", needing_reverse_validation, reverse_validation_fields),
+        ("scoring the adaptations without target labels", needing_selection, selection_fields),
     ):
         wanted = needing(records)
         if on_score and wanted:
