@@ -54,7 +54,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "probes": ["logreg", "knn"],
         "normalize": ["none", "power+l2"],
         "protocols": ["default"],
-        "adapt": ["none", "coral", "spl"],
+        "adapt": ["none", "coral", "ot", "spl"],
         "seeds": [0, 1, 2, 3, 4],
         "choose_recipe": True,
     },

@@ -12,8 +12,7 @@ LAYERS: list[set[str]] = [
     {"exceptions", "config", "files", "registry"},
     {"weights", "backbones", "images", "store", "inputs", "download", "catalog", "layouts"},
     {"runtimes", "protocols", "splits", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export"}
-    | {"finetune", "logistic_stream", "model_file", "knn_probe"},
-    {"selection"},
+    | {"finetune", "logistic_stream", "model_file", "knn_probe", "selection"},
     {"engines", "runner", "recipes", "tables", "plots", "suites", "report", "answer", "html_report"},
     {"console", "cli", "extract", "benchmark", "data", "train", "predict", "__main__"},
 ]

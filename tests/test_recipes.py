@@ -206,7 +206,7 @@ def test_suite_best_on_a_users_domain_tree_scores_the_adaptations_without_target
     before = {p.name: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
     assert main([*args, "--select", "reverse", "--skip-existing"]) == 0
     after = {p.name: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
-    assert all(after[n]["selector"] == "reverse" for n in after)
+    assert all(after[n]["selector"] == "reverse" and "--select reverse" in after[n]["command"] for n in after)
     assert all(after[n].get("selection") == before[n].get("selection") for n in after)
     assert all(after[n]["probe_seconds"] == before[n]["probe_seconds"] for n in after)
     assert all(c["selector"] == "reverse" for c in json.loads((out / "recipes.json").read_text()))

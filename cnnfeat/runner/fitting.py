@@ -119,30 +119,36 @@ def probe_fields(job: ProbeJob | Failure) -> dict[str, Any]:
         return Failure.of(job.run, exc).fields()
 
 
-def cross_validation_fields(item: tuple[ProbeJob | Failure, float | None, int | None]) -> dict[str, Any]:
+#: a run's job, its chosen C and k, and whether its k-fold score is in its record already
+ScoreItem = tuple[ProbeJob | Failure, float | None, int | None, bool]
+
+
+def cross_validation_fields(item: ScoreItem) -> dict[str, Any]:
     """A recipe search's first score of a run: k-fold accuracy on its training rows at its chosen C or k (and, under
-    leave-one-domain-out, the accuracy on each training domain of the probe fitted on the others)."""
+    leave-one-domain-out, the accuracy on each training domain of the probe fitted on the others). A run already
+    cross-validated gets only what it lacks, so that its recorded score stays as it was made."""
     from cnnfeat.recipes import cross_validation
 
-    job, C, k = item
+    job, C, k, scored = item
     if isinstance(job, Failure):  # its features failed: nothing to score
         return {"cross_validation": None, "cross_validation_error": job.error}
     started = time.perf_counter()
     train = job.split.train
+    X, labels, choice = job.X[train], job.labels[train], {"C": C, "k": k}
     found: dict[str, Any] = {}
     try:
-        found["cross_validation"] = cross_validation(build_classifier(job.run), {"C": C, "k": k}, job.X[train], job.labels[train])
+        if not scored:
+            found["cross_validation"] = cross_validation(build_classifier(job.run), choice, X, labels)
         if job.run.parsed_protocol.name == "lodo":  # each training domain scored by the probe fitted on the others
-            found["domain_validation"] = cross_validation(
-                build_classifier(job.run), {"C": C, "k": k}, job.X[train], job.labels[train], groups=job.domains[train]
-            )
+            found["domain_validation"] = cross_validation(build_classifier(job.run), choice, X, labels, groups=job.domains[train])
     except Exception as exc:  # the run itself stands; the choice falls back to the validation scores
         logger.warning("cross-validation of %s failed: %s", job.run, exc)
-        return {"cross_validation": None, "cross_validation_error": f"{type(exc).__name__}: {exc}"}
-    return found | {"cross_validation_seconds": time.perf_counter() - started}
+        error = {"cross_validation_error": f"{type(exc).__name__}: {exc}"}
+        return error if scored else error | {"cross_validation": None}
+    return found if scored else found | {"cross_validation_seconds": time.perf_counter() - started}
 
 
-def selection_fields(item: tuple[ProbeJob | Failure, float | None, int | None]) -> dict[str, Any]:
+def selection_fields(item: ScoreItem) -> dict[str, Any]:
     """A recipe search's second score of a domain-shift run: every selector's (:func:`cnnfeat.selection.selection_scores`)."""
     from cnnfeat.selection import selection_scores
 

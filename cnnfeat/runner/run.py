@@ -97,7 +97,8 @@ def run_all(
         earlier = store.get(run.key()) if skip_existing else None
         if earlier is not None and earlier.ok and (earlier.recipe_search or not choose_recipe):
             if choose_recipe and (earlier.selector, earlier.dg_validation) != (selector, dg_validation):
-                earlier = dataclasses.replace(earlier, selector=selector, dg_validation=dg_validation)  # another rule now
+                # the search now chooses by another rule: this command is the one that makes its table
+                earlier = dataclasses.replace(earlier, selector=selector, dg_validation=dg_validation, command=command)
                 store.write(earlier)
             records.append(earlier)
             if on_run:
@@ -154,7 +155,7 @@ def _score_candidates(
         wanted = needing(records)
         if on_score and wanted:
             on_score(what, 0, len(wanted))
-        items = ((job(specs[r.key]), r.C, r.k) for r in wanted)
+        items = ((job(specs[r.key]), r.C, r.k, r.cross_validated) for r in wanted)
         scored: dict[str, Record] = {}
         for r, fields in zip(wanted, map_in_order(score, items, engine=engine, jobs=jobs)):
             scored[r.key] = dataclasses.replace(r, **fields)
