@@ -109,11 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dg-validation",
-        choices=DG_RULES,
-        default=DG_RULES[0],
+        choices=DG_RULES.names(),
+        default="training-domain",
         help="a recipe search under leave-one-domain-out: how the features are chosen (DomainBed's names): "
-        "training-domain (cross-validation on the pooled training domains) or leave-one-domain-out (each training "
-        "domain scored by the probe fitted on the others) (default: %(default)s)",
+        + DG_RULES.describe()
+        + " (default: %(default)s)",
     )
     p.add_argument(
         "--on-error",

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnfeat.registry import Registry
 from cnnfeat.runner.records import FeatureProvenance, Record
 
 __all__ = [
@@ -135,14 +136,23 @@ def _plain(group: list[Record]) -> list[Record]:
     return plain or group
 
 
-#: how a leave-one-domain-out search chooses its features (DomainBed's names): the pooled training domains'
-#: cross-validation, or each training domain scored by the probe fitted on the others
-DG_RULES = ("training-domain", "leave-one-domain-out")
+#: how a leave-one-domain-out search chooses its features (DomainBed's names) -> the score a run is ranked by
+DG_RULES = Registry[Callable[[Record], float | None]]("model-selection rule")
+DG_RULES.add(
+    "training-domain",
+    lambda r: r.cross_validation,
+    help="cross-validation on the pooled training domains",
+)
+DG_RULES.add(
+    "leave-one-domain-out",
+    lambda r: r.domain_validation,
+    help="each training domain scored by the probe fitted on the others",
+)
 
 
 def dg_rule_of(group: Sequence[Record]) -> str:
     """The rule a leave-one-domain-out search's runs name (records made before rules were named: training-domain)."""
-    return next((r.dg_validation for r in group if r.dg_validation), DG_RULES[0])
+    return next((r.dg_validation for r in group if r.dg_validation), "training-domain")
 
 
 def _is_lodo(group: Sequence[Record]) -> bool:
@@ -150,9 +160,9 @@ def _is_lodo(group: Sequence[Record]) -> bool:
 
 
 def _cv_score(group: Sequence[Record], rule: str | None = None) -> Callable[[Record], float | None]:
-    """The score step 1 ranks a split's candidates by: leave-one-domain-out validation where the rule says so."""
-    if _is_lodo(group) and (rule or dg_rule_of(group)) == "leave-one-domain-out":
-        return lambda r: r.domain_validation
+    """The score step 1 ranks a split's candidates by: under leave-one-domain-out, the rule's."""
+    if _is_lodo(group):
+        return DG_RULES.get(rule or dg_rule_of(group))
     return lambda r: r.cross_validation
 
 

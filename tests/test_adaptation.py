@@ -180,6 +180,19 @@ def test_selective_pseudo_labelling_undoes_a_shift_that_defeats_source_only(seed
     assert model.projection_.shape == (10, 5)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_spl_on_principal_components_of_wide_rows_keeps_the_adaptation(seed: int) -> None:
+    """``spl-pca``: the rows, embedded in 400 dimensions, reduced to 20 principal components first."""
+    xs, ys, xt, yt = _translated(seed)
+    embed = np.random.default_rng(seed).normal(size=(xs.shape[1], 400))
+    xs, xt = xs @ embed, xt @ embed
+    reduced = SelectivePseudoLabeling(n_components=5, pca_components=20)
+    full = SelectivePseudoLabeling(n_components=5)
+    assert _fit_score(reduced, xs, ys, xt, yt) > max(0.9, _fit_score(full, xs, ys, xt, yt) - 0.03)
+    assert reduced.reduction_.shape == (400, 20) and reduced.projection_.shape == (20, 5)
+    assert full.reduction_ is None and full.projection_.shape == (400, 5)
+
+
 def test_selection_is_per_predicted_class_and_grows_to_every_row() -> None:
     from cnnfeat.adaptation.projection import _select_per_class
 

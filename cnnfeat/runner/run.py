@@ -86,10 +86,9 @@ def run_all(
     found_versions, machine = versions(), machine_description()
     records: list[Record] = []
     if choose_recipe:
-        from cnnfeat.recipes import DG_RULES
         from cnnfeat.selection import DEFAULT_SELECTOR
 
-        selector, dg_validation = selector or DEFAULT_SELECTOR, dg_validation or DG_RULES[0]
+        selector, dg_validation = selector or DEFAULT_SELECTOR, dg_validation or "training-domain"
     if not choose_recipe:
         selector = dg_validation = None
     todo: list[tuple[RunSpec, Record]] = []
