@@ -50,19 +50,19 @@ class Evidence:
 
     ``classifier`` predicts rows already in the candidate's views: ``source_rows`` (held-out
     labelled source rows, labels ``source_codes`` as indices into ``classifier.classes_``) and
-    ``target_rows`` (the unlabelled target rows). ``reverse`` is the reverse-validation accuracy.
+    ``target_rows`` (the unlabelled target rows); ``raw_target_rows`` are those before any adaptation
+    (for scores that must not depend on a candidate's views). ``reverse`` is the reverse-validation accuracy.
     """
 
     classifier: Any
     source_rows: np.ndarray
     source_codes: np.ndarray
     target_rows: np.ndarray
+    raw_target_rows: np.ndarray
     reverse: float
-    #: the unlabelled target rows before any adaptation, for scores that must not depend on the candidate's views
-    raw_target_rows: np.ndarray | None = None
 
 
-#: the selector with the lowest measured regret (docs/adaptation.md, benchmarks/selector_regret.py)
+#: the selector with the lowest measured regret (docs/results.md, benchmarks/selector_regret.py)
 DEFAULT_SELECTOR = "clusters"
 
 #: selector name -> its score of a candidate (higher is better); ``--select`` accepts these names
@@ -117,7 +117,7 @@ def _skada_score(scorer_name: str, evidence: Evidence, **params: Any) -> float:
         estimator = (
             Pipeline([("rows", FunctionTransformer()), ("probe", rows)]) if scorer_name == "DeepEmbeddedValidation" else rows
         )
-        return float(scorer._score(None, estimator, X, y, sample_domain=domains))
+        return float(scorer(estimator, X, y, sample_domain=domains))
 
 
 def _reverse(evidence: Evidence) -> float:
@@ -136,8 +136,6 @@ def target_clusters(rows: np.ndarray, n_clusters: int) -> np.ndarray:
 def _clusters(evidence: Evidence) -> float:
     from sklearn.metrics import normalized_mutual_info_score
 
-    if evidence.raw_target_rows is None:
-        raise ValueError("the clusters selector needs the target rows before adaptation")
     predicted = np.asarray(evidence.classifier.predict(evidence.target_rows))
     clusters = target_clusters(evidence.raw_target_rows, len(evidence.classifier.classes_))
     return float(normalized_mutual_info_score(clusters, predicted))
