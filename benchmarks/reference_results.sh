@@ -86,13 +86,20 @@ FINETUNE=("finetune:efficientnet_lite0/head?head=mlp" "finetune:efficientnet_lit
 BEST=("${BENCH[@]}" --suite best --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}/recipes")
 "${BEST[@]}" --datasets scene15 --out results/scene15_best                                    # 5 splits
 "${BEST[@]}" --datasets flowers17 --probes logreg svm knn --seeds 0 1 2 --out results/flowers17_best   # its 3 splits
-"${BEST[@]}" --datasets office31 --probes logreg --normalize none --out results/office31_full_best    # six shifts
+"${BEST[@]}" --datasets office31 --probes logreg --normalize none --select clusters \
+    --out results/office31_full_best    # six shifts; the adaptation chosen by the clusters selector (issue 29)
 # S and ST, 5 splits: the two networks' features, the adaptation chosen per split (two probes at once: --jobs 2)
 "${BEST[@]}" --datasets office31 --protocol sampled sampled_st --probes logreg --normalize none --jobs 2 \
     --methods "cnn:efficientnet_lite0/block6d_add,pool+cnn:efficientnet_lite2/block6e_add,pool" \
     --out results/office31_sampled_best
 # leave one domain out (multi-source domain generalisation; no target image seen): the same search, one run per held-out domain
-"${BEST[@]}" --datasets office31 --protocol lodo --out results/office31_lodo_best
+"${BEST[@]}" --datasets office31 --protocol lodo --dg-validation training-domain --out results/office31_lodo_best
+# the choice of adaptation without target labels (issue 29): every selector's scores of the candidates, sampled
+# protocol, with the path solver; benchmarks/selector_regret.py turns these records and the full protocol's into regrets
+"${PATH_BENCH[@]}" --suite best --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}/recipes" --datasets office31 \
+    --protocol sampled sampled_st --probes logreg --normalize none --select clusters --seeds 0 1 \
+    --methods "cnn:efficientnet_lite0/block6d_add,pool+cnn:efficientnet_lite2/block6e_add,pool" \
+    --out results/office31_sampled_select
 # the path solver (issue 26): two committed tables remade with it (the tables above were made with --solver lbfgs,
 # scikit-learn's, before it existed); benchmarks/compare_solvers.py compares them run by run
 "${PATH_BENCH[@]}" --datasets scene15 --methods "$LITE0" hog --probes logreg --seeds 0 1 2 3 4 --out results/scene15_path

@@ -27,19 +27,19 @@ from cnnfeat.runner import load_records
 from cnnfeat.selection import DEFAULT_SELECTOR, SELECTORS
 
 
-def _group(choice: RuleChoices) -> str:
+def _group(folder: str, choice: RuleChoices) -> str:
     name = choice.protocol.split(":")[0]
-    return {"full": "full", "sampled": "sampled S", "sampled_st": "sampled ST"}.get(name, name)
+    return f"`{folder}` " + {"full": "full", "sampled": "sampled S", "sampled_st": "sampled ST"}.get(name, name)
 
 
-def regret_table(choices: list[RuleChoices]) -> str:
-    """Markdown: a row per rule, per protocol group its mean regret, worst regret and mean accuracy."""
+def regret_table(choices: list[tuple[str, RuleChoices]]) -> str:
+    """Markdown: a row per rule, per results folder and protocol its mean regret, worst regret and mean accuracy."""
     groups: dict[str, list[RuleChoices]] = defaultdict(list)
-    for c in choices:
-        groups[_group(c)].append(c)
-    groups["all"] = list(choices)
+    for folder, c in choices:
+        groups[_group(folder, c)].append(c)
+    groups["all"] = [c for _, c in choices]
     rules = [f"selector `{s}`" + (" (default)" if s == DEFAULT_SELECTOR else "") for s in SELECTORS]
-    adaptations = sorted({a for c in choices for a in c.fixed}, key=lambda a: (a != "none", a))
+    adaptations = sorted({a for _, c in choices for a in c.fixed}, key=lambda a: (a != "none", a))
     rules += [f"always `{a}`" for a in adaptations]
 
     def accuracy(c: RuleChoices, rule: str) -> float | None:
@@ -101,18 +101,18 @@ def features_table(choices: list[RuleChoices]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="results folders of recipe searches on domain shifts")
-    parser.add_argument("--per-shift", action="store_true", help="also each split's choice of the default selector")
+    parser.add_argument("--per-shift", action="store_true", help="also each split's choice of the default selector, per folder")
     args = parser.parse_args(argv)
-    records = [load_records(folder) for folder in args.folders]
-    choices = [c for found in records for c in rule_choices(found, list(SELECTORS))]
-    features = [c for found in records for c in features_rule_choices(found)]
+    records = {folder.name: load_records(folder) for folder in args.folders}
+    choices = [(name, c) for name, found in records.items() for c in rule_choices(found, list(SELECTORS))]
+    features = [c for found in records.values() for c in features_rule_choices(found)]
     if not choices and not features:
         parser.error("no split of these folders has every rule's scores (run the search with --choose-recipe)")
     if choices:
         print(regret_table(choices))
-    if args.per_shift and choices:
-        print()
-        print(per_shift_table(choices))
+    for name in dict.fromkeys(n for n, _ in choices) if args.per_shift else ():
+        print(f"\n`{name}`:\n")
+        print(per_shift_table([c for n, c in choices if n == name]))
     if features:
         print()
         print(features_table(features))

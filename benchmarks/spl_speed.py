@@ -59,7 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         for adapt in ("spl", "spl-pca")
     }
-    print(json.dumps(summary, indent=1))
+    print("| shift | SPL accuracy | SPL s/fit | SPL-PCA accuracy | SPL-PCA s/fit | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for r in [*rows, {"shift": "average", **summary}]:
+        spl, pca = r["spl"], r["spl-pca"]
+        acc = (spl.get("accuracy", spl.get("mean_accuracy")), pca.get("accuracy", pca.get("mean_accuracy")))
+        sec = (spl.get("seconds", spl.get("mean_seconds")), pca.get("seconds", pca.get("mean_seconds")))
+        print(
+            f"| {r['shift']} | {100 * acc[0]:.2f} | {sec[0]:.1f} | {100 * acc[1]:.2f} | {sec[1]:.1f} | {sec[0] / sec[1]:.1f}x |"
+        )
     if args.json:
         args.json.write_text(
             json.dumps({"cpu": cpu_name(), "method": METHOD, "shifts": rows, "summary": summary}, indent=1) + "\n"
