@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import HasMethods
 
 from cnnfeat.adaptation import ADAPTATIONS
-from cnnfeat.adaptation.mapping import LinearOTMapping, skada
+from cnnfeat.adaptation.mapping import _Mapped, skada
 from cnnfeat.config import cpu_name
 from cnnfeat.probes import PROBES
 from cnnfeat.runner import expand
@@ -31,8 +32,13 @@ from cnnfeat.runner.features import FeatureBank
 METHOD = "cnn:efficientnet_lite0/pool"
 
 
-class SkadaCORAL(LinearOTMapping):
+class SkadaCORAL(_Mapped):
     """skada's CORAL adapter in cnnfeat's wrapper (for this comparison only)."""
+
+    _parameter_constraints: dict[str, list[Any]] = {"estimator": [HasMethods(["fit", "predict"]), None]}  # noqa: RUF012
+
+    def __init__(self, estimator: Any = None) -> None:
+        self.estimator = estimator
 
     def _adapter(self, n_source: int, n_target: int, n_features: int) -> Any:
         return skada().CORALAdapter()

@@ -262,9 +262,7 @@ def needing_selection(records: Sequence[Record]) -> list[Record]:
     wanted = []
     for group in _candidates(records).values():
         selector = selector_of(group)
-        wanted += [
-            r for r in _adaptations(group, _features_choice(group)) if r.selection_score(selector) is None and r.selection is None
-        ]
+        wanted += [r for r in _adaptations(group, _features_choice(group)) if _pending(r, selector)]
     return wanted
 
 
@@ -292,7 +290,7 @@ def rule_choices(records: Sequence[Record], selectors: Sequence[str]) -> list[Ru
     found = []
     for (dataset, protocol, seed), group in _candidates(records).items():
         family = _adaptations(group, _features_choice(group))
-        if not family or any(r.selection_score(s) is None and r.selection is None for r in family for s in selectors):
+        if not family or any(_pending(r, s) for r in family for s in selectors):
             continue
         features = _features_choice(group)
         by_selector = {selector: _selected(family, selector, features).metric("accuracy") for selector in selectors}

@@ -64,7 +64,9 @@ class _Mapped(_Adapted):
     def _adapter(self, n_source: int, n_target: int, n_features: int) -> Any:
         raise NotImplementedError
 
-    def _fit_map(self, X: Any, y: Any, domain: Any) -> _Mapped:
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X: Any, y: Any, domain: Any = None) -> _Mapped:
+        """Fit skada's map on both domains' rows, then the probe on the mapped source (and labelled target) rows."""
         X, y = validate_data(self, X, y)
         source, target_labelled, target = split_domains(y, domain, len(X))
         if not target.any():  # nothing to map to: the plain classifier
@@ -120,10 +122,6 @@ class SubspaceAlignment(_Mapped):
         k = min(int(self.n_components), n_features, n_source, n_target)
         return skada().SubspaceAlignmentAdapter(n_components=k, random_state=0)
 
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any, domain: Any = None) -> SubspaceAlignment:
-        return self._fit_map(X, y, domain)
-
 
 @register_adaptation("tca", help="transfer component analysis, linear kernel, 100 components (skada)")
 class TransferComponentAnalysis(_Mapped):
@@ -162,10 +160,6 @@ class TransferComponentAnalysis(_Mapped):
         k = min(int(self.n_components), n_source + n_target)
         return skada().TransferComponentAnalysisAdapter(kernel=self.kernel, n_components=k, mu=self.mu)
 
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any, domain: Any = None) -> TransferComponentAnalysis:
-        return self._fit_map(X, y, domain)
-
 
 @register_adaptation("ot", help="linear optimal-transport (Gaussian Monge) mapping of the source onto the target (skada)")
 class LinearOTMapping(_Mapped):
@@ -195,7 +189,3 @@ class LinearOTMapping(_Mapped):
 
     def _adapter(self, n_source: int, n_target: int, n_features: int) -> Any:
         return skada().LinearOTMappingAdapter(reg=self.regularization, bias=True)
-
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any, domain: Any = None) -> LinearOTMapping:
-        return self._fit_map(X, y, domain)
