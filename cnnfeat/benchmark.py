@@ -45,6 +45,7 @@ from cnnfeat.adaptation import ADAPTATIONS
 from cnnfeat.console import parse_command, plain_text
 from cnnfeat.engines import ENGINES
 from cnnfeat.exceptions import CnnfeatError
+from cnnfeat.hints import JSONObject
 from cnnfeat.logistic_path import SOLVERS
 from cnnfeat.normalize import NORMALIZER_STEPS
 from cnnfeat.probes import PROBES
@@ -163,7 +164,7 @@ def _user_datasets(values: list[str], screen: bool = True) -> list[Any]:
     from cnnfeat.catalog import dataset_from_inputs
     from cnnfeat.exceptions import ConfigError
 
-    loaded: dict[str, Any] = {}
+    loaded: JSONObject = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name or "/" in name or os.sep in name:

@@ -34,12 +34,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cnnfeat.config import cache_dir
 from cnnfeat.exceptions import DatasetError, ImageDecodeError, ImageError
+from cnnfeat.hints import JSONObject
 from cnnfeat.images import DECODE_BUDGET, declared_pixels, decode_image, map_ordered, read_image_file
 from cnnfeat.inputs import Manifest
 from cnnfeat.layouts import LAYOUTS, write_digits
@@ -78,7 +78,7 @@ class Dataset:
     """
 
     name: str
-    spec: dict[str, Any]
+    spec: JSONObject
     root: Path
     manifest: Manifest
     official_splits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -107,9 +107,9 @@ def _read_spec(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def dataset_spec(name: str) -> dict[str, Any]:
+def dataset_spec(name: str) -> JSONObject:
     """The catalog entry (a fresh dict parsed from ``data_manifests/<name>.json``)."""
-    entry: dict[str, Any] = json.loads(_read_spec(name))
+    entry: JSONObject = json.loads(_read_spec(name))
     return entry
 
 
@@ -199,7 +199,7 @@ def load_dataset(name: str, data_root: str | os.PathLike[str] | None = None, *, 
     )
 
 
-def layouts_of(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+def layouts_of(spec: JSONObject) -> list[tuple[str, str, JSONObject]]:
     """``(name, folder, layout)`` of every layout a catalog entry accepts: the official archive's first.
 
     An alternative layout is the official one with the keys it names replaced (its

@@ -29,6 +29,7 @@ import numpy as np
 
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.files import atomic_write
+from cnnfeat.hints import JSONObject
 from cnnfeat.store import FeatureStore
 
 __all__ = ["EXPORT_FORMATS", "export_features", "feature_table", "store_info"]
@@ -37,13 +38,13 @@ EXPORT_FORMATS = ("npz", "parquet", "csv")
 _TEXT_COLUMNS = ("path", "label", "split", "domain", "key")
 
 
-def store_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+def store_info(path: str | os.PathLike[str]) -> JSONObject:
     """What a store holds: rows, taps with their widths, dtype, size on disk, configuration and provenance."""
     import h5py
 
     path = Path(path)
     with FeatureStore(path, mode="r") as store:
-        info: dict[str, Any] = {
+        info: JSONObject = {
             "file": str(path),
             "bytes": path.stat().st_size,
             "rows": store.n_rows,
@@ -119,7 +120,7 @@ def export_features(
     def write(tmp: Path) -> None:
         if format == "npz":
             with open(tmp, "wb") as f:
-                arrays: dict[str, Any] = {k: np.asarray(v, dtype=str) for k, v in columns.items()} | features
+                arrays: JSONObject = {k: np.asarray(v, dtype=str) for k, v in columns.items()} | features
                 np.savez(f, **arrays)
         elif format == "parquet":
             _write_parquet(tmp, columns, features, path)

@@ -25,11 +25,16 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from cnnfeat.exceptions import ConfigError, ImageDecodeError, ImageTooLargeError
+from cnnfeat.hints import JSONObject
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 __all__ = [
     "DECODE_BUDGET",
@@ -62,7 +67,7 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def _cv2() -> Any:
+def _cv2() -> ModuleType:
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from the thread pool, not from inside OpenCV
@@ -266,7 +271,7 @@ def _decode_pillow(data: bytes, path: str) -> np.ndarray:
         raise ImageDecodeError(path, f"cannot decode: {reason}") from None
 
 
-def _to_rgb(im: Any) -> np.ndarray:
+def _to_rgb(im: PILImage) -> np.ndarray:
     from PIL import Image
 
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit / 32-bit grey
@@ -347,7 +352,7 @@ class ImageTransform:
         """The shorter side after resizing (``size`` itself for ``warp``)."""
         return self.size if self.resize == "warp" else round(self.size / self.crop_pct)
 
-    def fingerprint_config(self) -> dict[str, Any]:
+    def fingerprint_config(self) -> JSONObject:
         """What changes the pixels: goes into the feature fingerprint (not the pixel limit)."""
         config = asdict(self)
         config.pop("max_pixels")

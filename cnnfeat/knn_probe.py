@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Real
-from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.hints import ArrayLike, checked_rows, checked_rows_and_labels
 from cnnfeat.normalize import unit_rows
 
 __all__ = ["KNNProbe"]
@@ -57,7 +58,7 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
     1.0
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "ks": ["array-like"],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "val_size": [Interval(Real, 0, 1, closed="neither")],
@@ -65,7 +66,7 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
     }
 
     def __init__(
-        self, *, ks: Any = (10, 20, 100, 200), temperature: float = 0.07, val_size: float = 0.2, random_state: int = 0
+        self, *, ks: Sequence[int] = (10, 20, 100, 200), temperature: float = 0.07, val_size: float = 0.2, random_state: int = 0
     ) -> None:
         self.ks = ks
         self.temperature = temperature
@@ -73,9 +74,9 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any) -> KNNProbe:
+    def fit(self, X: ArrayLike, y: ArrayLike) -> KNNProbe:
         """Choose ``k`` on a validation split of ``(X, y)``, then keep every row."""
-        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
+        X, y = checked_rows_and_labels(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         ks = sorted({int(k) for k in self.ks})
         if not ks or ks[0] < 1:
@@ -97,16 +98,16 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         self.train_codes_ = codes
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Each class's share of the weighted votes."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        X = checked_rows(self, X, reset=False, dtype=[np.float32, np.float64])
         votes = _knn_votes(
             unit_rows(X, np.float32), self.train_, self.train_codes_, len(self.classes_), [self.k_], self.temperature
         )[self.k_]
         return votes / votes.sum(axis=1, keepdims=True)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.exceptions import DatasetError
+from cnnfeat.hints import JSONObject
 from cnnfeat.inputs import IMAGE_EXTENSIONS, Manifest
 from cnnfeat.registry import Registry
 
@@ -41,7 +42,7 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def _class_folders(root: Path, layout: dict[str, Any]) -> Loaded:
+def _class_folders(root: Path, layout: JSONObject) -> Loaded:
     top = root / layout.get("root", ".")
     if not top.is_dir():
         raise DatasetError(f"{top}: missing; the layout is {layout['pattern']}")
@@ -56,7 +57,7 @@ def _class_folders(root: Path, layout: dict[str, Any]) -> Loaded:
     return manifest, _split_files(root, layout, manifest, top)
 
 
-def _domain_class_folders(root: Path, layout: dict[str, Any]) -> Loaded:
+def _domain_class_folders(root: Path, layout: JSONObject) -> Loaded:
     paths, labels, domains = [], [], []
     for domain in layout["domains"]:
         top = root / layout["domain_root"].format(domain=domain)
@@ -72,7 +73,7 @@ def _domain_class_folders(root: Path, layout: dict[str, Any]) -> Loaded:
     return manifest, _split_files(root, layout, manifest, root / layout.get("split_files", {}).get("root", "."))
 
 
-def _indexed(root: Path, layout: dict[str, Any]) -> Loaded:
+def _indexed(root: Path, layout: JSONObject) -> Loaded:
     pattern = re.compile(r"(\d+)\.\w+$")
     files = sorted(root.glob(layout["glob"]), key=lambda p: int(pattern.search(p.name).group(1)))  # type: ignore[union-attr]
     if not files:
@@ -102,7 +103,7 @@ def _indexed(root: Path, layout: dict[str, Any]) -> Loaded:
     return manifest, splits
 
 
-def _id_lists(root: Path, layout: dict[str, Any]) -> Loaded:
+def _id_lists(root: Path, layout: JSONObject) -> Loaded:
     top = root / layout["root"]
 
     def table(name: str) -> dict[str, str]:
@@ -141,7 +142,7 @@ def write_digits(root: Path) -> None:
     marker.write_text("scikit-learn digits\n")
 
 
-def _load_mat(path: Path) -> dict[str, Any]:
+def _load_mat(path: Path) -> JSONObject:
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 
@@ -159,7 +160,7 @@ def _rows(keys: list[Any], row_of: dict[Any, int], where: Path) -> np.ndarray:
     return np.array(sorted(row_of[k] for k in keys), dtype=int)
 
 
-def _split_files(root: Path, layout: dict[str, Any], manifest: Manifest, base: Path) -> dict[str, dict[str, np.ndarray]]:
+def _split_files(root: Path, layout: JSONObject, manifest: Manifest, base: Path) -> dict[str, dict[str, np.ndarray]]:
     """Official splits from list files (``path_list``: a relative path per line; ``path_label``: path and label)."""
     spec = layout.get("split_files")
     if not spec:
@@ -183,7 +184,7 @@ def _split_files(root: Path, layout: dict[str, Any], manifest: Manifest, base: P
 
 
 #: a catalog entry's ``layout.type`` -> how its folder is read
-LAYOUTS = Registry[Callable[[Path, dict[str, Any]], Loaded]]("dataset layout")
+LAYOUTS = Registry[Callable[[Path, JSONObject], Loaded]]("dataset layout")
 LAYOUTS.add("class_folders", _class_folders, help="<class>/<image>, optionally below a root folder")
 LAYOUTS.add("sklearn_digits", _class_folders, help="scikit-learn's digits, written once to the cache")
 LAYOUTS.add("package_folders", _class_folders, help="class folders shipped inside the package")

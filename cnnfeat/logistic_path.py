@@ -41,9 +41,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 __all__ = ["GAP_TOL", "SOLVERS", "PathFit", "PathSweep", "RowBasis", "Scorer", "logistic_path", "scatter_basis"]
 
@@ -334,7 +337,7 @@ class PathSweep:
 
         return score
 
-    def final(self, C: float, tol: float) -> Any:
+    def final(self, C: float, tol: float) -> LogisticRegression:
         """scikit-learn's ``LogisticRegression`` at ``C`` on all the rows, its weights solved on the path."""
         from sklearn.linear_model import LogisticRegression
 

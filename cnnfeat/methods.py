@@ -34,8 +34,12 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cnnfeat.hints import Classifier
+
+if TYPE_CHECKING:
+    from cnnfeat.extractors._base import CachedImageFeatures
 from cnnfeat.exceptions import ConfigError, did_you_mean
 
 __all__ = ["HANDCRAFTED", "METHOD_PATTERNS", "Method"]
@@ -147,13 +151,13 @@ class Method:
         if self.kind == "cnn":
             layers = self.tap.split(",")
         else:
-            how, layer = parse_trainable(self.params["trainable"])
+            how, layer = parse_trainable(str(self.params["trainable"]))
             layers = [str(layer)] if how == "after" else []
         for layer in layers:
             _check_layer(self.backbone, layer)
         _check_weights(self.backbone, self.params.get("weights", "imagenet"))
 
-    def make_classifier(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
+    def make_classifier(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> Classifier:
         """The (unfitted) :class:`~cnnfeat.FineTunedCNN` a ``finetune:`` method names."""
         if self.kind != "finetune":
             raise ConfigError(f"method {self.text!r} names features, not a classifier")
@@ -192,7 +196,7 @@ class Method:
     def default_normalize(self) -> str:
         return HANDCRAFTED.get(self.kind, "none")
 
-    def make_features(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> Any:
+    def make_features(self, cache: str | os.PathLike[str] | None, **overrides: Any) -> CachedImageFeatures:
         """The (unfitted) feature transformer this method names, caching into ``cache``."""
         if self.kind == "concat":
             raise ConfigError(f"method {self.text!r} concatenates several extractors: make each part's features")
@@ -214,7 +218,7 @@ class Method:
         return ColorHistogram(**params)
 
 
-def _value(text: str) -> Any:
+def _value(text: str) -> int | float | str | None:
     """A query value: ``none`` -> None, then an int, a float, or the text itself."""
     if text.lower() == "none":
         return None
@@ -241,7 +245,7 @@ def _check_layer(backbone: str, layer: str) -> None:
 
 
 @functools.cache
-def _check_weights(backbone: str, weights: Any) -> None:
+def _check_weights(backbone: str, weights: object) -> None:
     """Weights that Keras downloads are fetched now (once; later builds read its cache), or the reason they cannot be."""
     from cnnfeat.backbones import get_backbone
     from cnnfeat.backbones.build import make_base

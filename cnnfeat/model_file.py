@@ -29,13 +29,17 @@ import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnfeat.exceptions import CnnfeatError, ConfigError
 from cnnfeat.files import atomic_write
+from cnnfeat.hints import JSONObject
 from cnnfeat.methods import Method
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 __all__ = ["FORMAT", "SUPPORTED_METHOD_KINDS", "ModelCard", "ModelFileError", "load_model", "save_model"]
 
@@ -62,7 +66,7 @@ class ModelCard:
     classes: list[str]
     data_digest: str = ""
     data: str = ""
-    measured: dict[str, Any] = field(default_factory=dict)
+    measured: JSONObject = field(default_factory=dict)
     cnnfeat_version: str = ""
 
 
@@ -79,7 +83,7 @@ def check_trainable(method: str, normalize: str) -> Method:
     return parsed
 
 
-def save_model(path: str | os.PathLike[str], pipeline: Any, card: ModelCard) -> Path:
+def save_model(path: str | os.PathLike[str], pipeline: Pipeline, card: ModelCard) -> Path:
     """Write a fitted pipeline (features -> [normalisation] -> logistic probe) as a model file."""
     final = pipeline[-1]
     lr = getattr(final, "estimator_", final)  # SweptLinearClassifier keeps the refitted LogisticRegression
@@ -104,7 +108,7 @@ def save_model(path: str | os.PathLike[str], pipeline: Any, card: ModelCard) -> 
     return path
 
 
-def _digest(body: dict[str, Any]) -> str:
+def _digest(body: JSONObject) -> str:
     return hashlib.sha256(json.dumps({k: v for k, v in body.items() if k != "sha256"}, sort_keys=True).encode()).hexdigest()
 
 
@@ -144,7 +148,7 @@ def read_model(path: str | os.PathLike[str]) -> tuple[ModelCard, dict[str, np.nd
     return card, arrays
 
 
-def load_model(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None) -> Any:
+def load_model(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None) -> Pipeline:
     """The scikit-learn pipeline of a model file: image paths in, classes out (``predict``, ``predict_proba``).
 
     ``cache`` is the feature cache folder (default: the user cache). The file is verified first

@@ -10,18 +10,23 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnfeat.hints import ArrayLike
 from cnnfeat.methods import Method
 from cnnfeat.runner import Record
 from cnnfeat.tables import cell_costs, pivot, row_letters, run_cost
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 __all__ = ["bar_chart", "cost_chart", "few_shot_curve", "layer_curve", "pareto_front", "run_cost", "training_curves", "tsne_map"]
 
 
-def _subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+def _subplots(*args: Any, **kwargs: Any) -> tuple[Figure, Any]:  # axes: one, or an array of them
     """A figure and its axes drawn by Agg, without pyplot: the caller's matplotlib backend is left alone."""
     from matplotlib.figure import Figure
 
@@ -207,7 +212,7 @@ def layer_curve(records: Sequence[Record], path: str | os.PathLike[str], taps: l
     return _finish(fig, ax, path, "tap (early → late)", title)
 
 
-def tsne_map(maps: Mapping[str, Any], labels: Any, path: str | os.PathLike[str], *, title: str = "") -> Path:
+def tsne_map(maps: Mapping[str, ArrayLike], labels: ArrayLike, path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Side-by-side 2-D maps (e.g. t-SNE of an early and a late tap: :func:`cnnfeat.runner.embeddings.embed_2d`), by class."""
     from matplotlib import colormaps
 
@@ -228,7 +233,7 @@ def tsne_map(maps: Mapping[str, Any], labels: Any, path: str | os.PathLike[str],
     return _save(fig, path)
 
 
-def _finish(fig: Any, ax: Any, path: str | os.PathLike[str], xlabel: str, title: str) -> Path:
+def _finish(fig: Figure, ax: Axes, path: str | os.PathLike[str], xlabel: str, title: str) -> Path:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean per-class accuracy (%)")
     ax.set_title(title)
@@ -237,7 +242,7 @@ def _finish(fig: Any, ax: Any, path: str | os.PathLike[str], xlabel: str, title:
     return _save(fig, path)
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

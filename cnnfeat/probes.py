@@ -34,7 +34,6 @@ import time
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
@@ -45,9 +44,10 @@ from sklearn.svm import LinearSVC
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.hints import ArrayLike, Classifier, checked_rows, checked_rows_and_labels
 from cnnfeat.knn_probe import KNNProbe
 from cnnfeat.logistic_path import SOLVERS, PathSweep, Scorer
 from cnnfeat.registry import Registry
@@ -72,7 +72,9 @@ KORNBLITH_PENALTIES = np.array([10.0 ** float(e) for e in np.linspace(-6, 5, 45)
 _SPAN_RATIO = 4
 
 
-def make_probe(kind: str = "logreg", C: float = 1.0, *, max_iter: int = 1000, tol: float = 1e-4, warm_start: bool = False) -> Any:
+def make_probe(
+    kind: str = "logreg", C: float = 1.0, *, max_iter: int = 1000, tol: float = 1e-4, warm_start: bool = False
+) -> Classifier:
     """A plain scikit-learn linear classifier: ``"logreg"`` (multinomial, L-BFGS) or ``"svm"`` (LinearSVC)."""
     if kind == "logreg":
         return LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, tol=tol, warm_start=warm_start)
@@ -81,14 +83,14 @@ def make_probe(kind: str = "logreg", C: float = 1.0, *, max_iter: int = 1000, to
     raise ConfigError(f"kind must be 'logreg' or 'svm'; got {kind!r}")
 
 
-def innermost(model: Any, attribute: str) -> Any:
+def innermost(model: Classifier, attribute: str) -> Classifier:
     """The fitted estimator inside a pipeline or adaptation wrapper that has ``attribute`` (``C_``, ``k_``), or None."""
     while model is not None and not hasattr(model, attribute):
         model = model.steps[-1][1] if hasattr(model, "steps") else getattr(model, "estimator_", None)
     return model
 
 
-def mean_per_class_accuracy(y_true: Any, y_pred: Any) -> float:
+def mean_per_class_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Mean of the per-class recalls (sklearn's ``balanced_accuracy_score``)."""
     from sklearn.metrics import balanced_accuracy_score
 
@@ -159,7 +161,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         Solver iterations of the final fit.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "kind": [StrOptions({"logreg", "svm"})],
         "search": [StrOptions({"kornblith", "clip", "fixed"})],
         "solver": [StrOptions(set(SOLVERS))],
@@ -181,7 +183,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         search: str = "kornblith",
         solver: str = "path",
         C: float = 1.0,
-        penalties: Any = None,
+        penalties: ArrayLike | None = None,
         val_size: float = 0.2,
         warm_start: bool = True,
         dropout: float = 0.0,
@@ -221,7 +223,7 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         return (X if basis is None else X @ basis).astype(np.float64, copy=False), y, basis
 
     @staticmethod
-    def _train(estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
+    def _train(estimator: Classifier, X: np.ndarray, y: np.ndarray) -> Classifier:
         with warnings.catch_warnings():
             # weakly regularised fits on separable data hit max_iter; the sweep scores them anyway
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -273,13 +275,13 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         return choose_c(scores), scores
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any) -> SweptLinearClassifier:
+    def fit(self, X: ArrayLike, y: ArrayLike) -> SweptLinearClassifier:
         """Choose C on a validation split of ``(X, y)``, then fit on all of it.
 
         Parameters are checked by scikit-learn's ``_parameter_constraints`` (an
         ``InvalidParameterError`` names the parameter, what it accepts and what it got).
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = checked_rows_and_labels(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         started = time.perf_counter()
         path = None
@@ -300,19 +302,19 @@ class SweptLinearClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = self.estimator_.n_iter_
         return self
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
-        return self.estimator_.decision_function(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+        return self.estimator_.decision_function(checked_rows(self, X, reset=False, dtype=[np.float64, np.float32]))
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
-        return self.estimator_.predict(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+        return self.estimator_.predict(checked_rows(self, X, reset=False, dtype=[np.float64, np.float32]))
 
     @available_if(lambda self: self.kind == "logreg")
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (``kind="logreg"`` only)."""
         check_is_fitted(self)
-        return self.estimator_.predict_proba(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+        return self.estimator_.predict_proba(checked_rows(self, X, reset=False, dtype=[np.float64, np.float32]))
 
 
 def choose_c(scores: dict[float, float]) -> float:
@@ -339,7 +341,7 @@ def choose_c(scores: dict[float, float]) -> float:
 
 
 #: probe name -> the probe, given logistic regression's solver (``--probes`` accepts these names)
-PROBES = Registry[Callable[[str], Any]]("probe")
+PROBES = Registry[Callable[[str], Classifier]]("probe")
 PROBES.add(
     "logreg",
     lambda solver: SweptLinearClassifier(kind="logreg", search="kornblith", solver=solver),

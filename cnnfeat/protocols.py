@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
 
 import numpy as np
 
 from cnnfeat.catalog import Dataset
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.hints import JSONObject
 from cnnfeat.registry import Registry
 from cnnfeat.splits import (
     Split,
@@ -77,7 +78,7 @@ class ProtocolKind:
         self.help = help
         self.usage = usage or name
 
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         """The protocols this one stands for on the dataset described by catalog entry ``entry``, with their seeds."""
         return [(f"{self.name}:{detail}" if detail else self.name, list(seeds))]
 
@@ -150,25 +151,25 @@ class Protocol:
         """A table column: the dataset and what this protocol varies (shots, folds, shift, S or ST)."""
         return self.kind.column(dataset, self.detail)
 
-    def resolve(self, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool = False) -> Resolved:
+    def resolve(self, entry: JSONObject, seeds: Sequence[int], all_folds: bool = False) -> Resolved:
         return self.kind.resolve(self.detail, entry, seeds, all_folds) if self.name in PROTOCOLS else _unknown(self.text)
 
     def split(self, dataset: Dataset, seed: int) -> Split:
         return self.kind.split(self, dataset, seed) if self.name in PROTOCOLS else _unknown(self.text)
 
 
-def _unknown(text: str) -> Any:
+def _unknown(text: str) -> NoReturn:
     raise ConfigError(f"unknown protocol {text!r}; choose from {', '.join(PROTOCOLS)} (`cnnfeat benchmark --help`)")
 
 
 class Default(ProtocolKind):
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         name = entry.get("protocols", {}).get("default", "n_per_class")
         return Protocol("full" if name == "domain_shift_full" else name).resolve(entry, seeds, all_folds)
 
 
 class NPerClass(ProtocolKind):
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         return [(f"n_per_class:{detail or entry.get('protocols', {}).get('n_train', 30)}", list(seeds))]
 
     def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:
@@ -193,12 +194,12 @@ class NPerClass(ProtocolKind):
 
 
 class FewShot(ProtocolKind):
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         return [(f"n_per_class:{k}", list(seeds)) for k in FEW_SHOT]
 
 
 class KFold(ProtocolKind):
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         k = int(detail or 5)
         return [(f"kfold:{k}", list(range(k)) if all_folds else [s for s in seeds if s < k])]
 
@@ -216,7 +217,7 @@ class KFold(ProtocolKind):
 
 
 class Official(ProtocolKind):
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         count = _official_split_count(entry)
         if not count and entry.get("user_data"):
             raise ConfigError(
@@ -239,7 +240,7 @@ class Official(ProtocolKind):
         return official(dataset.official_splits, seed)
 
 
-def _official_split_count(entry: dict[str, Any]) -> int:
+def _official_split_count(entry: JSONObject) -> int:
     """How many official splits a catalog entry (or a user's dataset) defines; 0 when it has none."""
     if entry.get("user_data"):
         return 1 if entry["protocols"]["default"] == "official" else 0
@@ -264,7 +265,7 @@ class DomainShift(ProtocolKind):
         self.n_target_labelled = n_target_labelled
         self.labelled_target = n_target_labelled > 0
 
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         domains = entry["layout"].get("domains", [])
         shifts = entry.get("protocols", {}).get("shifts") or [f"{s}->{t}" for s in domains for t in domains if s != t]
         if not shifts and entry.get("user_data"):
@@ -294,7 +295,7 @@ class DomainShift(ProtocolKind):
 class LeaveOneDomainOut(ProtocolKind):
     metric = "accuracy"
 
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         domains = entry["layout"].get("domains", [])
         if len(domains) < 2 and entry.get("user_data"):
             raise ConfigError(f"{entry['name']}: leave-one-domain-out needs two or more domains; this data has {len(domains)}")
@@ -310,7 +311,7 @@ class LeaveOneDomainOut(ProtocolKind):
 class Holdout(ProtocolKind):
     """A seeded, stratified train/test split holding out ``<percent>`` % of each class (default 20)."""
 
-    def resolve(self, detail: str, entry: dict[str, Any], seeds: Sequence[int], all_folds: bool) -> Resolved:
+    def resolve(self, detail: str, entry: JSONObject, seeds: Sequence[int], all_folds: bool) -> Resolved:
         return [(f"holdout:{detail or 20}", list(seeds))]
 
     def split(self, protocol: Protocol, dataset: Dataset, seed: int) -> Split:

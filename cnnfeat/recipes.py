@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnfeat.hints import Classifier, JSONObject
 from cnnfeat.registry import Registry
 from cnnfeat.runner.records import FeatureProvenance, Record
 
@@ -64,7 +65,7 @@ __all__ = [
 CHOSEN_ROW = "recipe chosen on validation"
 
 
-def validation_score(model: Any) -> float | None:
+def validation_score(model: Classifier) -> float | None:
     """The validation accuracy at the C or k a fitted probe chose (inside any pipeline or adaptation)."""
     from cnnfeat.probes import innermost
 
@@ -76,7 +77,7 @@ def validation_score(model: Any) -> float | None:
 
 
 def cross_validation(
-    model: Any, choice: dict[str, Any], X: np.ndarray, y: np.ndarray, *, n_splits: int = 5, groups: np.ndarray | None = None
+    model: Classifier, choice: JSONObject, X: np.ndarray, y: np.ndarray, *, n_splits: int = 5, groups: np.ndarray | None = None
 ) -> float | None:
     """Stratified k-fold accuracy of an unfitted probe (or pipeline ending in one) with its C or k fixed to ``choice``.
 
@@ -352,14 +353,14 @@ def choose(records: Sequence[Record]) -> list[Record]:
     return chosen
 
 
-def choices(records: Sequence[Record]) -> list[dict[str, Any]]:
+def choices(records: Sequence[Record]) -> list[JSONObject]:
     """What a recipe search chose on each split, and the scores it chose by (``recipes.json``'s entries)."""
     found = []
     for (dataset, protocol, seed), group in _candidates(records).items():
         features = _features_choice(group)
         ranked = sorted(group, key=lambda r: -(r.validation_score or 0.0))
         best = _best(group)
-        entry: dict[str, Any] = {
+        entry: JSONObject = {
             "dataset": dataset,
             "protocol": protocol,
             "seed": seed,

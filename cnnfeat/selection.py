@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from cnnfeat.hints import ArrayLike, Classifier
 from cnnfeat.registry import Registry
 
 __all__ = ["DEFAULT_SELECTOR", "SELECTORS", "Evidence", "selection_scores", "target_clusters"]
 
 #: (training rows, their labels, unlabelled rows, which rows are the source domain) -> a fitted classifier
-FitRows = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]
+FitRows = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Classifier]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Evidence:
     (for scores that must not depend on a candidate's views). ``reverse`` is the reverse-validation accuracy.
     """
 
-    classifier: Any
+    classifier: Classifier
     source_rows: np.ndarray
     source_codes: np.ndarray
     target_rows: np.ndarray
@@ -72,26 +73,26 @@ SELECTORS = Registry[Callable[[Evidence], float]]("selector")
 class _Rows(ClassifierMixin, BaseEstimator):
     """A fitted probe seen by skada's scorers: rows already mapped, classes as indices, metadata accepted."""
 
-    def __init__(self, classifier: Any = None) -> None:
+    def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
 
     def __sklearn_is_fitted__(self) -> bool:
         return True
 
-    def fit(self, X: Any, y: Any) -> _Rows:  # scikit-learn's scorers want an estimator; this one is fitted already
+    def fit(self, X: ArrayLike, y: ArrayLike) -> _Rows:  # scikit-learn's scorers want an estimator; this one is fitted already
         return self
 
     @property
     def classes_(self) -> np.ndarray:
         return np.arange(len(self.classifier.classes_))
 
-    def predict_proba(self, X: Any, sample_domain: Any = None, allow_source: bool = False) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, sample_domain: ArrayLike | None = None, allow_source: bool = False) -> np.ndarray:
         return np.asarray(self.classifier.predict_proba(X))
 
-    def predict(self, X: Any, sample_domain: Any = None, allow_source: bool = False) -> np.ndarray:
+    def predict(self, X: ArrayLike, sample_domain: ArrayLike | None = None, allow_source: bool = False) -> np.ndarray:
         return np.asarray(self.predict_proba(X).argmax(axis=1))
 
-    def score(self, X: Any, y: Any, sample_weight: Any = None, **metadata: Any) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, **metadata: Any) -> float:
         from sklearn.metrics import accuracy_score
 
         return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
@@ -174,7 +175,7 @@ def _held_out(labels: np.ndarray, source: np.ndarray, val_size: float, random_st
     return np.asarray(fit), np.asarray(held_out)
 
 
-def _unwrapped(model: Any, X: np.ndarray) -> tuple[Any, np.ndarray]:
+def _unwrapped(model: Classifier, X: np.ndarray) -> tuple[Classifier, np.ndarray]:
     """A pipeline's last step and the rows as it receives them (its normalisation steps applied)."""
     while hasattr(model, "steps"):
         for _, step in model.steps[:-1]:
@@ -183,7 +184,7 @@ def _unwrapped(model: Any, X: np.ndarray) -> tuple[Any, np.ndarray]:
     return model, X
 
 
-def _views(model: Any, X: np.ndarray, *, source: bool) -> tuple[np.ndarray, Any]:
+def _views(model: Classifier, X: np.ndarray, *, source: bool) -> tuple[np.ndarray, Classifier]:
     """Rows as the model's final classifier sees them, and that classifier."""
     model, X = _unwrapped(model, X)
     if hasattr(model, "adapted_rows"):

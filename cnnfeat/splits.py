@@ -14,9 +14,8 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -36,13 +35,13 @@ class Split:
     description: str = ""
 
 
-def _by_class(labels: Sequence[Any]) -> dict[Any, np.ndarray]:
+def _by_class(labels: Sequence[Hashable]) -> dict[Hashable, np.ndarray]:
     values = np.asarray(labels)
     return {c: np.flatnonzero(values == c) for c in sorted(set(values.tolist()))}
 
 
 def n_per_class(
-    labels: Sequence[Any], n_train: int, seed: int, *, n_val: int = 0, n_test_max: int | None = None, min_test: int = 1
+    labels: Sequence[Hashable], n_train: int, seed: int, *, n_val: int = 0, n_test_max: int | None = None, min_test: int = 1
 ) -> Split:
     """``n_train`` (and ``n_val``) random images per class for training, the rest (capped) for testing.
 
@@ -85,7 +84,7 @@ def domain_shift_full(domains: Sequence[str], source: str, target: str) -> Split
 
 
 def domain_shift_sampled(
-    labels: Sequence[Any],
+    labels: Sequence[Hashable],
     domains: Sequence[str],
     source: str,
     target: str,
@@ -123,7 +122,7 @@ def domain_shift_sampled(
     )
 
 
-def k_fold(labels: Sequence[Any], k: int, fold: int, seed: int = 0) -> Split:
+def k_fold(labels: Sequence[Hashable], k: int, fold: int, seed: int = 0) -> Split:
     """Fold ``fold`` of a stratified, shuffled ``k``-fold split (the fold is the test set)."""
     from sklearn.model_selection import StratifiedKFold
 

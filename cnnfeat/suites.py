@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from cnnfeat.hints import JSONObject
 
 __all__ = ["FINETUNE_QUICK", "LITE0", "LITE0_TAPS", "RECIPES", "SUITES"]
 
@@ -24,7 +24,7 @@ RECIPES = [
     f"{_LITE0_TWO_TAPS}+{_LITE2_TWO_TAPS}",
     f"{_LITE0_TWO_TAPS}@center+flip+{_LITE2_TWO_TAPS}@center+flip",
 ]
-SUITES: dict[str, dict[str, Any]] = {
+SUITES: dict[str, JSONObject] = {
     # the three questions on the built-in satellite photos: how far (the CNN against HOG), how fast (the cost
     # columns), and would fine-tuning do better
     "default": {

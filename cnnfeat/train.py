@@ -20,9 +20,9 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from cnnfeat.console import parse_command, plain_text
+from cnnfeat.hints import JSONObject
 
 DEFAULT_METHOD = "cnn:efficientnet_lite0/pool"
 
@@ -107,7 +107,7 @@ def _train(args: argparse.Namespace, method: str, normalize: str, chosen_by: str
     X = features.transform(paths)
     probe = make_pipeline(make_normalizer(normalize), SweptLinearClassifier()).fit(X, labels)
     swept = probe[-1]
-    measured: dict[str, Any] = {
+    measured: JSONObject = {
         "validation_accuracy": float(swept.val_scores_[swept.C_]),
         "validation": "20 % of the images held out to choose C, then refitted on all",
         "C": float(swept.C_),

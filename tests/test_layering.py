@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnfeat"
 
 #: bottom to top; docs/architecture.md describes the same rooms
 LAYERS: list[set[str]] = [
-    {"exceptions", "config", "files", "registry"},
+    {"exceptions", "config", "files", "registry", "hints"},
     {"weights", "backbones", "images", "store", "inputs", "download", "catalog", "layouts"},
     {"runtimes", "protocols", "splits", "methods", "normalize", "logistic_path", "probes", "adaptation", "extractors", "export"}
     | {"finetune", "logistic_stream", "model_file", "knn_probe", "selection"},

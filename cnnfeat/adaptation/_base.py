@@ -10,9 +10,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.hints import ArrayLike, Classifier, checked_rows
 from cnnfeat.registry import Registry
 
 __all__ = ["ADAPTATIONS", "AdaptationKind", "register_adaptation", "split_domains"]
@@ -22,7 +23,7 @@ __all__ = ["ADAPTATIONS", "AdaptationKind", "register_adaptation", "split_domain
 class AdaptationKind:
     """How a benchmark run builds an adaptation around its probe, and what its split must offer."""
 
-    make: Callable[[Any], Any]
+    make: Callable[[Classifier], Classifier]
     #: labelled target images among the training rows (feature augmentation has nothing to do without them)
     needs_labelled_target: bool = False
 
@@ -42,7 +43,7 @@ def register_adaptation(name: str, *, help: str, needs_labelled_target: bool = F
     return add
 
 
-def split_domains(y: np.ndarray, domain: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_domains(y: np.ndarray, domain: ArrayLike | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean masks: labelled source rows, labelled target rows, all target rows."""
     if domain is None:
         return np.ones(n, bool), np.zeros(n, bool), np.zeros(n, bool)
@@ -71,7 +72,7 @@ def split_domains(y: np.ndarray, domain: Any, n: int) -> tuple[np.ndarray, np.nd
 class _Adapted(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Shared parts: the wrapped classifier, input checking, prediction through ``_target_view``."""
 
-    def _classifier(self) -> Any:
+    def _classifier(self) -> Classifier:
         return clone(self.estimator) if self.estimator is not None else LogisticRegression(max_iter=2000)
 
     def _target_view(self, X: np.ndarray) -> np.ndarray:
@@ -80,14 +81,14 @@ class _Adapted(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _source_view(self, X: np.ndarray) -> np.ndarray:
         return self._target_view(X)
 
-    def adapted_rows(self, X: Any, *, source: bool = False) -> np.ndarray:
+    def adapted_rows(self, X: ArrayLike, *, source: bool = False) -> np.ndarray:
         """Rows as the wrapped classifier sees them: mapped as source-domain rows, or (default) as target rows.
 
         Model selection without target labels scores the classifier on held-out source rows and on
         the target rows, each in its own domain's view.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
+        X = checked_rows(self, X, reset=False)
         return self._source_view(X) if source else self._target_view(X)
 
     def _finish(self, Z: np.ndarray, y: np.ndarray) -> _Adapted:
@@ -95,19 +96,19 @@ class _Adapted(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.classes_ = self.estimator_.classes_
         return self
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predict target-domain rows."""
         check_is_fitted(self)
-        return self.estimator_.predict(self._target_view(validate_data(self, X, reset=False)))
+        return self.estimator_.predict(self._target_view(checked_rows(self, X, reset=False)))
 
     @available_if(lambda self: hasattr(self.estimator_ if hasattr(self, "estimator_") else self._classifier(), "predict_proba"))
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
-        return self.estimator_.predict_proba(self._target_view(validate_data(self, X, reset=False)))
+        return self.estimator_.predict_proba(self._target_view(checked_rows(self, X, reset=False)))
 
     @available_if(
         lambda self: hasattr(self.estimator_ if hasattr(self, "estimator_") else self._classifier(), "decision_function")
     )
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
-        return self.estimator_.decision_function(self._target_view(validate_data(self, X, reset=False)))
+        return self.estimator_.decision_function(self._target_view(checked_rows(self, X, reset=False)))

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any
 
 import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import validate_data
 
 from cnnfeat.adaptation._base import _Adapted, register_adaptation, split_domains
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.hints import ArrayLike, Classifier, checked_rows_and_labels
 
 __all__ = ["CORAL", "FeatureAugmentation"]
 
@@ -42,18 +41,18 @@ class CORAL(_Adapted):
     """
 
     MAX_DIMENSIONS = 8192
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "estimator": [HasMethods(["fit", "predict"]), None],
         "regularization": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, estimator: Any = None, *, regularization: float = 1.0) -> None:
+    def __init__(self, estimator: Classifier | None = None, *, regularization: float = 1.0) -> None:
         self.estimator = estimator
         self.regularization = regularization
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any, domain: Any = None) -> CORAL:
-        X, y = validate_data(self, X, y)
+    def fit(self, X: ArrayLike, y: ArrayLike, domain: ArrayLike | None = None) -> CORAL:
+        X, y = checked_rows_and_labels(self, X, y)
         if X.shape[1] > self.MAX_DIMENSIONS:
             raise ConfigError(
                 f"CORAL on {X.shape[1]} dimensions needs two {X.shape[1]}x{X.shape[1]} covariances and their "
@@ -82,16 +81,16 @@ class FeatureAugmentation(_Adapted):
     trained on ``[x, x, 0]``.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "estimator": [HasMethods(["fit", "predict"]), None],
     }
 
-    def __init__(self, estimator: Any = None) -> None:
+    def __init__(self, estimator: Classifier | None = None) -> None:
         self.estimator = estimator
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any, domain: Any = None) -> FeatureAugmentation:
-        X, y = validate_data(self, X, y)
+    def fit(self, X: ArrayLike, y: ArrayLike, domain: ArrayLike | None = None) -> FeatureAugmentation:
+        X, y = checked_rows_and_labels(self, X, y)
         source, target_labelled, _ = split_domains(y, domain, len(X))
         zeros = np.zeros_like(X)
         Zs = np.c_[X, X, zeros][source]

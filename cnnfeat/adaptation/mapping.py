@@ -8,14 +8,14 @@ and the wrapped probe, trained on the mapped source rows (and the labelled targe
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Any
+from types import ModuleType
 
 import numpy as np
-from sklearn.base import _fit_context
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import validate_data
 
 from cnnfeat.adaptation._base import _Adapted, register_adaptation, split_domains
+from cnnfeat.hints import ArrayLike, Classifier, checked_rows_and_labels
 
 __all__ = ["LinearOTMapping", "SubspaceAlignment", "TransferComponentAnalysis", "skada"]
 
@@ -32,7 +32,7 @@ _POT_BACKENDS = (
 )
 
 
-def skada() -> Any:
+def skada() -> ModuleType:
     """The ``skada`` module, imported without its side effects.
 
     ``import skada`` switches on scikit-learn's metadata routing for the whole process, and its POT
@@ -61,13 +61,13 @@ def skada() -> Any:
 class _Mapped(_Adapted):
     """An adaptation whose map is a fitted skada adapter (``_adapter()`` builds it)."""
 
-    def _adapter(self, n_source: int, n_target: int, n_features: int) -> Any:
+    def _adapter(self, n_source: int, n_target: int, n_features: int) -> BaseEstimator:
         raise NotImplementedError
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any, domain: Any = None) -> _Mapped:
+    def fit(self, X: ArrayLike, y: ArrayLike, domain: ArrayLike | None = None) -> _Mapped:
         """Fit skada's map on both domains' rows, then the probe on the mapped source (and labelled target) rows."""
-        X, y = validate_data(self, X, y)
+        X, y = checked_rows_and_labels(self, X, y)
         source, target_labelled, target = split_domains(y, domain, len(X))
         if not target.any():  # nothing to map to: the plain classifier
             self.adapter_ = None
@@ -109,16 +109,16 @@ class SubspaceAlignment(_Mapped):
         features), capped at the feature width and at each domain's number of rows.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "estimator": [HasMethods(["fit", "predict"]), None],
         "n_components": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, estimator: Any = None, *, n_components: int = 100) -> None:
+    def __init__(self, estimator: Classifier | None = None, *, n_components: int = 100) -> None:
         self.estimator = estimator
         self.n_components = n_components
 
-    def _adapter(self, n_source: int, n_target: int, n_features: int) -> Any:
+    def _adapter(self, n_source: int, n_target: int, n_features: int) -> BaseEstimator:
         k = min(int(self.n_components), n_features, n_source, n_target)
         return skada().SubspaceAlignmentAdapter(n_components=k, random_state=0)
 
@@ -143,20 +143,22 @@ class TransferComponentAnalysis(_Mapped):
         Trade-off of the discrepancy against the embedding's size (the paper's mu).
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "estimator": [HasMethods(["fit", "predict"]), None],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "kernel": [str],
         "mu": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, estimator: Any = None, *, n_components: int = 100, kernel: str = "linear", mu: float = 0.1) -> None:
+    def __init__(
+        self, estimator: Classifier | None = None, *, n_components: int = 100, kernel: str = "linear", mu: float = 0.1
+    ) -> None:
         self.estimator = estimator
         self.n_components = n_components
         self.kernel = kernel
         self.mu = mu
 
-    def _adapter(self, n_source: int, n_target: int, n_features: int) -> Any:
+    def _adapter(self, n_source: int, n_target: int, n_features: int) -> BaseEstimator:
         k = min(int(self.n_components), n_source + n_target)
         return skada().TransferComponentAnalysisAdapter(kernel=self.kernel, n_components=k, mu=self.mu)
 
@@ -178,14 +180,14 @@ class LinearOTMapping(_Mapped):
         images have rank-deficient covariances, whose map is otherwise undefined.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "estimator": [HasMethods(["fit", "predict"]), None],
         "regularization": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, estimator: Any = None, *, regularization: float = 1.0) -> None:
+    def __init__(self, estimator: Classifier | None = None, *, regularization: float = 1.0) -> None:
         self.estimator = estimator
         self.regularization = regularization
 
-    def _adapter(self, n_source: int, n_target: int, n_features: int) -> Any:
+    def _adapter(self, n_source: int, n_target: int, n_features: int) -> BaseEstimator:
         return skada().LinearOTMappingAdapter(reg=self.regularization, bias=True)

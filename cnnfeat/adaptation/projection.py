@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import validate_data
 
 from cnnfeat.adaptation._base import _Adapted, register_adaptation, split_domains
+from cnnfeat.hints import ArrayLike, Classifier, checked_rows_and_labels
 from cnnfeat.normalize import unit_rows
 
 __all__ = ["BalancedDistributionAdaptation", "SelectivePseudoLabeling"]
@@ -47,7 +46,7 @@ class BalancedDistributionAdaptation(_Adapted):
         Pseudo-labelling rounds.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "estimator": [HasMethods(["fit", "predict"]), None],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "mu": [Interval(Real, 0, 1, closed="both"), None],
@@ -57,7 +56,7 @@ class BalancedDistributionAdaptation(_Adapted):
 
     def __init__(
         self,
-        estimator: Any = None,
+        estimator: Classifier | None = None,
         *,
         n_components: int = 100,
         mu: float | None = 0.5,
@@ -71,11 +70,11 @@ class BalancedDistributionAdaptation(_Adapted):
         self.n_iter = n_iter
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any, domain: Any = None) -> BalancedDistributionAdaptation:
+    def fit(self, X: ArrayLike, y: ArrayLike, domain: ArrayLike | None = None) -> BalancedDistributionAdaptation:
         from scipy.linalg import eigh
         from sklearn.neighbors import KNeighborsClassifier
 
-        X, y = validate_data(self, X, y)
+        X, y = checked_rows_and_labels(self, X, y)
         source, target_labelled, target = split_domains(y, domain, len(X))
         d = X.shape[1]
         self.mean_ = X[source | target].mean(axis=0)
@@ -160,7 +159,7 @@ class SelectivePseudoLabeling(_Adapted):
         (thousands of dimensions from several taps) they dominate the fit. None: no reduction.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "estimator": [HasMethods(["fit", "predict"]), None],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "n_iter": [Interval(Integral, 1, None, closed="left")],
@@ -170,7 +169,7 @@ class SelectivePseudoLabeling(_Adapted):
 
     def __init__(
         self,
-        estimator: Any = None,
+        estimator: Classifier | None = None,
         *,
         n_components: int = 128,
         n_iter: int = 10,
@@ -184,8 +183,8 @@ class SelectivePseudoLabeling(_Adapted):
         self.pca_components = pca_components
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any, domain: Any = None) -> SelectivePseudoLabeling:
-        X, y = validate_data(self, X, y)
+    def fit(self, X: ArrayLike, y: ArrayLike, domain: ArrayLike | None = None) -> SelectivePseudoLabeling:
+        X, y = checked_rows_and_labels(self, X, y)
         source, target_labelled, target = split_domains(y, domain, len(X))
         self.mean_ = X[source | target].mean(axis=0)
         self.reduction_ = self._reduction(unit_rows(X[source | target] - self.mean_))

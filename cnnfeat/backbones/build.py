@@ -13,6 +13,7 @@ import numpy as np
 from cnnfeat.backbones.registry import POOL_TAPS, PREPROCESSING_MODES, BackboneSpec, get_backbone
 from cnnfeat.config import cache_dir
 from cnnfeat.exceptions import ConfigError, UnknownLayerError, WeightsError, did_you_mean
+from cnnfeat.hints import KerasModel, KerasTensor
 
 #: how a spatial layer map becomes a vector
 POOLINGS = ("avg", "max", "flatten")
@@ -100,7 +101,7 @@ def weights_identity(spec: BackboneSpec, weights: str | os.PathLike[str] | None,
     return f"{'imagenet' if weights == 'imagenet' else 'file'}:sha256={sha256_of(path)}"
 
 
-def _randomize(model: Any, seed: int) -> None:
+def _randomize(model: KerasModel, seed: int) -> None:
     """Deterministic He-normal weights, the same on every Keras backend."""
     rng = np.random.default_rng(seed)
     for variable in model.weights:
@@ -116,7 +117,7 @@ def _randomize(model: Any, seed: int) -> None:
         variable.assign(value.astype(variable.dtype))
 
 
-def _feature_map_tensor(model: Any) -> Any:
+def _feature_map_tensor(model: KerasModel) -> KerasTensor:
     """The last convolutional map: the input of the head's global pool (or VGG's flatten).
 
     The head's pool is the *last* global pool: squeeze-and-excitation blocks
@@ -142,7 +143,7 @@ class BuiltBackbone:
     """A Keras model mapping uint8 RGB batches to ``{tap: (n, d) float32}``."""
 
     spec: BackboneSpec
-    model: Any
+    model: KerasModel
     taps: tuple[str, ...]
     weights_id: str
 
@@ -150,7 +151,7 @@ class BuiltBackbone:
         return {t: int(o.shape[-1]) for t, o in zip(self.taps, self.model.outputs)}
 
 
-def _call_builder(spec: BackboneSpec, include_top: bool, weights: str | None) -> Any:
+def _call_builder(spec: BackboneSpec, include_top: bool, weights: str | None) -> KerasModel:
     import keras
 
     # Layer auto-names (e.g. InceptionV3's conv2d_94) come from global counters;
@@ -159,7 +160,7 @@ def _call_builder(spec: BackboneSpec, include_top: bool, weights: str | None) ->
     return spec.builder(include_top, weights, (spec.input_size, spec.input_size, 3))
 
 
-def make_base(spec: BackboneSpec, include_top: bool, weights: str | os.PathLike[str] | None, seed: int) -> tuple[Any, str]:
+def make_base(spec: BackboneSpec, include_top: bool, weights: str | os.PathLike[str] | None, seed: int) -> tuple[KerasModel, str]:
     """The backbone's own Keras model with its weights loaded, and the weights' identity."""
     identity = weights_identity(spec, weights, seed)  # also checks that a weights file exists
     if weights == "imagenet" and spec.imagenet_weights == "keras":
@@ -251,7 +252,7 @@ def build_backbone(
     return BuiltBackbone(spec=spec, model=model, taps=taps, weights_id=identity)
 
 
-def _tap_tensors(base: Any, spec: BackboneSpec, taps: Sequence[str], pooling: str) -> list[Any]:
+def _tap_tensors(base: KerasModel, spec: BackboneSpec, taps: Sequence[str], pooling: str) -> list[KerasTensor]:
     from keras import ops
 
     layer_names = {layer.name: layer for layer in base.layers}
@@ -285,7 +286,7 @@ def _tap_tensors(base: Any, spec: BackboneSpec, taps: Sequence[str], pooling: st
     return outputs
 
 
-def block_ends(model: Any, spec: BackboneSpec) -> list[str]:
+def block_ends(model: KerasModel, spec: BackboneSpec) -> list[str]:
     """The name of each block's last layer, in order (the layers' names grouped by ``spec.block_pattern``).
 
     Fine-tuning's ``top<k>`` trains what follows ``block_ends(...)[-k - 1]``.
@@ -308,10 +309,10 @@ def list_layers(name: str, *, with_shapes: Literal[False] = False) -> list[str]:
 
 
 @overload
-def list_layers(name: str, *, with_shapes: Literal[True]) -> list[tuple[str, tuple[Any, ...]]]: ...
+def list_layers(name: str, *, with_shapes: Literal[True]) -> list[tuple[str, tuple[int | None, ...]]]: ...
 
 
-def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tuple[str, tuple[Any, ...]]]:
+def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tuple[str, tuple[int | None, ...]]]:
     """Taps a backbone offers: ``pool``, ``pool_max``, then every layer, input to output.
 
     Builds the model with random weights (top included when the spec has top-only
@@ -325,7 +326,7 @@ def list_layers(name: str, *, with_shapes: bool = False) -> list[str] | list[tup
     """
     spec = get_backbone(name)
     base = _call_builder(spec, bool(spec.top_layers), None)
-    rows: list[tuple[str, tuple[Any, ...]]] = [(t, (None, spec.feature_dim)) for t in POOL_TAPS]
+    rows: list[tuple[str, tuple[int | None, ...]]] = [(t, (None, spec.feature_dim)) for t in POOL_TAPS]
     for layer in base.layers:
         if type(layer).__name__ == "InputLayer":
             continue

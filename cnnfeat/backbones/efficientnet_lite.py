@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.hints import KerasModel
 
 __all__ = ["LITE_VARIANTS", "build_efficientnet_lite", "lite_blocks"]
 
@@ -91,7 +91,7 @@ def build_efficientnet_lite(
     include_top: bool = True,
     input_shape: tuple[int | None, int | None, int] | None = None,
     classes: int = 1000,
-) -> Any:
+) -> KerasModel:
     """Build an (untrained) EfficientNet-Lite as a Keras functional model.
 
     Parameters

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from cnnfeat.exceptions import ConfigError, UnknownBackboneError, did_you_mean
+from cnnfeat.hints import JSONObject, KerasModel
 
 __all__ = ["POOL_TAPS", "PREPROCESSING_MODES", "BackboneSpec", "get_backbone", "list_backbones", "register_backbone"]
 
@@ -56,7 +56,7 @@ class BackboneSpec:
     """
 
     name: str
-    builder: Callable[..., Any] = field(repr=False, compare=False)
+    builder: Callable[..., KerasModel] = field(repr=False, compare=False)
     input_size: int
     crop_pct: float = 0.875
     interpolation: str = "bilinear"
@@ -75,7 +75,7 @@ class BackboneSpec:
         if not 0 < self.crop_pct <= 1:
             raise ConfigError(f"crop_pct must be in (0, 1]; got {self.crop_pct}")
 
-    def data_config(self) -> dict[str, Any]:
+    def data_config(self) -> JSONObject:
         """The spec without its builder: what goes into a feature fingerprint."""
         config = asdict(self)
         config.pop("builder")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from cnnfeat.backbones.registry import BackboneSpec, register_backbone
+from cnnfeat.hints import KerasModel
 
 __all__: list[str] = []
 
 
-def _keras_application(class_name: str, **extra: Any) -> Callable[..., Any]:
-    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
+def _keras_application(class_name: str, **extra: object) -> Callable[..., KerasModel]:
+    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> KerasModel:
         import keras
 
         cls = getattr(keras.applications, class_name)
@@ -21,8 +21,8 @@ def _keras_application(class_name: str, **extra: Any) -> Callable[..., Any]:
     return build
 
 
-def _lite(variant: str) -> Callable[..., Any]:
-    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
+def _lite(variant: str) -> Callable[..., KerasModel]:
+    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> KerasModel:
         from cnnfeat.backbones.efficientnet_lite import build_efficientnet_lite
 
         return build_efficientnet_lite(variant, include_top=include_top, input_shape=input_shape)
@@ -31,7 +31,7 @@ def _lite(variant: str) -> Callable[..., Any]:
     return build
 
 
-def _tiny_test(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> Any:
+def _tiny_test(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> KerasModel:
     """A 3-block CNN of a few thousand parameters, for fast tests."""
     import keras
     from keras import layers

@@ -19,6 +19,7 @@ import math
 import os
 import socket
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from cnnfeat.exceptions import ConfigError, ImageError
 from cnnfeat.extractors._base import CachedImageFeatures
 from cnnfeat.extractors.local import ExtractionReport, Ledger
 from cnnfeat.extractors.sources import default_workers, read_source, source_name
+from cnnfeat.hints import ImageSource
 from cnnfeat.store import RowStore
 
 __all__ = ["RayEngine", "require_ray"]
@@ -37,7 +39,7 @@ _TAP_PREFIX = "tap:"  # feature columns of a worker's output batch
 _SHARED_FS = "every worker must see the input paths (a shared file system mounted at the same place)"
 
 
-def require_ray() -> Any:
+def require_ray() -> ModuleType:
     """The ``ray`` module, or an error saying how to install it."""
     try:
         import ray
@@ -106,7 +108,7 @@ class RayEngine:
 
     # ------------------------------------------------------------------ the cluster
 
-    def connect(self) -> Any:
+    def connect(self) -> ModuleType:
         """Join (or start) the cluster; returns the ``ray`` module. Idempotent."""
         ray = require_ray()
         if not ray.is_initialized():
@@ -138,7 +140,7 @@ class RayEngine:
         self.connect()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def n_workers(self) -> int:
@@ -169,7 +171,7 @@ class RayEngine:
     def run(
         self,
         extractor: CachedImageFeatures,
-        sources: Sequence[Any],
+        sources: Sequence[ImageSource],
         store: RowStore,
         *,
         progress: Callable[[int], None] | None = None,
@@ -186,7 +188,8 @@ class RayEngine:
         worker_extractor = _pinned(extractor)
         n_workers = self.n_workers()
         batch_size = self.batch_size or min(256, max(extractor.batch_size, math.ceil(len(sources) / (4 * n_workers))))
-        items = [{"index": i, "path": os.path.abspath(os.fspath(s))} for i, s in enumerate(sources)]
+        paths = [(i, s) for i, s in enumerate(sources) if not isinstance(s, np.ndarray)]  # arrays were refused above
+        items = [{"index": i, "path": os.path.abspath(os.fspath(s))} for i, s in paths]
         if not items:
             return ledger.finish()
         known = ray.put(frozenset(store.keys()))
@@ -274,11 +277,11 @@ class _ExtractionWorker:
 
         paths, n = [str(p) for p in batch["path"]], len(batch["path"])
         status, keys, reasons = ["computed"] * n, [""] * n, [""] * n
-        items: list[Any] = []
+        items: list[np.ndarray] = []
         rows: list[int] = []
         queued: set[str] = set()
 
-        def prepare(path: str) -> tuple[str, Any]:
+        def prepare(path: str) -> tuple[str, np.ndarray | None]:
             data, key = read_source(path)
             return key, None if key in self.known else self.load(data, path)
 

@@ -15,10 +15,11 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import Tags
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from cnnfeat.exceptions import (
@@ -29,6 +30,7 @@ from cnnfeat.exceptions import (
 )
 from cnnfeat.extractors.local import ON_ERROR, ExtractionEngine, ExtractionReport, LocalEngine
 from cnnfeat.extractors.sources import as_sources, read_source, source_name
+from cnnfeat.hints import ImageInput, ImageSource, JSONObject
 from cnnfeat.store import FeatureStore, MemoryRows, RowStore, fingerprint_of, repair_store
 
 __all__ = ["COMMON_CONSTRAINTS", "CachedImageFeatures"]
@@ -36,7 +38,7 @@ __all__ = ["COMMON_CONSTRAINTS", "CachedImageFeatures"]
 logger = logging.getLogger(__name__)
 
 #: the constraints of the parameters every cached extractor has (scikit-learn's ``_parameter_constraints``)
-COMMON_CONSTRAINTS: dict[str, list[Any]] = {
+COMMON_CONSTRAINTS: dict[str, list[object]] = {
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "dtype": [StrOptions({"float32", "float16"})],
     "cache": [str, os.PathLike, None],
@@ -76,7 +78,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
     def _cache_prefix(self) -> str:
         return type(self).__name__.lower()
 
-    def store_config(self) -> dict[str, Any]:
+    def store_config(self) -> JSONObject:
         """``extractor_config()`` with the taps: what the store is fingerprinted by (parameters validated first)."""
         self._validate_params()
         return {**self.extractor_config(), "taps": list(self.feature_taps())}
@@ -89,7 +91,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
         except KeyError:
             raise AttributeError("last_report_ is set by transform; nothing was transformed yet") from None
 
-    def store_path(self, config: Mapping[str, Any] | None = None) -> Path | None:
+    def store_path(self, config: JSONObject | None = None) -> Path | None:
         """The cache file these parameters use (``None`` without a cache).
 
         ``config`` is ``store_config()`` when the caller already has it (computing it may
@@ -107,7 +109,7 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
 
     def extract(
         self,
-        X: Any,
+        X: ImageInput,
         *,
         return_features: bool = True,
         progress: Callable[[int], None] | None = None,
@@ -145,8 +147,8 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
 
     def _extract(
         self,
-        sources: list[Any],
-        config: dict[str, Any],
+        sources: list[ImageSource],
+        config: JSONObject,
         path: Path | None,
         return_features: bool,
         progress: Callable[[int], None] | None,
@@ -182,14 +184,14 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
             store.compact()  # merge now (close would anyway), so the rows are read from HDF5 in bulk
             return _gather(store, report.keys), report
 
-    def transform(self, X: Any) -> np.ndarray:
+    def transform(self, X: ImageInput) -> np.ndarray:
         """Features of each image, taps concatenated: float32 of shape (n, n_features)."""
         features, report = self.extract(X)
         self.__dict__["_last_report"] = report
         blocks = cast(dict[str, np.ndarray], features)  # return_features=True: never None
         return np.concatenate([blocks[t] for t in self.feature_taps()], axis=1)
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.requires_fit = False
         tags.input_tags.two_d_array = False
@@ -199,9 +201,9 @@ class CachedImageFeatures(TransformerMixin, BaseEstimator):
 
 
 def _read_if_all_cached(
-    sources: Sequence[Any],
+    sources: Sequence[ImageSource],
     path: Path,
-    config: Mapping[str, Any],
+    config: JSONObject,
     *,
     return_features: bool,
     index_columns: Mapping[str, Sequence[str]] | None = None,

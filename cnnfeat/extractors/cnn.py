@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.utils import Tags
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -27,6 +28,7 @@ from cnnfeat.backbones.build import POOLINGS
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures
 from cnnfeat.extractors.local import ExtractionEngine, ExtractionReport
+from cnnfeat.hints import ArrayLike, ImageInput, JSONObject, SourceData
 from cnnfeat.images import DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, VIEWS, ImageTransform
 from cnnfeat.runtimes import PRECISIONS, RUNTIMES, require
 from cnnfeat.store import FEATURE_CODE_VERSION
@@ -108,7 +110,7 @@ class CNNFeatures(CachedImageFeatures):
         What the last ``transform`` did.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         **COMMON_CONSTRAINTS,
         "backbone": [str],
         "weights": [str, os.PathLike, None],
@@ -181,13 +183,13 @@ class CNNFeatures(CachedImageFeatures):
             max_pixels=self.max_pixels,
         )
 
-    def extractor_config(self) -> dict[str, Any]:
+    def extractor_config(self) -> JSONObject:
         """Everything that determines the feature values; its hash names the cache file."""
         return self._config_computed_by(self.resolved_runtime()[0])
 
-    def _config_computed_by(self, runtime: str) -> dict[str, Any]:
+    def _config_computed_by(self, runtime: str) -> JSONObject:
         spec = get_backbone(self.backbone)
-        config: dict[str, Any] = {
+        config: JSONObject = {
             "extractor": "cnn",
             "backbone": spec.data_config(),
             "weights": weights_identity(spec, self.weights, self.seed),
@@ -240,7 +242,7 @@ class CNNFeatures(CachedImageFeatures):
             self.__dict__["_calibration_sample"] = cached = (str(self.calibration), calibration_sample(self.calibration))
         return cached[1]
 
-    def _model_config(self) -> dict[str, Any]:
+    def _model_config(self) -> JSONObject:
         """What the network (and so its exported graph) depends on."""
         spec = get_backbone(self.backbone)
         config = {"backbone": spec.data_config(), "weights": weights_identity(spec, self.weights, self.seed)}
@@ -314,20 +316,20 @@ class CNNFeatures(CachedImageFeatures):
             self.__dict__["_built_backbone"] = cached = (wanted, built)
         return cached[1]
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
         for name in ("_built_backbone", "_runtime_session", "_resolved_runtime", "_calibration_sample"):
             state.pop(name, None)  # the model and sessions are rebuilt lazily, not pickled
         return state
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.weights is not None and self.weights != "imagenet"
         return tags
 
     # ------------------------------------------------------------------ estimator API
 
-    def fit(self, X: Any = None, y: Any = None) -> CNNFeatures:
+    def fit(self, X: ImageInput | None = None, y: ArrayLike | None = None) -> CNNFeatures:
         """Validate the parameters and build the network; learns nothing from ``X``."""
         self.store_config()
         built = self.network()
@@ -335,7 +337,7 @@ class CNNFeatures(CachedImageFeatures):
         self.n_features_out_ = int(sum(self.feature_dims_.values()))
         return self
 
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         """``<backbone>_<tap>_<i>`` for every output column (after ``fit``, as for every transformer)."""
         check_is_fitted(self, "feature_dims_")
         return np.asarray([f"{self.backbone}_{tap}_{i}" for tap, d in self.feature_dims_.items() for i in range(d)], dtype=object)
@@ -355,7 +357,7 @@ class CNNFeatures(CachedImageFeatures):
             return dict(self.session()[0].dims)  # a cached graph knows them: no TensorFlow
         return self.network().feature_dims()
 
-    def image_loader(self) -> Callable[[Any, str], np.ndarray]:
+    def image_loader(self) -> Callable[[SourceData, str], np.ndarray]:
         return self.image_transform().apply
 
     def compute_batch(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -396,12 +398,12 @@ def _forward(built: BuiltBackbone, items: list[np.ndarray], batch_size: int, n_v
     return _average_views(built.taps, [o[:rows] for o in outputs], len(items), n_views)
 
 
-def _average_views(taps: Sequence[str], outputs: Sequence[Any], n_images: int, n_views: int) -> dict[str, np.ndarray]:
+def _average_views(taps: Sequence[str], outputs: Sequence[np.ndarray], n_images: int, n_views: int) -> dict[str, np.ndarray]:
     """``{tap: (n_images, d) float32}`` from outputs of ``n_images * n_views`` rows (each image's views averaged)."""
     return {tap: np.asarray(out, dtype=np.float32).reshape(n_images, n_views, -1).mean(axis=1) for tap, out in zip(taps, outputs)}
 
 
-def json_key(value: Any) -> str:
+def json_key(value: object) -> str:
     """A hashable, canonical text of a JSON-able value."""
     import json
 
@@ -409,7 +411,7 @@ def json_key(value: Any) -> str:
 
 
 def extract_features(
-    X: Any,
+    X: ImageInput,
     *,
     progress: Callable[[int], None] | None = None,
     return_features: bool = True,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from numbers import Integral
-from typing import Any
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures
+from cnnfeat.hints import ArrayLike, ImageInput, JSONObject, SourceData
 from cnnfeat.images import DEFAULT_MAX_PIXELS, decode_image
 from cnnfeat.store import FEATURE_CODE_VERSION
 
@@ -31,7 +31,7 @@ class ColorHistogram(CachedImageFeatures):
         As in :class:`cnnfeat.CNNFeatures`.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         **COMMON_CONSTRAINTS,
         "bins": [tuple, list],
         "max_side": [Interval(Integral, 8, None, closed="left")],
@@ -66,7 +66,7 @@ class ColorHistogram(CachedImageFeatures):
             raise ConfigError(f"bins must be three positive integers (hue, saturation, value); got {self.bins!r}")
         return bins
 
-    def extractor_config(self) -> dict[str, Any]:
+    def extractor_config(self) -> JSONObject:
         return {
             "extractor": "hsv_histogram",
             "bins": list(self._bins()),
@@ -81,12 +81,12 @@ class ColorHistogram(CachedImageFeatures):
     def feature_dims(self) -> dict[str, int]:
         return {"hsv": int(np.prod(self._bins()))}
 
-    def image_loader(self) -> Callable[[Any, str], np.ndarray]:
+    def image_loader(self) -> Callable[[SourceData, str], np.ndarray]:
         import cv2
 
         bins, max_side, max_pixels = self._bins(), int(self.max_side), self.max_pixels
 
-        def load(data: Any, name: str) -> np.ndarray:
+        def load(data: SourceData, name: str) -> np.ndarray:
             rgb = data if isinstance(data, np.ndarray) else decode_image(data, name, max_pixels=max_pixels)
             if rgb.ndim == 2:
                 rgb = np.repeat(rgb[..., None], 3, axis=2)
@@ -104,11 +104,11 @@ class ColorHistogram(CachedImageFeatures):
     def compute_batch(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {"hsv": np.stack(items).astype(np.float32)}
 
-    def fit(self, X: Any = None, y: Any = None) -> ColorHistogram:
+    def fit(self, X: ImageInput | None = None, y: ArrayLike | None = None) -> ColorHistogram:
         """Validate the parameters; learns nothing."""
         self.n_features_out_ = self.feature_dims()["hsv"]
         return self
 
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         h, s, v = self._bins()
         return np.asarray([f"hsv_{i}_{j}_{k}" for i in range(h) for j in range(s) for k in range(v)], dtype=object)

@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import Interval
 
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures
+from cnnfeat.hints import ArrayLike, ImageInput, JSONObject, SourceData
 from cnnfeat.images import DEFAULT_MAX_PIXELS, decode_image, to_gray
 from cnnfeat.store import FEATURE_CODE_VERSION
 
@@ -44,7 +45,7 @@ class HOGFeatures(CachedImageFeatures):
         As in :class:`cnnfeat.CNNFeatures`.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         **COMMON_CONSTRAINTS,
         "window": [tuple, list],
         "cell": [Interval(Integral, 1, None, closed="left")],
@@ -95,7 +96,7 @@ class HOGFeatures(CachedImageFeatures):
             (w, h), (cell * block, cell * block), (cell * self.stride, cell * self.stride), (cell, cell), self.bins
         )
 
-    def extractor_config(self) -> dict[str, Any]:
+    def extractor_config(self) -> JSONObject:
         self._descriptor()  # validates
         return {
             "extractor": "hog",
@@ -114,12 +115,12 @@ class HOGFeatures(CachedImageFeatures):
     def feature_dims(self) -> dict[str, int]:
         return {"hog": int(self._descriptor().getDescriptorSize())}
 
-    def image_loader(self) -> Callable[[Any, str], np.ndarray]:
+    def image_loader(self) -> Callable[[SourceData, str], np.ndarray]:
         size = (int(self.window[0]), int(self.window[1]))
         max_pixels = self.max_pixels
         descriptor = self._descriptor()  # compute() is const: one object serves every decode thread
 
-        def load(data: Any, name: str) -> np.ndarray:
+        def load(data: SourceData, name: str) -> np.ndarray:
             image = data if isinstance(data, np.ndarray) else decode_image(data, name, max_pixels=max_pixels)
             return descriptor.compute(to_gray(image, size=size)).ravel()
 
@@ -128,11 +129,11 @@ class HOGFeatures(CachedImageFeatures):
     def compute_batch(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {"hog": np.stack(items).astype(np.float32)}
 
-    def fit(self, X: Any = None, y: Any = None) -> HOGFeatures:
+    def fit(self, X: ImageInput | None = None, y: ArrayLike | None = None) -> HOGFeatures:
         """Validate the parameters; learns nothing."""
         self.extractor_config()
         self.n_features_out_ = self.feature_dims()["hog"]
         return self
 
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         return np.asarray([f"hog_{i}" for i in range(self.feature_dims()["hog"])], dtype=object)

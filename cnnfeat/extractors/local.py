@@ -16,12 +16,13 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from cnnfeat.exceptions import ConfigError, ImageError, SkippedImageWarning
 from cnnfeat.extractors.sources import default_workers, read_source, source_name
+from cnnfeat.hints import ImageSource, SourceData
 
 if TYPE_CHECKING:
     from cnnfeat.extractors._base import CachedImageFeatures
@@ -95,7 +96,7 @@ class Ledger:
     The local loop and the Ray engine's driver both count through it, so their reports agree.
     """
 
-    def __init__(self, sources: Sequence[Any], store: RowStore, on_error: str) -> None:
+    def __init__(self, sources: Sequence[ImageSource], store: RowStore, on_error: str) -> None:
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be 'fail' or 'skip'; got {on_error!r}")
         self.sources, self.store, self.on_error = sources, store, on_error
@@ -139,11 +140,11 @@ class Ledger:
 
 
 def run_extraction(
-    sources: Sequence[Any],
+    sources: Sequence[ImageSource],
     store: RowStore,
     *,
-    load: Callable[[Any, str], Any],
-    compute: Callable[[list[Any]], Mapping[str, np.ndarray]],
+    load: Callable[[SourceData, str], np.ndarray],
+    compute: Callable[[list[np.ndarray]], Mapping[str, np.ndarray]],
     batch_size: int,
     on_error: str = "fail",
     workers: int | None = None,
@@ -178,11 +179,11 @@ def run_extraction(
         raise ConfigError(f"batch_size must be >= 1; got {batch_size}")
     ledger = Ledger(sources, store, on_error)
     workers = workers or default_workers()
-    batch_items: list[Any] = []
+    batch_items: list[np.ndarray] = []
     batch_keys: list[str] = []
     batch_names: list[str] = []
 
-    def prepare(indexed: tuple[int, Any]) -> tuple[str, Any]:
+    def prepare(indexed: tuple[int, ImageSource]) -> tuple[str, np.ndarray | None]:
         index, source = indexed
         data, key = read_source(source)
         if key in store or key in ledger.claimed:
@@ -205,7 +206,7 @@ def run_extraction(
                     raise raised
             elif result is not None:
                 key, item = result
-                if ledger.claim(index, key, cached=item is None):
+                if ledger.claim(index, key, cached=item is None) and item is not None:  # claimed: to compute
                     batch_items.append(item)
                     batch_keys.append(key)
                     batch_names.append(source_name(source, index))
@@ -243,7 +244,7 @@ class ExtractionEngine(Protocol):
     def run(
         self,
         extractor: CachedImageFeatures,
-        sources: Sequence[Any],
+        sources: Sequence[ImageSource],
         store: RowStore,
         *,
         progress: Callable[[int], None] | None = None,
@@ -266,7 +267,7 @@ class LocalEngine:
     def run(
         self,
         extractor: CachedImageFeatures,
-        sources: Sequence[Any],
+        sources: Sequence[ImageSource],
         store: RowStore,
         *,
         progress: Callable[[int], None] | None = None,

@@ -25,15 +25,16 @@ import hashlib
 import os
 from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
+from sklearn.utils import Tags
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.extractors._base import COMMON_CONSTRAINTS, CachedImageFeatures
 from cnnfeat.extractors.sources import as_sources, default_workers, source_name
+from cnnfeat.hints import ArrayLike, ImageInput, JSONObject, SourceData
 from cnnfeat.images import DEFAULT_MAX_PIXELS, decode_image, map_ordered, read_image_file, to_gray
 from cnnfeat.store import FEATURE_CODE_VERSION
 
@@ -172,7 +173,7 @@ class SIFTBoVW(CachedImageFeatures):
         ``n_words * sum(4**l for l in 0..L)``.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         **COMMON_CONSTRAINTS,
         "n_words": [Interval(Integral, 2, 100_000, closed="both")],
         "detector": [StrOptions({"dense", "sift"})],
@@ -251,10 +252,10 @@ class SIFTBoVW(CachedImageFeatures):
         )
         return d, p, gray.shape
 
-    def _decode(self, data: Any, name: str) -> np.ndarray:
+    def _decode(self, data: SourceData, name: str) -> np.ndarray:
         return data if isinstance(data, np.ndarray) else decode_image(data, name, max_pixels=self.max_pixels)
 
-    def fit(self, X: Any, y: Any = None) -> SIFTBoVW:
+    def fit(self, X: ImageInput, y: ArrayLike | None = None) -> SIFTBoVW:
         """Learn the visual codebook from descriptors of (a sample of) the images in ``X``."""
         from sklearn.cluster import MiniBatchKMeans
 
@@ -295,7 +296,7 @@ class SIFTBoVW(CachedImageFeatures):
         self.n_features_out_ = self.feature_dims()["bovw"]
         return self
 
-    def extractor_config(self) -> dict[str, Any]:
+    def extractor_config(self) -> JSONObject:
         check_is_fitted(self, "codebook_")
         self._validate()
         return {
@@ -322,12 +323,12 @@ class SIFTBoVW(CachedImageFeatures):
     def feature_dims(self) -> dict[str, int]:
         return {"bovw": int(self.n_words) * sum(4**level for level in range(int(self.pyramid_levels) + 1))}
 
-    def image_loader(self) -> Callable[[Any, str], np.ndarray]:
+    def image_loader(self) -> Callable[[SourceData, str], np.ndarray]:
         check_is_fitted(self, "codebook_")
         codebook = self.codebook_
         sigma = float(self.soft_sigma) if self.assignment == "soft" else None
 
-        def load(data: Any, name: str) -> np.ndarray:
+        def load(data: SourceData, name: str) -> np.ndarray:
             descriptors, positions, shape = self._descriptors(self._decode(data, name))
             hist = pyramid_histogram(_assign(descriptors, codebook, sigma), positions, shape, int(self.pyramid_levels))
             if self.normalize == "l2":
@@ -341,12 +342,12 @@ class SIFTBoVW(CachedImageFeatures):
     def compute_batch(self, items: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {"bovw": np.stack(items)}
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
         return tags
 
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         check_is_fitted(self, "codebook_")
         names = []
         for level in range(int(self.pyramid_levels) + 1):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
 
 import numpy as np
 
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.hints import ImageInput, ImageSource, SourceData
 from cnnfeat.images import read_image_file
 
 __all__ = ["array_key", "as_sources", "default_workers", "read_source", "source_name"]
 
 
-def as_sources(X: Any) -> list[Any]:
+def as_sources(X: ImageInput) -> list[ImageSource]:
     """Validate extractor input: paths, or images as arrays. Returns a list of sources.
 
     Accepted: a sequence of paths (str / PathLike); an array of images of shape
@@ -39,7 +39,7 @@ def as_sources(X: Any) -> list[Any]:
     return sources
 
 
-def source_name(source: Any, index: int) -> str:
+def source_name(source: ImageSource, index: int) -> str:
     return os.fspath(source) if isinstance(source, str | os.PathLike) else f"<array {index}>"
 
 
@@ -50,7 +50,7 @@ def array_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def read_source(source: Any) -> tuple[Any, str]:
+def read_source(source: ImageSource) -> tuple[SourceData, str]:
     """An input's data (file bytes, or the array itself) and its content key."""
     if isinstance(source, np.ndarray):
         return source, array_key(source)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnfeat.backbones import get_backbone
 from cnnfeat.extractors.sources import as_sources, default_workers, read_source, source_name
+from cnnfeat.hints import ImageInput, ImageSource
 from cnnfeat.images import ImageTransform
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def image_transform(est: FineTunedCNN, training: bool) -> ImageTransform:
     return centre
 
 
-def load_images(est: FineTunedCNN, X: Any, training: bool) -> np.ndarray:
+def load_images(est: FineTunedCNN, X: ImageInput, training: bool) -> np.ndarray:
     """Every image decoded and resized once: uint8 ``(n, s, s, 3)``; a bad image raises, naming its file."""
     from cnnfeat.exceptions import ImageError
     from cnnfeat.images import map_ordered
@@ -39,7 +40,7 @@ def load_images(est: FineTunedCNN, X: Any, training: bool) -> np.ndarray:
     transform = image_transform(est, training)
     out = np.empty((len(sources), transform.size, transform.size, 3), np.uint8)
 
-    def load(indexed: tuple[int, Any]) -> np.ndarray:
+    def load(indexed: tuple[int, ImageSource]) -> np.ndarray:
         index, source = indexed
         return transform.apply(read_source(source)[0], source_name(source, index))[0]
 

@@ -8,10 +8,10 @@ import time
 from collections.abc import Sequence
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import Tags
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -32,6 +32,7 @@ from cnnfeat.finetune.surgery import (
     unfreeze,
 )
 from cnnfeat.finetune.training import Checkpoints, train_stage, training_path, validation_split
+from cnnfeat.hints import ArrayLike, ImageInput, ImageSource, KerasModel
 
 __all__ = ["FineTunedCNN"]
 
@@ -114,7 +115,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         For the maps path: the layer whose output maps the trained part takes.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (scikit-learn's own convention)
+    _parameter_constraints: dict[str, list[object]] = {  # noqa: RUF012 (scikit-learn's own convention)
         "backbone": [str],
         "weights": [str, os.PathLike, None],
         "trainable": [str],
@@ -191,7 +192,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.verbose = verbose
 
-    def _feature_extractor(self, tap: str = "pool") -> Any:
+    def _feature_extractor(self, tap: str = "pool") -> KerasModel:
         """The cached extractor of the pooled features (the head-only path) or of a layer's whole map (the maps path)."""
         from cnnfeat.extractors.cnn import CNNFeatures
 
@@ -207,7 +208,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any) -> FineTunedCNN:
+    def fit(self, X: ImageInput, y: ArrayLike) -> FineTunedCNN:
         """Train on images (paths or arrays) and their labels."""
         import keras
 
@@ -268,7 +269,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.fit_seconds_ = time.perf_counter() - started
         return self
 
-    def _run_digest(self, sources: Sequence[Any], y: np.ndarray) -> str:
+    def _run_digest(self, sources: Sequence[ImageSource], y: np.ndarray) -> str:
         """What a checkpoint belongs to: these parameters, inputs and labels (a different run never resumes it)."""
         import hashlib
 
@@ -278,7 +279,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             digest.update(read_source(source)[1].encode() + str(label).encode())
         return digest.hexdigest()
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: ImageInput) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
         check_is_fitted(self, "classes_")
         sources = as_sources(X)
@@ -293,18 +294,18 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             chunks.append(np.asarray(model.predict(images, batch_size=self.batch_size, verbose=0), dtype=np.float64))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.n_classes_))
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ImageInput) -> np.ndarray:
         """The most probable class of each image."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def _keras_model(self) -> Any:
+    def _keras_model(self) -> KerasModel:
         model = self.__dict__.get("model_")
         if model is None and "_model_bytes" in self.__dict__:
             model = self.__dict__["model_"] = model_from_bytes(self.__dict__.pop("_model_bytes"))
         return model
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
         model = state.pop("model_", None)
         if model is not None:
@@ -316,11 +317,11 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         return persistence.save(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, classes: Sequence[Any] | None = None) -> FineTunedCNN:
+    def load(cls, path: str | os.PathLike[str], *, classes: Sequence[object] | None = None) -> FineTunedCNN:
         """Read a classifier written by :meth:`save`; ``classes`` (optional) must be the ones it was fitted on."""
         return persistence.load(cls, path, classes=classes)
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.string = True

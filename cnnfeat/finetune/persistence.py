@@ -8,13 +8,14 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.files import atomic_write
+from cnnfeat.hints import KerasModel
 
 if TYPE_CHECKING:
     from cnnfeat.finetune.estimator import FineTunedCNN
@@ -46,7 +47,7 @@ def save(est: FineTunedCNN, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load(cls: type[FineTunedCNN], path: str | os.PathLike[str], *, classes: Sequence[Any] | None = None) -> FineTunedCNN:
+def load(cls: type[FineTunedCNN], path: str | os.PathLike[str], *, classes: Sequence[object] | None = None) -> FineTunedCNN:
     """Read a classifier written by :meth:`save`; ``classes`` (optional) must be the ones it was fitted on."""
     path = Path(path)
     try:
@@ -72,14 +73,14 @@ def load(cls: type[FineTunedCNN], path: str | os.PathLike[str], *, classes: Sequ
     return estimator
 
 
-def model_to_bytes(model: Any) -> bytes:
+def model_to_bytes(model: KerasModel) -> bytes:
     with tempfile.TemporaryDirectory(prefix="cnnfeat-model-") as tmp:
         path = Path(tmp, "model.keras")
         model.save(path)
         return path.read_bytes()
 
 
-def model_from_bytes(data: bytes) -> Any:
+def model_from_bytes(data: bytes) -> KerasModel:
     import keras
 
     with tempfile.TemporaryDirectory(prefix="cnnfeat-model-") as tmp:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cnnfeat.backbones import block_ends, get_backbone, make_base, preprocess
 from cnnfeat.exceptions import ConfigError
+from cnnfeat.hints import KerasModel, KerasOptimizer, KerasTensor
 
 if TYPE_CHECKING:
     from cnnfeat.finetune.estimator import FineTunedCNN
@@ -37,7 +38,7 @@ def parse_trainable(value: str) -> tuple[str, int | str | None]:
     return match.group(1), None
 
 
-def head_layers(est: FineTunedCNN, x: Any, n_classes: int) -> Any:
+def head_layers(est: FineTunedCNN, x: KerasTensor, n_classes: int) -> KerasTensor:
     from keras import layers
 
     if est.head == "mlp":
@@ -48,7 +49,7 @@ def head_layers(est: FineTunedCNN, x: Any, n_classes: int) -> Any:
     return layers.Dense(n_classes, activation="softmax", name="head_predictions")(x)
 
 
-def build_image_model(est: FineTunedCNN, n_classes: int) -> tuple[Any, Any]:
+def build_image_model(est: FineTunedCNN, n_classes: int) -> tuple[KerasModel, KerasModel]:
     """(the whole model on uint8-range RGB, its backbone part)."""
     import keras
     from keras import layers
@@ -76,7 +77,7 @@ def build_image_model(est: FineTunedCNN, n_classes: int) -> tuple[Any, Any]:
     return keras.Model(inputs, head_layers(est, x, n_classes), name=f"{spec.name}_finetuned"), base
 
 
-def trainable_from(est: FineTunedCNN, base: Any) -> str | None:
+def trainable_from(est: FineTunedCNN, base: KerasModel) -> str | None:
     """The layer after which ``trainable`` trains (``None``: from the start)."""
     kind, value = parse_trainable(est.trainable)
     names = [layer.name for layer in base.layers]
@@ -93,7 +94,7 @@ def trainable_from(est: FineTunedCNN, base: Any) -> str | None:
     return str(value)
 
 
-def rest_model(est: FineTunedCNN, base: Any, cut_after: str, n_classes: int) -> tuple[Any, Any]:
+def rest_model(est: FineTunedCNN, base: KerasModel, cut_after: str, n_classes: int) -> tuple[KerasModel, KerasModel]:
     """(the model to train on ``cut_after``'s output maps, its backbone part: the layers after ``cut_after``)."""
     import keras
 
@@ -105,7 +106,7 @@ def rest_model(est: FineTunedCNN, base: Any, cut_after: str, n_classes: int) -> 
     return keras.Model(maps, head_layers(est, x, n_classes), name=f"{spec.name}_finetuned"), rest
 
 
-def unfreeze(est: FineTunedCNN, base: Any, *, from_start: bool = False) -> None:
+def unfreeze(est: FineTunedCNN, base: KerasModel, *, from_start: bool = False) -> None:
     """Make ``trainable``'s part of the backbone trainable (the rest stays frozen)."""
     import keras
 
@@ -119,7 +120,7 @@ def unfreeze(est: FineTunedCNN, base: Any, *, from_start: bool = False) -> None:
         layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
 
 
-def make_optimizer(est: FineTunedCNN, learning_rate: float) -> Any:
+def make_optimizer(est: FineTunedCNN, learning_rate: float) -> KerasOptimizer:
     import keras
 
     if est.optimizer == "adam":
@@ -127,7 +128,7 @@ def make_optimizer(est: FineTunedCNN, learning_rate: float) -> Any:
     return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
 
 
-def backbone_of(model: Any) -> Any:
+def backbone_of(model: KerasModel) -> KerasModel:
     """The nested backbone model inside a fine-tuning model (the one layer that is itself a model)."""
     import keras
 

@@ -9,12 +9,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnfeat.files import atomic_write
 from cnnfeat.finetune.augmentation import network_inputs
+from cnnfeat.hints import KerasModel
 
 if TYPE_CHECKING:
     from cnnfeat.finetune.estimator import FineTunedCNN
@@ -68,7 +69,7 @@ def validation_split(est: FineTunedCNN, y: np.ndarray) -> tuple[np.ndarray, np.n
 
 def train_stage(
     est: FineTunedCNN,
-    model: Any,
+    model: KerasModel,
     data: np.ndarray,
     y: np.ndarray,
     train: np.ndarray,
@@ -77,7 +78,7 @@ def train_stage(
     epochs: int,
     checkpoints: Checkpoints,
     crops: bool,
-) -> tuple[Any, dict[str, list[float]], int]:
+) -> tuple[KerasModel, dict[str, list[float]], int]:
     """Epoch by epoch: a seeded shuffle (and augmentation), one pass, early stopping, a checkpoint."""
     state = TrainingState()
     resumed = checkpoints.load(stage)
@@ -120,7 +121,7 @@ def train_stage(
     return model, state.history, state.epoch
 
 
-def reseed(model: Any, seed: Sequence[int]) -> None:
+def reseed(model: KerasModel, seed: Sequence[int]) -> None:
     """Set every random layer's generator state from ``seed``, so that a resumed epoch draws what it would have."""
     generators = [layer.seed_generator for layer in model._flatten_layers() if hasattr(layer, "seed_generator")]
     values = np.random.default_rng(list(seed)).integers(0, 2**31 - 1, (len(generators), 2))
@@ -134,7 +135,7 @@ class Checkpoints:
     def __init__(self, folder: str | os.PathLike[str] | None, digest: str) -> None:
         self.folder = None if folder is None else Path(folder) / digest[:16]
 
-    def save(self, stage: str, model: Any, state: TrainingState, best: list[np.ndarray] | None) -> None:
+    def save(self, stage: str, model: KerasModel, state: TrainingState, best: list[np.ndarray] | None) -> None:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ class Checkpoints:
         # last: the epoch counts only when its model is saved
         atomic_write(self.folder / f"{stage}.json", lambda tmp: tmp.write_text(json.dumps(asdict(state))))
 
-    def load(self, stage: str) -> tuple[Any, TrainingState] | None:
+    def load(self, stage: str) -> tuple[KerasModel, TrainingState] | None:
         if self.folder is None or not (self.folder / f"{stage}.json").exists():
             return None
         import keras

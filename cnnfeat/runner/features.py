@@ -132,7 +132,7 @@ class FeatureBank:
     ) -> None:
         self.data_root, self.cache, self.strict, self.engine = data_root, cache, strict, engine
         # memo tables: a value, or the exception making it raised (see memo)
-        self._datasets: dict[Hashable, Any] = {d.name: d for d in loaded}
+        self._datasets: dict[Hashable, Dataset] = {d.name: d for d in loaded}
         self._features: dict[Hashable, Any] = {}
         # the taps wanted per (dataset, network): they are extracted together, in one forward pass each
         self._taps: dict[tuple[str, str], list[str]] = {}
@@ -165,7 +165,7 @@ class FeatureBank:
         return self.memo(("cnn", *group), lambda: self.extract(part.text, dataset, layers=layers))
 
     def extract(
-        self, method: str, dataset: Dataset, rows: np.ndarray | None = None, fit_rows: Any = None, **overrides: Any
+        self, method: str, dataset: Dataset, rows: np.ndarray | None = None, fit_rows: np.ndarray | None = None, **overrides: Any
     ) -> Blocks:
         """The method's features of the dataset's images (all rows, or ``rows``; NaN elsewhere), per tap."""
         paths = dataset.manifest.paths
@@ -174,7 +174,8 @@ class FeatureBank:
         if fit_rows is not None:
             extractor.fit([paths[i] for i in fit_rows])
         wanted = range(len(paths)) if rows is None else rows
-        blocks, report = extractor.extract([paths[i] for i in wanted], engine=self.engine)
+        found, report = extractor.extract([paths[i] for i in wanted], engine=self.engine)
+        blocks: dict[str, np.ndarray] = found or {}  # ``extract`` returns the rows unless told not to
         config = extractor.store_config()  # the extractor's configuration and taps (hashing a weights file once)
         info = FeatureProvenance(
             extractor=config,

@@ -11,11 +11,11 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from cnnfeat.adaptation import ADAPTATIONS
+from cnnfeat.hints import Classifier, JSONObject
 from cnnfeat.methods import Method
 from cnnfeat.probes import PROBES, innermost
 from cnnfeat.runner.features import ProbeJob
@@ -39,11 +39,11 @@ class Failure:
         logger.warning("run %s failed: %s", run, exc)
         return cls(f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> JSONObject:
         return {"status": "failed", "error": self.error, "traceback": self.traceback}
 
 
-def build_classifier(run: RunSpec) -> Any:
+def build_classifier(run: RunSpec) -> Classifier:
     """The run's unfitted classifier: normalisation, then the probe wrapped in its adaptation."""
     from sklearn.pipeline import make_pipeline
 
@@ -59,7 +59,9 @@ def is_source(run: RunSpec, domains: np.ndarray) -> np.ndarray:
     return domains == protocol.source if protocol.is_domain_shift else np.ones(len(domains), bool)
 
 
-def fit_rows(run: RunSpec, X: np.ndarray, rows: np.ndarray, y: np.ndarray, unlabelled: np.ndarray, source: np.ndarray) -> Any:
+def fit_rows(
+    run: RunSpec, X: np.ndarray, rows: np.ndarray, y: np.ndarray, unlabelled: np.ndarray, source: np.ndarray
+) -> Classifier:
     """The run's probe fitted on ``X[rows]`` labelled ``y``; an adaptation also sees ``X[unlabelled]`` and the domains."""
     model = build_classifier(run)
     if run.adapt == "none":
@@ -71,7 +73,7 @@ def fit_rows(run: RunSpec, X: np.ndarray, rows: np.ndarray, y: np.ndarray, unlab
     return model.fit(X[both], labels, **{key: list(domain)})
 
 
-def _fit_predict(job: ProbeJob) -> tuple[Any, np.ndarray]:
+def _fit_predict(job: ProbeJob) -> tuple[Classifier, np.ndarray]:
     run, X, split = job.run, job.X, job.split
     if run.probe == FINETUNE:  # X holds the images' paths
         model = Method.parse(run.method).make_classifier(job.cache, random_state=run.seed)
@@ -81,7 +83,7 @@ def _fit_predict(job: ProbeJob) -> tuple[Any, np.ndarray]:
     return model, model.predict(X[split.test])
 
 
-def probe_fields(job: ProbeJob | Failure) -> dict[str, Any]:
+def probe_fields(job: ProbeJob | Failure) -> JSONObject:
     """Fit one run's probe and score it: the record's outcome, metrics and provenance (a failure's error)."""
     from cnnfeat.probes import mean_per_class_accuracy
     from cnnfeat.recipes import validation_score
@@ -93,7 +95,7 @@ def probe_fields(job: ProbeJob | Failure) -> dict[str, Any]:
         model, predicted = _fit_predict(job)
         truth = job.labels[job.split.test]
         swept, knn = innermost(model, "C_"), innermost(model, "k_")
-        found: dict[str, Any] = {
+        found: JSONObject = {
             "status": "ok",
             **job.sizes,
             "accuracy": float(np.mean(predicted == truth)),
@@ -123,7 +125,7 @@ def probe_fields(job: ProbeJob | Failure) -> dict[str, Any]:
 ScoreItem = tuple[ProbeJob | Failure, float | None, int | None, bool]
 
 
-def cross_validation_fields(item: ScoreItem) -> dict[str, Any]:
+def cross_validation_fields(item: ScoreItem) -> JSONObject:
     """A recipe search's first score of a run: k-fold accuracy on its training rows at its chosen C or k (and, under
     leave-one-domain-out, the accuracy on each training domain of the probe fitted on the others). A run already
     cross-validated gets only what it lacks, so that its recorded score stays as it was made."""
@@ -135,7 +137,7 @@ def cross_validation_fields(item: ScoreItem) -> dict[str, Any]:
     started = time.perf_counter()
     train = job.split.train
     X, labels, choice = job.X[train], job.labels[train], {"C": C, "k": k}
-    found: dict[str, Any] = {}
+    found: JSONObject = {}
     try:
         if not scored:
             found["cross_validation"] = cross_validation(build_classifier(job.run), choice, X, labels)
@@ -148,7 +150,7 @@ def cross_validation_fields(item: ScoreItem) -> dict[str, Any]:
     return found if scored else found | {"cross_validation_seconds": time.perf_counter() - started}
 
 
-def selection_fields(item: ScoreItem) -> dict[str, Any]:
+def selection_fields(item: ScoreItem) -> JSONObject:
     """A recipe search's second score of a domain-shift run: every selector's (:func:`cnnfeat.selection.selection_scores`)."""
     from cnnfeat.selection import selection_scores
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from cnnfeat.catalog import dataset_spec
 from cnnfeat.exceptions import ConfigError, DatasetError
 from cnnfeat.files import atomic_write
+from cnnfeat.hints import JSONObject
 from cnnfeat.methods import Method
 from cnnfeat.protocols import Protocol
 
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-def _written(obj: Any) -> dict[str, Any]:
+def _written(obj: Any) -> JSONObject:
     """A provenance dataclass as JSON: its fields that are set (None is never written), nested ones too."""
     found = {}
     for f in dataclasses.fields(obj):
@@ -58,7 +59,7 @@ class FeatureProvenance:
     has only its ``classifier`` parameters.
     """
 
-    extractor: dict[str, Any] | None = None  # the extractor's store configuration (its fingerprint's input)
+    extractor: JSONObject | None = None  # the extractor's store configuration (its fingerprint's input)
     fingerprint: str | None = None
     n_cached: int | None = None
     n_computed: int | None = None
@@ -66,10 +67,10 @@ class FeatureProvenance:
     seconds: float | None = None
     earlier_seconds_per_1k: float | None = None  # read from the cache: the speed measured when it was filled
     parts: list[FeatureProvenance] | None = None
-    classifier: dict[str, Any] | None = None
+    classifier: JSONObject | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> FeatureProvenance:
+    def from_dict(cls, data: JSONObject | None) -> FeatureProvenance:
         data = dict(data or {})
         if data.get("parts") is not None:
             data["parts"] = [cls.from_dict(p) for p in data["parts"]]
@@ -218,7 +219,7 @@ class Record:
         return float(value)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Record:
+    def from_dict(cls, data: JSONObject) -> Record:
         """A record from its JSON object, of any version (fields it lacks are None)."""
         names = set(_WRITTEN)
         values = {k: v for k, v in data.items() if k in names}
@@ -229,9 +230,9 @@ class Record:
             values["training"] = Training(**values["training"])
         return cls(**values, absent=frozenset(names - set(data)))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """The record's JSON object: identity, outcome, and what it holds of the rest, in the runs' order."""
-        found: dict[str, Any] = {}
+        found: JSONObject = {}
         for name in _WRITTEN:
             value = getattr(self, name)
             scored = name == "cross_validation" and self.cross_validated  # a score of None, recorded as such

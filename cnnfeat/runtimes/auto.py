@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 from cnnfeat.config import cache_dir, cpu_name
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.files import checksum_matches, write_checksummed
+from cnnfeat.hints import JSONObject, KerasModel
 from cnnfeat.runtimes import EXACT_TOLERANCE, has_gpu, installed
 from cnnfeat.runtimes.graphs import ExportedGraph, exporter_versions, graph_key
 
@@ -52,9 +53,9 @@ def open_session(runtime: str, graph: ExportedGraph, precision: str) -> Any:
 
 
 def choose_runtime(
-    model_config: Mapping[str, Any],
+    model_config: JSONObject,
     precision: str,
-    build: Callable[[], Any],
+    build: Callable[[], KerasModel],
     graph: Callable[[], ExportedGraph],
     *,
     folder: str | os.PathLike[str] | None = None,
@@ -100,7 +101,7 @@ def choose_runtime(
     return record["choice"], record["reason"]
 
 
-def measurement_path(model_config: Mapping[str, Any], *, folder: str | os.PathLike[str] | None = None) -> Path:
+def measurement_path(model_config: JSONObject, *, folder: str | os.PathLike[str] | None = None) -> Path:
     """Where ``auto``'s measurement for this graph, CPU and installed runtimes is kept."""
     versions = {r: _version(r) for r in ("onnxruntime", "openvino") if installed(r)}
     key = hashlib.sha256(json.dumps([graph_key(model_config), cpu_model(), versions], sort_keys=True).encode()).hexdigest()
@@ -113,7 +114,7 @@ def _version(runtime: str) -> str:
     return importlib.metadata.version(runtime)
 
 
-def _best_seconds(run: Callable[[], Any], repeats: int = 3) -> float:
+def _best_seconds(run: Callable[[], object], repeats: int = 3) -> float:
     run()  # warm up: graph compilation, allocations
     times = []
     for _ in range(repeats):
@@ -124,8 +125,8 @@ def _best_seconds(run: Callable[[], Any], repeats: int = 3) -> float:
 
 
 def _measure(
-    model_config: Mapping[str, Any], build: Callable[[], Any], graph: Callable[[], ExportedGraph], candidates: list[str]
-) -> dict[str, Any]:
+    model_config: JSONObject, build: Callable[[], KerasModel], graph: Callable[[], ExportedGraph], candidates: list[str]
+) -> JSONObject:
     built = build()
     size = int(built.model.inputs[0].shape[1])
     batch = np.random.default_rng(0).integers(0, 256, (16, size, size, 3), dtype=np.uint8)

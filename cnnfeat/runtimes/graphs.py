@@ -17,14 +17,14 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cnnfeat.config import cache_dir
 from cnnfeat.files import atomic_write, sha256_file
+from cnnfeat.hints import JSONObject, KerasModel
 
 __all__ = ["ExportedGraph", "exporter_versions", "graph_key", "load_or_export"]
 
@@ -45,7 +45,7 @@ def exporter_versions() -> dict[str, str]:
     return found
 
 
-def graph_key(model_config: Mapping[str, Any]) -> str:
+def graph_key(model_config: JSONObject) -> str:
     """The cache key of the graph of ``model_config`` (backbone, weights, taps, pooling, ...) with today's exporter."""
     text = json.dumps({"model": model_config, "exporter": exporter_versions(), "format": "onnx"}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -54,7 +54,7 @@ def graph_key(model_config: Mapping[str, Any]) -> str:
 class ExportedGraph:
     """An ONNX file of a backbone, its verified bytes, and what its outputs are."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, meta: JSONObject) -> None:
         self.path = path
         self.meta = meta
         self.taps: list[str] = list(meta["taps"])
@@ -76,7 +76,7 @@ def cached_graph(path: Path, meta_path: Path, remedy: str) -> ExportedGraph | No
 
 
 def load_or_export(
-    model_config: Mapping[str, Any], build: Callable[[], Any], *, folder: str | os.PathLike[str] | None = None
+    model_config: JSONObject, build: Callable[[], KerasModel], *, folder: str | os.PathLike[str] | None = None
 ) -> ExportedGraph:
     """The cached graph of ``model_config``, exported from ``build()`` (a BuiltBackbone) when missing or damaged."""
     key = graph_key(model_config)

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -68,7 +67,7 @@ def quantized_graph(
         def __init__(self) -> None:
             self._batches = iter(batches)
 
-        def get_next(self) -> dict[str, Any] | None:
+        def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
             return None if batch is None else {name: batch.astype(np.float32)}
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from cnnfeat.config import cpu_threads
@@ -65,7 +63,7 @@ class OpenVinoSession:
         core = ov.Core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise ConfigError("this CPU has no bf16 instructions (AVX512_BF16 or AMX), so OpenVINO cannot compute in bf16 here")
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hints[precision], "PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": hints[precision], "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = threads or cpu_threads()
         self._compiled = core.compile_model(core.read_model(str(graph.path)), "CPU", config)
         self._outputs = list(self._compiled.outputs)

@@ -13,12 +13,14 @@ import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from cnnfeat.exceptions import CnnfeatError, ConfigError, StoreError, StoreMismatchError
 from cnnfeat.files import install
+from cnnfeat.hints import H5File, JSONObject
 from cnnfeat.store.integrity import DAMAGED_FILE, UNREADABLE, MissingKeyError, copy_rows, read_checked, reports_damage
 from cnnfeat.store.journal import Journal
 from cnnfeat.store.lock import StoreLock
@@ -73,7 +75,7 @@ class FeatureStore:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        config: Mapping[str, Any] | None = None,
+        config: JSONObject | None = None,
         *,
         dims: Mapping[str, int] | None = None,
         dtype: str = "float32",
@@ -90,7 +92,7 @@ class FeatureStore:
         self._journal_path = self.path.with_name(self.path.name + ".journal")
         self._journal = Journal(self._journal_path, "", durable=durable)  # its fingerprint is known once the file is read
         self._lock = StoreLock(self.path.with_name(self.path.name + ".lock")) if mode == "a" else None
-        self._h5: Any = None
+        self._h5: H5File | None = None
         self._index: dict[str, int] = {}  # key -> row in the HDF5 file
         self._pending: dict[str, tuple[int, int]] = {}  # key -> (journal record, row within it)
         self._pending_paths: dict[str, str] = {}
@@ -115,7 +117,7 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ opening
 
-    def _open(self, config: Mapping[str, Any] | None, dims: Mapping[str, int] | None, dtype: str) -> None:
+    def _open(self, config: JSONObject | None, dims: Mapping[str, int] | None, dtype: str) -> None:
         import h5py
 
         if not self.path.exists():
@@ -144,7 +146,7 @@ class FeatureStore:
             logger.info(
                 "%s: written before checksums at rest (format %d); the next write upgrades it", self.path, self.format_version
             )
-        self.config: dict[str, Any] = json.loads(attrs["config"])
+        self.config: JSONObject = json.loads(attrs["config"])
         self.fingerprint: str = str(attrs["fingerprint"])
         if int(self.config.get("feature_code_version", -1)) != FEATURE_CODE_VERSION:
             raise StoreMismatchError(
@@ -168,7 +170,7 @@ class FeatureStore:
         if self.mode == "a":
             self._recover_journal()
 
-    def _create(self, config: Mapping[str, Any], dims: Mapping[str, int], dtype: str) -> None:
+    def _create(self, config: JSONObject, dims: Mapping[str, int], dtype: str) -> None:
         import h5py
 
         taps = list(config.get("taps", dims))
@@ -220,7 +222,7 @@ class FeatureStore:
             order = np.argsort(rows)
             unique_rows, inverse = np.unique(rows[order], return_inverse=True)
             for t in taps:  # h5py wants increasing indices
-                block = read_checked(self._h5["features"][t], unique_rows, self.path, f"features/{t}")
+                block = read_checked(self._file["features"][t], unique_rows, self.path, f"features/{t}")
                 out[t][positions[order]] = block[inverse]
         widths, wanted = [self.dims[t] for t in self.taps], [t in taps for t in self.taps]
         read = [t for t in self.taps if t in taps]  # in the journal's order: the store's
@@ -302,7 +304,7 @@ class FeatureStore:
         wanted["row"] = [self._index.get(k, -1) if k else -1 for k in keys]
         return bool(stored == wanted)
 
-    def _write_run_index(self, f: Any) -> None:
+    def _write_run_index(self, f: H5File) -> None:
         if self._run_index is not None:  # the rows the pending keys get in this merge
             rows_of = self._index | {k: len(self._index) + i for i, k in enumerate(self._pending)}
             write_run_index(f, self._run_index, rows_of)
@@ -333,13 +335,20 @@ class FeatureStore:
 
         Raises :class:`~cnnfeat.exceptions.StoreCorruptError` when a column fails its checksum or digest.
         """
-        return read_run_index(self._h5, self.path)
+        return read_run_index(self._file, self.path)
 
     @reports_damage
     def paths_of(self, keys: Sequence[str]) -> list[str]:
         """The path each key's row was first computed from."""
-        paths = self._h5["paths"]
+        paths = self._file["paths"]
         return [text(read_checked(paths, slice(r, r + 1), self.path, "paths")[0]) for r in (self._index[k] for k in keys)]
+
+    @property
+    def _file(self) -> H5File:
+        """The open HDF5 file (a closed store has none)."""
+        if self._h5 is None:
+            raise StoreError(f"{self.path}: the feature store is closed")
+        return self._h5
 
     def compact(self) -> None:
         """Merge the journal into the HDF5 file and atomically replace it."""
@@ -348,7 +357,7 @@ class FeatureStore:
         if self.mode != "a" or not (self._journal.records or self._run_index is not None):
             return
         if self.format_version < FORMAT_VERSION:  # rewrite with checksums first, then merge as usual
-            self._rewrite(range(int(self._h5.attrs["n_rows"])))
+            self._rewrite(range(int(self._file.attrs["n_rows"])))
         new_keys = list(self._pending)
         tmp = self._tmp_path()
         needed = self.path.stat().st_size + self._journal.size
@@ -382,7 +391,7 @@ class FeatureStore:
                 f.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 if self._speed is not None:
                     f.attrs["extraction_seconds_per_image"] = self._speed
-            self._h5.close()
+            self._file.close()
             install(tmp, self.path)
         except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed writes (ENOSPC on close)
             with contextlib.suppress(OSError):
@@ -406,11 +415,11 @@ class FeatureStore:
 
         tmp = self._tmp_path()
         try:
-            copy_rows(self._h5, tmp, list(rows))
+            copy_rows(self._file, tmp, list(rows))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self._h5.close()
+        self._file.close()
         install(tmp, self.path)
         self._h5 = h5py.File(self.path, "r")
         self.format_version = FORMAT_VERSION
@@ -439,7 +448,7 @@ class FeatureStore:
     def __enter__(self) -> FeatureStore:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None) -> None:
         # after a failed write (a full disk) the journal keeps every committed row: merging again would fail again
         self.close(compact=not isinstance(exc, StoreError))
 

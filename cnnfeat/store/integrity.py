@@ -8,12 +8,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from cnnfeat.exceptions import CnnfeatError, StoreCorruptError, StoreError, StoreMismatchError
 from cnnfeat.files import install
+from cnnfeat.hints import H5Dataset, H5File
 from cnnfeat.store.lock import StoreLock
 from cnnfeat.store.schema import FORMAT_NAME, create_datasets, encoded_texts, strings_digest, text, write_attrs, write_index
 
@@ -25,27 +26,33 @@ logger = logging.getLogger(__name__)
 DAMAGED_FILE = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 UNREADABLE = "its HDF5 structure is damaged; move it aside and extract again to recompute its rows from the images"
 
+if TYPE_CHECKING:
+    from cnnfeat.store.feature_store import FeatureStore as _Store
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 
 class MissingKeyError(KeyError):
     """A key the store does not hold (the caller's mistake, not damage)."""
 
 
-def reports_damage(method: Callable[..., Any]) -> Callable[..., Any]:
+def reports_damage(method: Callable[Concatenate[_Store, _P], _R]) -> Callable[Concatenate[_Store, _P], _R]:
     """Turn what h5py raises on a damaged HDF5 structure into a StoreError naming the file."""
 
     @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(store: _Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
-            return method(self, *args, **kwargs)
+            return method(store, *args, **kwargs)
         except (CnnfeatError, MissingKeyError):
             raise
         except DAMAGED_FILE as exc:
-            raise StoreError(f"{self.path}: cannot read the feature store ({exc}); {UNREADABLE}") from exc
+            raise StoreError(f"{store.path}: cannot read the feature store ({exc}); {UNREADABLE}") from exc
 
     return wrapper
 
 
-def read_checked(ds: Any, selection: Any, path: Path | str, name: str) -> np.ndarray:
+def read_checked(ds: H5Dataset, selection: slice | np.ndarray | list[int], path: Path | str, name: str) -> np.ndarray:
     """``ds[selection]``; a chunk whose checksum fails becomes a StoreCorruptError naming its rows."""
     try:
         return np.asarray(ds[selection])
@@ -59,7 +66,7 @@ def read_checked(ds: Any, selection: Any, path: Path | str, name: str) -> np.nda
         raise StoreCorruptError(str(path), name, bad) from exc
 
 
-def damaged_rows(ds: Any, n: int) -> list[int]:
+def damaged_rows(ds: H5Dataset, n: int) -> list[int]:
     """Rows (below ``n``) of every chunk of ``ds`` that cannot be read back."""
     step = ds.chunks[0] if ds.chunks else max(n, 1)
     bad: list[int] = []
@@ -72,7 +79,7 @@ def damaged_rows(ds: Any, n: int) -> list[int]:
     return bad
 
 
-def damage_of(f: Any) -> dict[str, list[int]]:
+def damage_of(f: H5File) -> dict[str, list[int]]:
     """Every damaged dataset of an open store, with its damaged rows (see :meth:`FeatureStore.check`)."""
     n = int(f.attrs["n_rows"])
     found: dict[str, list[int]] = {}
@@ -93,7 +100,7 @@ def damage_of(f: Any) -> dict[str, list[int]]:
     return found
 
 
-def copy_rows(src: Any, tmp: Path, rows: list[int], *, keep_index: bool = True, block: int = 4096) -> None:
+def copy_rows(src: H5File, tmp: Path, rows: list[int], *, keep_index: bool = True, block: int = 4096) -> None:
     """Write a fresh store file holding ``rows`` of ``src`` (current format); a kept index follows its keys."""
     import h5py
 

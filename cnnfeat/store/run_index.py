@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cnnfeat.exceptions import ConfigError, StoreCorruptError
+from cnnfeat.hints import H5File
 from cnnfeat.store.integrity import read_checked
 from cnnfeat.store.schema import strings_digest, text, write_index
 
@@ -25,7 +26,7 @@ def index_table(paths: Sequence[str], keys: Sequence[str | None], columns: Mappi
     return table
 
 
-def write_run_index(f: Any, table: Mapping[str, Sequence[str]], rows_of: Mapping[str, int]) -> None:
+def write_run_index(f: H5File, table: Mapping[str, Sequence[str]], rows_of: Mapping[str, int]) -> None:
     """Replace ``/index`` in the open HDF5 file ``f``: ``table``'s columns and each key's row (-1: skipped)."""
     if "index" in f:
         del f["index"]
@@ -35,7 +36,7 @@ def write_run_index(f: Any, table: Mapping[str, Sequence[str]], rows_of: Mapping
     write_index(group, np.asarray(rows, dtype=np.int64), table)
 
 
-def read_run_index(h5: Any, path: Path) -> dict[str, list[Any]] | None:
+def read_run_index(h5: H5File, path: Path) -> dict[str, list[Any]] | None:
     """``/index`` as columns (``row`` as ints, the rest as str), checked; None without one."""
     if "index" not in h5:
         return None

@@ -7,9 +7,10 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
+
+from cnnfeat.hints import H5Dataset, H5File, H5Group, JSONObject
 
 __all__ = ["FEATURE_CODE_VERSION", "FORMAT_VERSION", "fingerprint_of"]
 
@@ -31,13 +32,13 @@ DESCRIPTION = (
 )
 
 
-def fingerprint_of(config: Mapping[str, Any]) -> str:
+def fingerprint_of(config: JSONObject) -> str:
     """sha256 of the canonical JSON of an extractor configuration."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_datasets(f: Any, taps: Sequence[str], dims: Mapping[str, int], dtype: Any, *, path_width: int = 256) -> None:
+def create_datasets(f: H5File, taps: Sequence[str], dims: Mapping[str, int], dtype: str, *, path_width: int = 256) -> None:
     """The empty datasets of a store, each with a fletcher32 checksum per chunk."""
     f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype="S64", chunks=(4096,), fletcher32=CHECKSUMS)
     create_paths(f, width=path_width)
@@ -51,7 +52,7 @@ def create_datasets(f: Any, taps: Sequence[str], dims: Mapping[str, int], dtype:
         ds.attrs["description"] = f"features of tap {tap!r}, one row per image"
 
 
-def create_paths(f: Any, *, width: int, rows: np.ndarray | None = None) -> Any:
+def create_paths(f: H5File, *, width: int, rows: np.ndarray | None = None) -> H5Dataset:
     """``/paths``: resizable, fixed-length UTF-8 of ``width`` bytes, checksummed per chunk (``rows``: its content)."""
     data = np.zeros(0, dtype=f"S{width}") if rows is None else rows.astype(f"S{width}")
     paths = f.create_dataset("paths", data=data, maxshape=(None,), dtype=f"S{width}", chunks=(1024,), fletcher32=CHECKSUMS)
@@ -60,7 +61,7 @@ def create_paths(f: Any, *, width: int, rows: np.ndarray | None = None) -> Any:
     return paths
 
 
-def append_paths(f: Any, start: int, paths: Sequence[str]) -> None:
+def append_paths(f: H5File, start: int, paths: Sequence[str]) -> None:
     """Write ``paths`` as ``/paths[start:]``; a longer path than it holds rewrites it wider (its first rows kept)."""
     new = encoded_texts(paths)
     if f["paths"].dtype.itemsize < new.dtype.itemsize:
@@ -73,13 +74,13 @@ def append_paths(f: Any, start: int, paths: Sequence[str]) -> None:
     f["paths"].attrs["sha256"] = strings_digest(f["paths"][:end])
 
 
-def encoded_texts(values: Iterable[Any]) -> np.ndarray:
+def encoded_texts(values: Iterable[object]) -> np.ndarray:
     """A string column as HDF5 keeps it: fixed-length UTF-8 bytes (``S<longest>``, at least 1)."""
     encoded = [t.encode() for t in storable_texts(values)]
     return np.array(encoded, dtype=f"S{max([1, *map(len, encoded)])}")
 
 
-def write_index(group: Any, rows: np.ndarray, columns: Mapping[str, Sequence[str]]) -> None:
+def write_index(group: H5Group, rows: np.ndarray, columns: Mapping[str, Sequence[str]]) -> None:
     """``/index``: ``row``, ``key`` and the string columns, each checksummed per chunk (strings also by sha256)."""
     checked = {"chunks": True, "fletcher32": CHECKSUMS} if len(rows) else {}  # an empty dataset has no chunks
     group.create_dataset("row", data=rows, **checked)
@@ -102,11 +103,11 @@ def read_fingerprint(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
-def text(value: Any) -> str:
+def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def storable_texts(values: Iterable[Any]) -> list[str]:
+def storable_texts(values: Iterable[object]) -> list[str]:
     """Strings HDF5 can hold as UTF-8: a file name's bytes that are not UTF-8 become ``\\xNN`` escapes.
 
     Python keeps such bytes as lone surrogates (``os.fsdecode``), which UTF-8 cannot encode.
@@ -120,7 +121,7 @@ def storable_texts(values: Iterable[Any]) -> list[str]:
     return [os.fsencode(v).decode("utf-8", "backslashreplace") if isinstance(v, str) else text(v) for v in values]
 
 
-def strings_digest(values: Iterable[Any]) -> str:
+def strings_digest(values: Iterable[object]) -> str:
     """sha256 of a string column as stored (each value's UTF-8 bytes, newline-terminated)."""
     digest = hashlib.sha256()
     for v in values:
@@ -128,7 +129,7 @@ def strings_digest(values: Iterable[Any]) -> str:
     return digest.hexdigest()
 
 
-def write_attrs(f: Any, config: Mapping[str, Any], n_rows: int) -> None:
+def write_attrs(f: H5File, config: JSONObject, n_rows: int) -> None:
     import h5py
 
     from cnnfeat import __version__
@@ -146,7 +147,7 @@ def write_attrs(f: Any, config: Mapping[str, Any], n_rows: int) -> None:
     f.attrs["n_rows"] = n_rows
 
 
-def config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+def config_diff(a: JSONObject, b: JSONObject) -> list[str]:
     return sorted(
         k
         for k in set(a) | set(b)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from cnnfeat.backbones.efficientnet_lite import LITE_VARIANTS, lite_blocks
 from cnnfeat.download import sha256_of
 from cnnfeat.exceptions import WeightsError
 from cnnfeat.files import checksum_matches, write_checksummed
+from cnnfeat.hints import KerasModel
 from cnnfeat.weights.torch_pickle import load_state_dict
 
 __all__ = ["load_lite_weights", "packaged_weights_path"]
@@ -31,7 +31,7 @@ _PACKAGES = {
 }
 
 
-def _torch_to_keras(model: Any, state: dict[str, np.ndarray], variant: str, source: str) -> None:
+def _torch_to_keras(model: KerasModel, state: dict[str, np.ndarray], variant: str, source: str) -> None:
     """Copy tensors from an EfficientNet-PyTorch state dict into the Keras layers."""
     width, depth, _, _ = LITE_VARIANTS[variant]
     names: dict[str, str] = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head", "top_bn": "_bn1"}
@@ -83,7 +83,7 @@ def _torch_to_keras(model: Any, state: dict[str, np.ndarray], variant: str, sour
         raise WeightsError(f"{source}: {len(unused)} tensors were not used (first: {unused[0]}); wrong variant?")
 
 
-def _layer_names(model: Any) -> set[str]:
+def _layer_names(model: KerasModel) -> set[str]:
     return {layer.name for layer in model.layers}
 
 
@@ -112,7 +112,7 @@ def packaged_weights_path(variant: str) -> Path:
     return files[0]
 
 
-def load_lite_weights(model: Any, variant: str, source: str | os.PathLike[str], cache_dir: Path | None) -> str:
+def load_lite_weights(model: KerasModel, variant: str, source: str | os.PathLike[str], cache_dir: Path | None) -> str:
     """Load EfficientNet-Lite weights from a ``.pth`` or Keras ``.weights.h5`` file.
 
     A ``.pth`` is converted once; the converted Keras weights are kept in
