@@ -54,6 +54,7 @@ from cnnfeat.recipes import DG_RULES
 from cnnfeat.runner import FINETUNE, Record, RecordStore, RunSpec
 from cnnfeat.runner.records import run_identity
 from cnnfeat.runner.spec import LEGACY_SOLVER
+from cnnfeat.runtimes import RUNTIMES
 from cnnfeat.selection import DEFAULT_SELECTOR, SELECTORS
 from cnnfeat.suites import SUITES
 
@@ -93,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         default="path",
         help="logistic regression's solver: path (every C solved to a certified gap along the regularisation path; "
         "default) or lbfgs (scikit-learn's at tol 1e-4, as the tables committed before it were made)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="what runs the CNNs: the fastest installed runtime whose features match Keras', measured once on this "
+        "machine (auto, the default), Keras itself, or its exported graph in ONNX Runtime or OpenVINO; a method's own "
+        "?runtime= wins. A table's footer names the runtime that made it: pass it here to reproduce its last digits",
     )
     p.add_argument(
         "--choose-recipe",
@@ -312,6 +320,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             choose_recipe=args.choose_recipe if args.choose_recipe is not None else suite.get("choose_recipe", False),
             selector=args.select,
             dg_validation=args.dg_validation,
+            runtime=args.runtime,
         )
     bar.close()
     engine.close()

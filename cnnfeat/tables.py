@@ -193,8 +193,23 @@ def footer_for(records: Sequence[Record]) -> str:
             lines.append(f"Adaptation chosen without target labels by the selector `{selector}` (`--select`).")
         if lodo := [r for r in ok if r.recipe_search and r.parsed_protocol.name == "lodo"]:  # DomainBed: name the rule
             lines.append(f"Model selection under leave-one-domain-out: {dg_rule_of(lodo)} validation (`--dg-validation`).")
+    if runtimes := cnn_runtimes(ok):  # the last digits follow the runtime's last bits: say which, and how to ask for it
+        line = f"CNN features computed by {' and '.join(runtimes)}"
+        pinned = all(re.search(r"--runtime\b|[?&]runtime=", c) for c in commands)
+        lines.append(line + ("." if pinned or len(runtimes) > 1 else f": `--runtime {runtimes[0]}` reproduces these digits."))
     lines.append(f"Versions: {versions}; machine: {first.machine or '?'}.")
     return "\n".join(lines)
+
+
+def cnn_runtimes(records: Sequence[Record]) -> list[str]:
+    """The runtimes that computed the records' CNN features (a store's configuration names none for Keras)."""
+    found = {
+        str(network.extractor.get("runtime", "keras"))
+        for r in records
+        for network in r.features.networks
+        if network.extractor and network.extractor.get("extractor") == "cnn"
+    }
+    return sorted(found)
 
 
 def results_markdown(records: Sequence[Record]) -> str:

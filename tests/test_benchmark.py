@@ -140,6 +140,36 @@ def test_footer_names_every_command_that_wrote_into_the_folder() -> None:
     assert two.startswith("Commands: `bench --methods a`; `bench --methods b`\n")
 
 
+def test_footer_names_the_runtime_of_the_cnn_features_and_how_to_ask_for_it() -> None:
+    from cnnfeat.tables import footer_for
+
+    base = {"status": "ok", "seed": 0, "protocol": "full", "versions": {}, "machine": "x", "command": "bench --methods cnn:a"}
+    keras = base | {"features": {"extractor": {"extractor": "cnn", "taps": ["pool"]}, "seconds": 1.0}}
+    onnx = base | {"features": {"extractor": {"extractor": "cnn", "runtime": "onnxruntime"}, "seconds": 1.0}, "seed": 1}
+    hog = base | {"features": {"extractor": {"extractor": "hog"}, "seconds": 1.0}}
+    assert "CNN features computed by keras: `--runtime keras` reproduces these digits." in footer_for([Record.from_dict(keras)])
+    both = footer_for([Record.from_dict(keras), Record.from_dict(onnx)])
+    assert "CNN features computed by keras and onnxruntime.\n" in both
+    pinned = footer_for([Record.from_dict(keras | {"command": "bench --methods cnn:a --runtime keras"})])
+    assert "CNN features computed by keras.\n" in pinned
+    assert "CNN features" not in footer_for([Record.from_dict(hog)])
+
+
+@pytest.mark.slow
+def test_the_runtime_flag_runs_every_cnn_method_that_names_none(office_root: Path, tmp_path: Path) -> None:
+    from cnnfeat.runtimes import installed
+
+    if not installed("onnxruntime"):
+        pytest.skip("onnxruntime is not installed")
+    every = expand([TINY, TINY.replace("?", "?runtime=keras&", 1)], ["logreg"], ["office31"], ["full"], [0])
+    runs = sorted((r for r in every if r.protocol == every[0].protocol), key=lambda r: "runtime=" in r.method)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    records = run_all(runs, out, data_root=office_root, cache=cache, strict=False, runtime="onnxruntime")
+    runtimes = [(r.features.extractor or {}).get("runtime", "keras") for r in records]
+    assert [r.status for r in records] == ["ok", "ok"] and runtimes == ["onnxruntime", "keras"]  # the method's own wins
+    assert abs(records[0].accuracy - records[1].accuracy) < 0.05
+
+
 def test_machine_names_the_cpu_and_blas_kernel() -> None:
     machine = machine_description()
     assert machine.startswith(f"{platform.machine()}, {os.cpu_count()} cores")

@@ -26,7 +26,7 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("runtime", EXACT)
 def test_exported_graph_matches_keras_on_every_tap_of_the_tiny_network(image_paths: list[str], runtime: str) -> None:
     taps = ["pool", "pool_max", "block1_conv", "block2_conv"]
-    reference, _ = tiny(layers=taps).extract(image_paths)
+    reference, _ = tiny(layers=taps, runtime="keras").extract(image_paths)
     features, report = tiny(layers=taps, runtime=runtime).extract(image_paths)
     for tap in taps:
         assert features[tap].shape == reference[tap].shape
@@ -34,11 +34,21 @@ def test_exported_graph_matches_keras_on_every_tap_of_the_tiny_network(image_pat
     assert runtime in report.device
 
 
+def test_the_library_default_is_the_fastest_exact_runtime_with_keras_features(image_paths: list[str]) -> None:
+    from cnnfeat import CNNFeatures, extract_features
+
+    assert CNNFeatures().runtime == "auto"
+    default, report = extract_features(image_paths, backbone="tiny_test", weights=None, layers="pool")
+    reference, _ = extract_features(image_paths, backbone="tiny_test", weights=None, layers="pool", runtime="keras")
+    assert "; auto: " in report.device  # the runtime it resolved to, and why
+    assert _relative(default["pool"], reference["pool"]) <= EXACT_TOLERANCE
+
+
 @needs_runtimes
 def test_runtime_is_in_the_fingerprint_and_never_mixed_in_one_store(image_paths: list[str], tmp_path: Path) -> None:
-    keras_store = tiny(cache=tmp_path).store_path()
+    keras_store = tiny(cache=tmp_path, runtime="keras").store_path()
     other = tiny(cache=tmp_path, runtime=EXACT[0])
-    assert other.extractor_config()["runtime"] == EXACT[0] and "runtime" not in tiny().extractor_config()
+    assert other.extractor_config()["runtime"] == EXACT[0] and "runtime" not in tiny(runtime="keras").extractor_config()
     assert other.store_path() != keras_store  # rows of two runtimes never share a store
 
 
@@ -148,7 +158,7 @@ def test_lite0_through_onnxruntime_matches_keras_on_the_layer_taps_and_classifie
     from cnnfeat.suites import LITE0_TAPS
 
     photos = sample_images().paths  # china.jpg, flower.jpg
-    reference, _ = CNNFeatures(layers=LITE0_TAPS).extract(photos)
+    reference, _ = CNNFeatures(layers=LITE0_TAPS, runtime="keras").extract(photos)
     features, _ = CNNFeatures(layers=LITE0_TAPS, runtime="onnxruntime").extract(photos)
     for tap in LITE0_TAPS:
         assert _relative(features[tap], reference[tap]) <= EXACT_TOLERANCE, tap

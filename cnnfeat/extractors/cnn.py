@@ -71,12 +71,14 @@ class CNNFeatures(CachedImageFeatures):
         ``"mixed"`` runs the network in float16 in Keras (for GPUs); ``"bf16"`` in OpenVINO's
         bf16 mode (CPUs with AVX512_BF16 or AMX); ``"int8"`` a statically quantised graph in ONNX
         Runtime, calibrated on ``calibration``. Each changes the features (and the fingerprint).
-    runtime : {"keras", "auto", "onnxruntime", "openvino"}
-        What runs the network: Keras (the reference), or the ONNX graph exported from it (made once
-        and cached), whose float32 features match Keras' within
-        :data:`~cnnfeat.runtimes.EXACT_TOLERANCE` of their largest value.
-        ``"auto"``: the fastest installed runtime measured on this machine (see
-        :mod:`cnnfeat.runtimes.auto`). The resolved runtime is part of the fingerprint.
+    runtime : {"auto", "keras", "onnxruntime", "openvino"}
+        What runs the network. ``"auto"`` (the default): the fastest installed runtime whose features
+        match Keras', measured once on this machine (see :mod:`cnnfeat.runtimes.auto`); a store that
+        Keras or another exact runtime already filled is extended by that runtime. ``"keras"``: Keras
+        itself, the reference. ``"onnxruntime"``, ``"openvino"``: the ONNX graph exported from the
+        Keras model (made once and cached), whose float32 features match Keras' within
+        :data:`~cnnfeat.runtimes.EXACT_TOLERANCE` of their largest value. The resolved runtime is
+        part of the fingerprint.
     calibration : path or None
         For ``precision="int8"``: a folder, CSV or list of images like yours, from which 64 are
         drawn (seed 0) to calibrate the quantisation; their digest is part of the fingerprint.
@@ -138,7 +140,7 @@ class CNNFeatures(CachedImageFeatures):
         crop_pct: float | None = None,
         interpolation: str | None = None,
         precision: str = "float32",
-        runtime: str = "keras",
+        runtime: str = "auto",
         calibration: str | os.PathLike[str] | None = None,
         batch_size: int = 32,
         dtype: str = "float32",

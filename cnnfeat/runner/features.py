@@ -129,8 +129,10 @@ class FeatureBank:
         strict: bool,
         engine: ExtractionEngine | None,
         loaded: Sequence[Dataset] = (),
+        runtime: str | None = None,
     ) -> None:
         self.data_root, self.cache, self.strict, self.engine = data_root, cache, strict, engine
+        self.runtime = runtime  # for every cnn: method that names none
         # memo tables: a value, or the exception making it raised (see memo)
         self._datasets: dict[Hashable, Dataset] = {d.name: d for d in loaded}
         self._features: dict[Hashable, Any] = {}
@@ -162,7 +164,10 @@ class FeatureBank:
         """A ``cnn:`` method's features per tap, with every tap the suite wants of its network."""
         group = (dataset.name, part.network)
         layers = ",".join(self._taps.get(group, [part.tap]))
-        return self.memo(("cnn", *group), lambda: self.extract(part.text, dataset, layers=layers))
+        overrides: dict[str, Any] = {"layers": layers}
+        if self.runtime is not None and "runtime" not in part.params:
+            overrides["runtime"] = self.runtime
+        return self.memo(("cnn", *group), lambda: self.extract(part.text, dataset, **overrides))
 
     def extract(
         self, method: str, dataset: Dataset, rows: np.ndarray | None = None, fit_rows: np.ndarray | None = None, **overrides: Any

@@ -46,6 +46,7 @@ def run_all(
     choose_recipe: bool = False,
     selector: str | None = None,
     dg_validation: str | None = None,
+    runtime: str | None = None,
 ) -> list[Record]:
     """Run ``runs`` and write one JSON record each under ``out/records``; returns the records.
 
@@ -70,6 +71,8 @@ def run_all(
     ``dg_validation`` (:data:`cnnfeat.recipes.DG_RULES`; default training-domain validation). The report
     adds the chosen recipe's row. ``on_score(what, done, total)`` follows
     that scoring (``done=0`` as each kind of score starts).
+
+    ``runtime`` runs every ``cnn:`` method that names none (default: the extractor's, ``auto``).
     """
     from cnnfeat.engines.parallel import map_in_order
 
@@ -82,6 +85,7 @@ def run_all(
         strict=strict,
         engine=engine,
         loaded=loaded,
+        runtime=runtime,
     )
     found_versions, machine = versions(), machine_description()
     records: list[Record] = []
