@@ -80,7 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--probes", nargs="+", help=PROBES.describe())
     p.add_argument("--protocol", nargs="+", dest="protocols", help=PROTOCOLS.describe())
-    p.add_argument("--adapt", nargs="+", help="domain adaptation on domain-shift protocols: " + ADAPTATIONS.describe())
+    p.add_argument(
+        "--adapt",
+        nargs="+",
+        help="domain adaptation on domain-shift protocols, each NAME or NAME?<param>=<value>&... (a hyper-parameter "
+        "setting, a candidate of its own for --select): " + ADAPTATIONS.describe(),
+    )
     p.add_argument(
         "--normalize",
         nargs="+",

@@ -41,6 +41,7 @@ from cnnfeat.hints import Classifier
 if TYPE_CHECKING:
     from cnnfeat.extractors._base import CachedImageFeatures
 from cnnfeat.exceptions import ConfigError, did_you_mean
+from cnnfeat.registry import parse_query
 
 __all__ = ["HANDCRAFTED", "METHOD_PATTERNS", "Method"]
 
@@ -100,11 +101,7 @@ class Method:
             params |= {"layers": what, **({"views": views} if views else {})}
         else:
             params["trainable"] = what
-        for item in filter(None, query.split("&")):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"method {text!r}: write ?<param>=<value>&..., got {item!r}")
-            params[key] = _value(value)
+        params |= parse_query(query, f"method {text!r}")
         return cls(text, kind, params)
 
     def check(self) -> None:
@@ -216,18 +213,6 @@ class Method:
         from cnnfeat.extractors.color import ColorHistogram
 
         return ColorHistogram(**params)
-
-
-def _value(text: str) -> int | float | str | None:
-    """A query value: ``none`` -> None, then an int, a float, or the text itself."""
-    if text.lower() == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
 
 
 def _check_layer(backbone: str, layer: str) -> None:

@@ -24,7 +24,10 @@ from typing import Generic, TypeVar
 
 from cnnfeat.exceptions import ConfigError, did_you_mean
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "parse_query"]
+
+#: a value in a name's query (``?<param>=<value>&...``): ``none``, an int, a float or text
+QueryValue = int | float | str | None
 
 T = TypeVar("T")
 
@@ -84,3 +87,32 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def parse_query(query: str, where: str) -> dict[str, QueryValue]:
+    """The parameters of a name's ``?<param>=<value>&...`` part (``query`` is what follows the ``?``).
+
+    A value is ``none`` (None), else an int, a float, or the text itself. ``where`` names the text in
+    the error a malformed item raises.
+
+    >>> parse_query("regularization=0.1&n_iter=5&mu=none", "adaptation 'ot?...'")
+    {'regularization': 0.1, 'n_iter': 5, 'mu': None}
+    """
+    params: dict[str, QueryValue] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{where}: write ?<param>=<value>&..., got {item!r}")
+        params[key] = _query_value(value)
+    return params
+
+
+def _query_value(text: str) -> QueryValue:
+    if text.lower() == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text

@@ -315,3 +315,30 @@ def test_the_skada_adaptations_use_labelled_target_rows_and_leave_scikit_learns_
         model.fit(X, y, domain=domain)
         assert model.estimator_.classes_.tolist() == [0, 1] and len(model.predict(xt)) == len(xt)
     assert sklearn.get_config()["enable_metadata_routing"] is False  # import skada switches it on; we do not
+
+
+def test_an_adaptations_hyper_parameters_are_set_by_its_text_and_checked_before_any_work() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from cnnfeat.adaptation import adaptation_kind, make_adaptation
+    from cnnfeat.runner import expand
+
+    probe = LogisticRegression()
+    assert make_adaptation("ot?regularization=10", probe).regularization == 10
+    assert make_adaptation("ot", probe).regularization == 1.0  # the registered default
+    spl = make_adaptation("spl-pca?n_iter=3", probe)
+    assert (spl.pca_components, spl.n_iter) == (256, 3)  # the registered parameter kept, the other set
+    assert make_adaptation("none", probe) is probe and adaptation_kind("augment?mu=1").needs_labelled_target
+    for text, message in [
+        ("ot?regularisation=10", "unexpected keyword argument 'regularisation'"),
+        ("ot?regularization=-1", "'regularization' parameter of LinearOTMapping must be a float in the range"),
+        ("coral?regularization", r"write \?<param>=<value>"),
+        ("none?mu=1", "takes no parameters"),
+        ("otx?regularization=1", "unknown adaptation 'otx'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            make_adaptation(text, probe)
+    runs = expand(["hog"], ["logreg"], ["office31"], ["full"], [0], adapt=["ot?regularization=0.1", "ot"])
+    assert {r.adapt for r in runs} == {"ot?regularization=0.1", "ot"} and len({r.key() for r in runs}) == len(runs)
+    with pytest.raises(ConfigError, match="regularisation"):
+        expand(["hog"], ["logreg"], ["office31"], ["full"], [0], adapt=["ot?regularisation=0.1"])

@@ -31,7 +31,14 @@ Examples
 >>> CORAL().fit(X, y, domain=domain).score(Xt, yt)                       # doctest: +SKIP
 """
 
-from cnnfeat.adaptation._base import ADAPTATIONS, AdaptationKind, register_adaptation, split_domains
+from cnnfeat.adaptation._base import (
+    ADAPTATIONS,
+    AdaptationKind,
+    adaptation_kind,
+    make_adaptation,
+    register_adaptation,
+    split_domains,
+)
 from cnnfeat.adaptation.alignment import CORAL, FeatureAugmentation
 from cnnfeat.adaptation.mapping import LinearOTMapping, SubspaceAlignment, TransferComponentAnalysis
 from cnnfeat.adaptation.projection import BalancedDistributionAdaptation, SelectivePseudoLabeling
@@ -46,6 +53,8 @@ __all__ = [
     "SelectivePseudoLabeling",
     "SubspaceAlignment",
     "TransferComponentAnalysis",
+    "adaptation_kind",
+    "make_adaptation",
     "register_adaptation",
     "split_domains",
 ]

@@ -14,33 +14,78 @@ from sklearn.utils.validation import check_is_fitted
 
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.hints import ArrayLike, Classifier, checked_rows
-from cnnfeat.registry import Registry
+from cnnfeat.registry import Registry, parse_query
 
-__all__ = ["ADAPTATIONS", "AdaptationKind", "register_adaptation", "split_domains"]
+__all__ = ["ADAPTATIONS", "AdaptationKind", "adaptation_kind", "make_adaptation", "register_adaptation", "split_domains"]
 
 
 @dataclass(frozen=True)
 class AdaptationKind:
     """How a benchmark run builds an adaptation around its probe, and what its split must offer."""
 
-    make: Callable[[Classifier], Classifier]
+    #: ``make(probe, **params)``: the probe wrapped, with the parameters a ``name?<param>=<value>`` text sets
+    make: Callable[..., Classifier]
     #: labelled target images among the training rows (feature augmentation has nothing to do without them)
     needs_labelled_target: bool = False
 
 
-#: adaptation name -> how to wrap a probe in it (``--adapt`` accepts these names)
+def _no_adaptation(probe: Classifier, **params: object) -> Classifier:
+    if params:
+        raise ConfigError(f"adaptation 'none' takes no parameters; got {', '.join(params)}")
+    return probe
+
+
+#: adaptation name -> how to wrap a probe in it (``--adapt`` accepts these names, and ``name?<param>=<value>&...``)
 ADAPTATIONS = Registry[AdaptationKind]("adaptation")
-ADAPTATIONS.add("none", AdaptationKind(lambda probe: probe), help="the probe alone")
+ADAPTATIONS.add("none", AdaptationKind(_no_adaptation), help="the probe alone")
 
 
 def register_adaptation(name: str, *, help: str, needs_labelled_target: bool = False, **params: Any) -> Callable[[type], type]:
-    """A class decorator: ``--adapt name`` wraps a run's probe as ``cls(probe, **params)``."""
+    """A class decorator: ``--adapt name`` wraps a run's probe as ``cls(probe, **params)``.
+
+    ``--adapt name?<param>=<value>&...`` sets the class's other parameters too (a hyper-parameter of the
+    adaptation, as a candidate of its own for a selector to choose among).
+    """
 
     def add(cls: type) -> type:
-        ADAPTATIONS.add(name, AdaptationKind(lambda probe: cls(probe, **params), needs_labelled_target), help=help)
+        def make(probe: Classifier, **overrides: Any) -> Classifier:
+            return cls(probe, **(params | overrides))
+
+        ADAPTATIONS.add(name, AdaptationKind(make, needs_labelled_target), help=help)
         return cls
 
     return add
+
+
+def adaptation_kind(text: str) -> AdaptationKind:
+    """The registered kind of an ``--adapt`` text (``name`` or ``name?<param>=<value>&...``)."""
+    return ADAPTATIONS.get(text.partition("?")[0])
+
+
+def make_adaptation(text: str, probe: Classifier) -> Classifier:
+    """``probe`` wrapped in the adaptation an ``--adapt`` text names, with its parameters.
+
+    A parameter the adaptation does not have, or a value it does not accept, is a
+    :class:`~cnnfeat.exceptions.ConfigError` now, not when the run is fitted.
+
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> make_adaptation("coral?regularization=0.5", LogisticRegression()).regularization
+    0.5
+    """
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    name, _, query = text.partition("?")
+    params = parse_query(query, f"adaptation {text!r}")
+    try:
+        adapted = adaptation_kind(name).make(probe, **params)
+    except TypeError as exc:  # a keyword the class does not take
+        raise ConfigError(f"adaptation {text!r}: {exc}") from None
+    if adapted is not probe:
+        try:
+            adapted._validate_params()
+        except InvalidParameterError as exc:
+            raise ConfigError(f"adaptation {text!r}: {exc}") from None
+    return adapted
 
 
 def split_domains(y: np.ndarray, domain: ArrayLike | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

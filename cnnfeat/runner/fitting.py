@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnfeat.adaptation import ADAPTATIONS
+from cnnfeat.adaptation import make_adaptation
 from cnnfeat.hints import Classifier, JSONObject
 from cnnfeat.methods import Method
 from cnnfeat.probes import PROBES, innermost
@@ -49,7 +49,7 @@ def build_classifier(run: RunSpec) -> Classifier:
 
     from cnnfeat.normalize import make_normalizer
 
-    probe = ADAPTATIONS.get(run.adapt).make(PROBES.get(run.probe)(run.solver))
+    probe = make_adaptation(run.adapt, PROBES.get(run.probe)(run.solver))
     return make_pipeline(make_normalizer(run.normalize), probe) if run.normalize != "none" else probe
 
 

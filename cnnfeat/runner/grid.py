@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from cnnfeat.adaptation import ADAPTATIONS
+from cnnfeat.adaptation import adaptation_kind, make_adaptation
 from cnnfeat.catalog import Dataset, dataset_spec
 from cnnfeat.exceptions import ConfigError
 from cnnfeat.logistic_path import SOLVERS
@@ -43,8 +43,8 @@ def expand(
     """
     for probe in probes:
         PROBES.get(probe)
-    for a in adapt:
-        ADAPTATIONS.get(a)
+    for a in adapt:  # a wrong name, parameter or value is refused before any work
+        make_adaptation(a, PROBES.get("logreg")("path"))
     if solver not in SOLVERS:
         raise ConfigError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
     parsed = {method: Method.parse(method) for method in methods}
@@ -65,7 +65,7 @@ def expand(
                     finetune = parsed[method].kind == "finetune"  # a classifier of its own, trained on the source only
                     for probe in [FINETUNE] if finetune else probes:
                         for a in adapt if kind.domain_shift and not finetune else ("none",):
-                            if ADAPTATIONS.get(a).needs_labelled_target and not kind.labelled_target:
+                            if adaptation_kind(a).needs_labelled_target and not kind.labelled_target:
                                 continue
                             for norm in norms or [parsed[method].default_normalize]:
                                 for seed in seeds_for:
