@@ -39,8 +39,9 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,14 +72,34 @@ _SCALE_FLOOR = 1e-12
 
 @dataclass(frozen=True)
 class PathFit:
-    """One value of C's solution, on the original features (scikit-learn's ``coef_`` and ``intercept_`` shapes)."""
+    """One value of C's solution; ``coef`` and ``intercept`` on the original features, in scikit-learn's shapes."""
 
     C: float
-    coef: np.ndarray  # (n_classes, d); (1, d) for two classes
-    intercept: np.ndarray  # (n_classes,); (1,) for two classes
     n_iter: int
     gap_bound: float  # certified bound on (G - G*) / min(G, G(0) - G) (the intercept, unpenalised, aside)
     objective: float  # G at the solution
+    rotated: tuple[np.ndarray, np.ndarray] = field(repr=False)  # (A (r, K), b (K,)) in the rows' basis
+    rows: _Rotated = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def _weights(self) -> tuple[np.ndarray, np.ndarray]:
+        coef, intercept = self.rows.unrotate(*self.rotated)
+        if self.rows.binary:  # scikit-learn's binomial model: one weight vector
+            return (coef[1] - coef[0])[None], np.r_[intercept[1] - intercept[0]]
+        return coef, intercept
+
+    @property
+    def coef(self) -> np.ndarray:  # (n_classes, d); (1, d) for two classes
+        return self._weights[0]
+
+    @property
+    def intercept(self) -> np.ndarray:  # (n_classes,); (1,) for two classes
+        return self._weights[1]
+
+    def predict_codes(self, X: np.ndarray) -> np.ndarray:
+        """The class index of each row of ``X``, from the rotated weights (no product with the basis per C)."""
+        A, b = self.rotated
+        return np.asarray((self.rows.project(X) @ A + b).argmax(axis=1))  # ties: the lower index, as scikit-learn's
 
 
 def scatter_basis(scatter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,12 +131,19 @@ class RowBasis:
 class _Rotated:
     """Rows centred and rotated onto a basis, ``Z = (X - mean) @ V``, with each column's energy ``sum(Z^2)``."""
 
-    def __init__(self, X: np.ndarray, basis: RowBasis) -> None:
+    def __init__(self, X: np.ndarray, basis: RowBasis, *, binary: bool = False) -> None:
         X = np.asarray(X, dtype=np.float64)
-        self.V, self.mean = basis.V, X.mean(axis=0)
+        self.V, self.mean, self.binary = basis.V, X.mean(axis=0), binary
         self.Z = (X - self.mean) @ self.V
         self.Z32 = self.Z.astype(np.float32)
         self.energies = np.einsum("ij,ij->j", self.Z, self.Z)
+        self._projected: tuple[np.ndarray, np.ndarray] | None = None
+
+    def project(self, X: np.ndarray) -> np.ndarray:
+        """Other rows in this basis, ``(X - mean) @ V``; the last rows asked for are kept (a sweep scores one set)."""
+        if self._projected is None or self._projected[0] is not X:
+            self._projected = (X, (np.asarray(X, dtype=np.float64) - self.mean) @ self.V)
+        return self._projected[1]
 
     def rotate(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weights ``(K, d)`` and intercepts on the original features -> ``(A (r, K), b (K,))`` in this basis."""
@@ -129,8 +157,12 @@ class _Rotated:
 class _Problem:
     """``G`` and its gradient at one C, on the rotated rows; products in float32, sums in float64."""
 
-    def __init__(self, rows: _Rotated, codes: np.ndarray, Y: np.ndarray, C: float) -> None:
-        self.rows, self.codes, self.Y, self.C = rows, codes, Y, C  # Y: the codes one-hot, shared by every C
+    def __init__(self, rows: _Rotated, codes: np.ndarray, n_classes: int, C: float) -> None:
+        self.rows, self.codes, self.C = rows, codes, C
+        n = len(codes)
+        self.picked = np.arange(n) * n_classes + codes  # each row's own class in the flattened (n, K) logits
+        # the Hessian's diagonal in the rotated basis is 1 + C q (each column's energy, then n for the intercepts)
+        self.diagonal_scale = np.concatenate([np.repeat(rows.energies, n_classes), np.full(n_classes, float(n))])
 
     def product(self, A: np.ndarray, exact: bool) -> np.ndarray:
         if exact:
@@ -140,17 +172,21 @@ class _Problem:
     def value(self, L: np.ndarray, A: np.ndarray) -> tuple[float, np.ndarray]:
         """``G`` from the logits ``L`` and the weights, and the probabilities."""
         top = L.max(axis=1, keepdims=True)
-        E = np.exp(L - top)
+        E = L - top  # the passes over the (n, K) logits are most of an iteration on many rows: done in place
+        np.exp(E, out=E)
         total = E.sum(axis=1, keepdims=True)
-        loss = float(np.sum(np.log(total[:, 0]) + top[:, 0] - L[np.arange(len(L)), self.codes]))
-        return self.C * loss + 0.5 * float(np.sum(A * A)), E / total
+        loss = float(np.sum(np.log(total[:, 0]) + top[:, 0] - L.ravel().take(self.picked)))
+        E /= total
+        return self.C * loss + 0.5 * float(np.vdot(A, A)), E
 
     def gradient(self, P: np.ndarray, A: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray]:
-        residual = P - self.Y
+        residual = P.copy()
+        residual.ravel()[self.picked] -= 1.0  # P - Y, without reading the one-hot Y
         if exact:
             gA = self.rows.Z.T @ residual
         else:  # probabilities below float32's normal range would be subnormal there, and a product slow on them
-            flushed = np.where(np.abs(residual) < _FLUSH, 0.0, residual).astype(np.float32)
+            flushed = residual.astype(np.float32)
+            np.copyto(flushed, 0.0, where=(residual < _FLUSH) & (residual > -_FLUSH))
             gA = (self.rows.Z32.T @ flushed).astype(np.float64)
         return self.C * gA + A, self.C * residual.sum(axis=0)
 
@@ -161,7 +197,7 @@ def _lbfgs(
     """Minimise ``G`` from ``(A, b)``: float32 products until the certificate holds, then checked (and if need be
     finished) with float64 products. Returns the weights, iterations, the certified relative gap and ``G``."""
     r, K = A.shape
-    energies, n = problem.rows.energies, len(problem.codes)
+    n = len(problem.codes)
     at_zero = problem.C * n * np.log(K)  # G at zero weights
     iterations = 0
     for exact in (False, True):
@@ -169,18 +205,18 @@ def _lbfgs(
         f, P = problem.value(L, A)
         gA, gb = problem.gradient(P, A, exact)
         g = np.concatenate([gA.ravel(), gb])
-        steps: list[tuple[np.ndarray, np.ndarray, float]] = []  # (s, y, 1 / s.y)
+        steps: list[tuple[np.ndarray, np.ndarray]] = []  # (s, y): the step and the change of gradient
         while True:
             # against the decrease from zero weights, floored where there is none (at the start, or nothing to learn)
             scale = max(min(f, at_zero - f), _SCALE_FLOOR * f)
             bound = 0.5 * float(g @ g) / scale if scale > 0 else np.inf
             if bound <= gap_tol or iterations >= max_iter:
                 break
-            curvature = float(np.mean(P * (1.0 - P)))
-            D = np.concatenate(
-                [np.repeat(1.0 + problem.C * energies * curvature, K), np.full(K, 1.0 + problem.C * n * curvature)]
-            )
-            direction = -_two_loop(g, steps, D)
+            spread = 1.0 - P
+            spread *= P
+            curvature = float(np.mean(spread))
+            D = 1.0 + (problem.C * curvature) * problem.diagonal_scale
+            direction = -_inverse_hessian_product(g, steps, D)
             slope = float(g @ direction)
             if slope >= 0:  # not a descent direction: restart from the preconditioned gradient
                 steps.clear()
@@ -190,7 +226,8 @@ def _lbfgs(
             ZdA = problem.product(dA, exact) + db
             t, accepted = 1.0, False
             for _ in range(40):
-                L_t = L + t * ZdA
+                L_t = t * ZdA
+                L_t += L
                 A_t = A + t * dA
                 f_t, P_t = problem.value(L_t, A_t)
                 if f_t <= f + _ARMIJO * t * slope:
@@ -206,30 +243,35 @@ def _lbfgs(
             s, y = t * direction, g_new - g
             sy = float(s @ y)
             if sy > 1e-12 * float(y @ y):
-                steps.append((s, y, 1.0 / sy))
+                steps.append((s, y))
                 if len(steps) > _MEMORY:
                     steps.pop(0)
             g = g_new
     return A, b, iterations, bound, f
 
 
-def _two_loop(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray, float]], D: np.ndarray) -> np.ndarray:
-    """L-BFGS's product of the inverse-Hessian estimate with ``g``, from the diagonal preconditioner ``D``."""
-    q = g.copy()
-    alphas = []
-    for s, y, rho in reversed(steps):
-        alpha = rho * float(s @ q)
-        q -= alpha * y
-        alphas.append(alpha)
-    if steps:
-        s, y, _ = steps[-1]
-        scaled = y / D
-        q = q / D * (float(s @ y) / float(y @ scaled))
-    else:
-        q = q / D
-    for (s, y, rho), alpha in zip(steps, reversed(alphas)):
-        q += (alpha - rho * float(y @ q)) * s
-    return np.asarray(q)
+def _inverse_hessian_product(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray]], D: np.ndarray) -> np.ndarray:
+    """L-BFGS's product of the inverse-Hessian estimate with ``g``, from the diagonal preconditioner ``D``.
+
+    The compact form of Byrd, Nocedal and Schnabel (1994; Nocedal and Wright, eq. 7.24), the same product as
+    the two-loop recursion in a few matrix products rather than a loop of vector operations per pair:
+    ``H g = H0 g + S p - H0 Y u`` with ``R u = S'g``, ``R' p = (diag(S'Y) + Y'H0Y) u - Y'H0 g``, ``R`` the upper
+    triangle of ``S'Y`` and ``H0`` the preconditioner scaled by the newest pair.
+    """
+    from scipy.linalg.lapack import dtrtrs  # LAPACK's triangular solve, without scipy's per-call checks
+
+    if not steps:
+        return np.asarray(g / D)
+    S = np.array([s for s, _ in steps])  # (m, p), oldest first
+    Y = np.array([y for _, y in steps])
+    SY = S @ Y.T
+    s, y = steps[-1]
+    h0 = (float(s @ y) / float(y @ (y / D))) / D
+    H0Y = Y * h0
+    R = np.triu(SY)
+    u = dtrtrs(R, S @ g)[0]
+    p = dtrtrs(R, np.diag(SY) * u + (H0Y @ Y.T) @ u - H0Y @ g, trans=1)[0]
+    return np.asarray(h0 * g + S.T @ p - H0Y.T @ u)
 
 
 def _extrapolate(
@@ -274,12 +316,10 @@ def logistic_path(
         A basis of rows that include these (made from ``X`` when not given).
     """
     codes = np.asarray(codes, dtype=np.intp)
-    rows = _Rotated(X, basis if basis is not None else RowBasis(X))
     binary = n_classes == 2
+    rows = _Rotated(X, basis if basis is not None else RowBasis(X), binary=binary)
     K = 2 if binary else n_classes
     r = rows.Z.shape[1]
-    Y = np.zeros((len(codes), K))
-    Y[np.arange(len(codes)), codes] = 1.0
     solved: list[tuple[float, np.ndarray, np.ndarray]] = []  # (log C, A, b) in increasing C
     if start is not None:
         coef, intercept = start
@@ -297,13 +337,10 @@ def logistic_path(
             A, b = solved[-1][1], solved[-1][2]
         else:
             A, b = A0, b0
-        problem = _Problem(rows, codes, Y, C_model)
+        problem = _Problem(rows, codes, K, C_model)
         A, b, n_iter, bound, objective = _lbfgs(problem, A.copy(), b.copy(), gap_tol, max_iter)
         solved.append((float(np.log(C)), A, b))
-        coef, intercept = rows.unrotate(A, b)
-        if binary:
-            coef, intercept, objective = (coef[1] - coef[0])[None], np.r_[intercept[1] - intercept[0]], 2 * objective
-        fits[C] = PathFit(C, coef, intercept, n_iter, bound, objective)
+        fits[C] = PathFit(C, n_iter, bound, 2 * objective if binary else objective, (A, b), rows)
     return [fits[float(C)] for C in Cs]
 
 
@@ -353,5 +390,4 @@ class PathSweep:
 
 
 def _predict(fit: PathFit, classes: np.ndarray, X: np.ndarray) -> np.ndarray:
-    scores = X @ fit.coef.T + fit.intercept
-    return np.asarray(classes[(scores[:, 0] > 0).astype(int)] if fit.coef.shape[0] == 1 else classes[scores.argmax(axis=1)])
+    return np.asarray(classes[fit.predict_codes(X)])

@@ -163,3 +163,28 @@ def test_a_dropout_sweep_on_wide_rows_is_solved_in_its_own_rows_span() -> None:
     fits = logistic_path(Xd, yd, 3, [1 / p for p in penalties], gap_tol=1e-6)
     alone = {f.C: float(((Xva @ f.coef.T + f.intercept).argmax(axis=1) == yva).mean()) for f in fits}
     assert probe.val_scores_ == pytest.approx(alone)
+
+
+def test_the_compact_lbfgs_product_is_the_two_loop_recursions() -> None:
+    from cnnfeat.logistic_path import _inverse_hessian_product
+
+    def two_loop(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray]], D: np.ndarray) -> np.ndarray:
+        q, alphas = g.copy(), []
+        for s, y in reversed(steps):
+            alphas.append(float(s @ q) / float(s @ y))
+            q -= alphas[-1] * y
+        s, y = steps[-1]
+        q = q / D * (float(s @ y) / float(y @ (y / D)))
+        for (s, y), alpha in zip(steps, reversed(alphas)):
+            q += (alpha - float(y @ q) / float(s @ y)) * s
+        return q
+
+    rng = np.random.default_rng(0)
+    p = 300
+    H = rng.normal(size=(p, p))
+    H = H @ H.T / p + np.diag(rng.uniform(0.5, 5, p))  # a convex quadratic's Hessian: every pair has s.y > 0
+    steps = [(s, H @ s) for s in rng.normal(size=(7, p))]
+    g, D = rng.normal(size=p), np.diag(H).copy()
+    ours, theirs = _inverse_hessian_product(g, steps, D), two_loop(g, steps, D)
+    assert np.allclose(ours, theirs, rtol=1e-9, atol=1e-12 * np.abs(theirs).max())
+    assert np.array_equal(_inverse_hessian_product(g, [], D), g / D)
