@@ -59,3 +59,13 @@ def test_every_room_is_in_a_layer() -> None:
     rooms = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
     for room in rooms - {"__init__"}:
         _rank(room)
+
+
+def test_every_module_keeps_to_one_job_in_at_most_450_lines() -> None:
+    long = [f"{p.relative_to(PACKAGE)}: {n}" for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450]
+    assert long == []
+
+
+def test_files_are_replaced_durably_in_one_place() -> None:
+    elsewhere = [p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py") if p.name != "files.py" and "os.replace(" in p.read_text()]
+    assert elsewhere == []  # cnnfeat.files.install: fsync, os.replace, fsync the folder

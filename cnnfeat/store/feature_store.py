@@ -115,8 +115,6 @@ class FeatureStore:
             self.close(compact=False)
             raise
 
-    # ------------------------------------------------------------------ opening
-
     def _open(self, config: JSONObject | None, dims: Mapping[str, int] | None, dtype: str) -> None:
         import h5py
 
@@ -182,8 +180,6 @@ class FeatureStore:
             write_attrs(f, config, n_rows=0)
         install(tmp, self.path)
 
-    # ------------------------------------------------------------------ reading
-
     @property
     def taps(self) -> list[str]:
         return list(self.config["taps"])
@@ -230,8 +226,6 @@ class FeatureStore:
             for t, vector in zip(read, self._journal.read_row(record, row, widths, wanted, self.dtype)):
                 out[t][i] = vector
         return out
-
-    # ------------------------------------------------------------------ writing
 
     def append(self, keys: Sequence[str], features: Mapping[str, np.ndarray], paths: Sequence[str]) -> int:
         """Commit rows for new keys (keys already present are skipped). Returns rows added.
@@ -425,8 +419,6 @@ class FeatureStore:
         self.format_version = FORMAT_VERSION
         keys = self._h5["keys"][: int(self._h5.attrs["n_rows"])]
         self._index = {k.decode(): i for i, k in enumerate(keys)}
-
-    # ------------------------------------------------------------------ files
 
     def _tmp_path(self) -> Path:
         return self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
