@@ -246,20 +246,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             datasets = datasets + present
         else:  # a named suite runs the datasets of its list that are present
             datasets = [d for d in datasets if d in present or not dataset_spec(d)["files"]]
+    grid = {
+        "methods": args.methods or suite["methods"],
+        "probes": args.probes or suite["probes"],
+        "protocols": args.protocols or suite["protocols"],
+        "seeds": args.seeds if args.seeds is not None else suite["seeds"],
+        "adapt": args.adapt or suite.get("adapt", ["none"]),
+        "normalize": args.normalize or suite.get("normalize"),
+        "solver": args.solver,
+        "all_folds": args.seeds is None,  # k-fold runs all its folds unless seeds are named
+    }
     try:
+        expand(datasets=[], **grid)  # the probes', adaptations' and methods' names checked before a file is read
         loaded = _user_datasets(args.data or [], screen=args.on_error == "skip")
         datasets = datasets + loaded
-        runs = expand(
-            args.methods or suite["methods"],
-            args.probes or suite["probes"],
-            datasets,
-            args.protocols or suite["protocols"],
-            args.seeds if args.seeds is not None else suite["seeds"],
-            adapt=args.adapt or suite.get("adapt", ["none"]),
-            normalize=args.normalize or suite.get("normalize"),
-            solver=args.solver,
-            all_folds=args.seeds is None,  # k-fold runs all its folds unless seeds are named
-        )
+        runs = expand(datasets=datasets, **grid)
         from cnnfeat.methods import Method
 
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints its download line: stdout is for the table

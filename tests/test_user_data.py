@@ -140,6 +140,11 @@ def test_benchmark_cli_refuses_what_the_data_lacks_as_a_bad_command_line(
     assert "needs two or more domains" in capsys.readouterr().err
     assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "flat" / "red" / "page.jpg").write_text("<html>not an image</html>")
+    bad = ["--data", str(tmp_path / "flat"), "--adapt", "ot?regularisation=1", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(bad) == 2  # a misspelt hyper-parameter, said before the folder is read
+    err = capsys.readouterr().err
+    assert "unexpected keyword argument 'regularisation'" in err and "page.jpg" not in err
 
 
 def test_a_messy_folder_costs_its_bad_files_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
