@@ -6,8 +6,9 @@ set -euo pipefail
 DATA="${1:-../shared/datasets}"
 # every table below up to the path solver's section was made with scikit-learn's solver, before the path
 # solver existed and became the default: --solver lbfgs reproduces them (their footers' commands predate the flag)
-BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress --solver lbfgs)
-PATH_BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress)
+# and every one with Keras computing the CNN features, before runtime auto became the default: --runtime keras
+BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress --solver lbfgs --runtime keras)
+PATH_BENCH=(python -m cnnfeat.benchmark --data-root "$DATA" --no-progress --runtime keras)
 LITE0=cnn:efficientnet_lite0/pool
 LITE2=cnn:efficientnet_lite2/pool
 
@@ -100,10 +101,17 @@ BEST=("${BENCH[@]}" --suite best --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}
     --protocol sampled sampled_st --probes logreg --normalize none --select clusters --seeds 0 1 \
     --methods "cnn:efficientnet_lite0/block6d_add,pool+cnn:efficientnet_lite2/block6e_add,pool" \
     --out results/office31_sampled_select
+# ... with hyper-parameters among the candidates (each setting fixed before any ran), full protocol
+"${PATH_BENCH[@]}" --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}/recipes" --datasets office31 --protocol full \
+    --methods "cnn:efficientnet_lite0/block6d_add,pool+cnn:efficientnet_lite2/block6e_add,pool" --probes logreg \
+    --normalize none --choose-recipe --adapt none coral "coral?regularization=10" \
+    "ot?regularization=0.1" ot "ot?regularization=10" spl "spl?n_components=64" --out results/office31_full_hyper_select
+# ... and on a small source cut from Office-31 (8 images of 5 classes per domain), where SPL collapses
+python benchmarks/small_source.py --data-root "$DATA" --out results/office31_small_source
 # the path solver (issue 26): two committed tables remade with it (the tables above were made with --solver lbfgs,
 # scikit-learn's, before it existed); benchmarks/compare_solvers.py compares them run by run
 "${PATH_BENCH[@]}" --datasets scene15 --methods "$LITE0" hog --probes logreg --seeds 0 1 2 3 4 --out results/scene15_path
 "${PATH_BENCH[@]}" --datasets office31 --protocol full --methods "$LITE0" hog --out results/office31_full_path
 # the built-in default (issue 28): `cnnfeat benchmark` with no arguments, on the eurosat_mini photos that ship with
 # cnnfeat; no data root needed (80 s wall on 2 cores from an empty cache, weight conversion included)
-python -m cnnfeat.benchmark --no-progress --out results/eurosat_mini
+python -m cnnfeat.benchmark --no-progress --runtime keras --out results/eurosat_mini
