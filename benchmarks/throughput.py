@@ -3,7 +3,7 @@
 Contenders, on the same JPEGs, network and batch size:
 
 - ``cnnfeat``: ``CNNFeatures.extract`` into a fresh HDF5 store (read, hash, decode,
-  resize + centre crop, forward pass, commit) — what ``python -m cnnfeat.extract`` runs;
+  resize + centre crop, forward pass, commit), the network in Keras (the ``cnnfeat_*`` contenders: the other runtimes);
 - ``keras_dataset``: the current tutorial recipe, ``keras.utils.image_dataset_from_directory``
   (tf.data, decoding in parallel with the forward pass) + ``model.predict`` + ``np.save``,
   with the same Keras model;

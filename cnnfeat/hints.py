@@ -3,7 +3,8 @@
 Keras, h5py and scikit-learn ship no type information, so to the type checker their objects are ``Any``
 whatever they are called; the names below still say which object a function takes or returns. ``Any``
 itself is left where a value really can be anything: a JSON value, an unpickled object, the keyword
-arguments passed through to a constructor.
+arguments passed through to a constructor. ``checked_rows`` and ``checked_rows_and_labels`` are scikit-learn's
+``validate_data`` with its results typed, so that an estimator's ``X: ArrayLike`` becomes an array.
 """
 
 from __future__ import annotations
