@@ -98,7 +98,7 @@ BEST=("${BENCH[@]}" --suite best --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}
 # the choice of adaptation without target labels (issue 29): every selector's scores of the candidates, sampled
 # protocol, with the path solver; benchmarks/selector_regret.py turns these records and the full protocol's into regrets
 "${PATH_BENCH[@]}" --suite best --cache "${CNNFEAT_CACHE:-$HOME/.cache/cnnfeat}/recipes" --datasets office31 \
-    --protocol sampled sampled_st --probes logreg --normalize none --select clusters --seeds 0 1 \
+    --protocol sampled sampled_st --probes logreg --normalize none --select clusters --seeds 0 1 2 \
     --methods "cnn:efficientnet_lite0/block6d_add,pool+cnn:efficientnet_lite2/block6e_add,pool" \
     --out results/office31_sampled_select
 # ... with hyper-parameters among the candidates (each setting fixed before any ran), full protocol
