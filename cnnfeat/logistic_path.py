@@ -39,6 +39,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -155,14 +156,24 @@ class _Rotated:
 
 
 class _Problem:
-    """``G`` and its gradient at one C, on the rotated rows; products in float32, sums in float64."""
+    """``G`` and its gradient at one C, on the rotated rows; products in float32, sums in float64.
 
-    def __init__(self, rows: _Rotated, codes: np.ndarray, n_classes: int, C: float) -> None:
-        self.rows, self.codes, self.C = rows, codes, C
+    What does not depend on C is made once per path; :meth:`at` gives the problem at each C, sharing it.
+    """
+
+    C = 1.0
+
+    def __init__(self, rows: _Rotated, codes: np.ndarray, n_classes: int) -> None:
+        self.rows, self.codes = rows, codes
         n = len(codes)
         self.picked = np.arange(n) * n_classes + codes  # each row's own class in the flattened (n, K) logits
         # the Hessian's diagonal in the rotated basis is 1 + C q (each column's energy, then n for the intercepts)
         self.diagonal_scale = np.concatenate([np.repeat(rows.energies, n_classes), np.full(n_classes, float(n))])
+
+    def at(self, C: float) -> _Problem:
+        problem = copy.copy(self)
+        problem.C = C
+        return problem
 
     def product(self, A: np.ndarray, exact: bool) -> np.ndarray:
         if exact:
@@ -328,6 +339,7 @@ def logistic_path(
         A0, b0 = rows.rotate(np.asarray(coef, float), np.asarray(intercept, float))
     else:
         A0, b0 = np.zeros((r, K)), np.zeros(K)
+    labelled = _Problem(rows, codes, K)
     fits: dict[float, PathFit] = {}
     for C in sorted({float(C) for C in Cs}):
         C_model = C / 2 if binary else C
@@ -337,7 +349,7 @@ def logistic_path(
             A, b = solved[-1][1], solved[-1][2]
         else:
             A, b = A0, b0
-        problem = _Problem(rows, codes, K, C_model)
+        problem = labelled.at(C_model)
         A, b, n_iter, bound, objective = _lbfgs(problem, A.copy(), b.copy(), gap_tol, max_iter)
         solved.append((float(np.log(C)), A, b))
         fits[C] = PathFit(C, n_iter, bound, 2 * objective if binary else objective, (A, b), rows)

@@ -77,7 +77,7 @@ def make_adaptation(text: str, probe: Classifier) -> Classifier:
     name, _, query = text.partition("?")
     params = parse_query(query, f"adaptation {text!r}")
     try:
-        adapted = adaptation_kind(name).make(probe, **params)
+        adapted = ADAPTATIONS.get(name).make(probe, **params)
     except TypeError as exc:  # a keyword the class does not take
         raise ConfigError(f"adaptation {text!r}: {exc}") from None
     if adapted is not probe:
